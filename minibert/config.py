@@ -1,0 +1,128 @@
+"""BertConfig: the hyper-parameters of a BERT encoder.
+
+Read from a Hugging Face ``config.json`` (unknown keys are ignored, missing required keys
+are a ``ConfigError``), from the attributes of a minibert ``.h5`` file, or from one of the
+four compact-BERT presets of Turc et al. (2019) as published by prajjwal1.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import ConfigError
+
+# Keys that every BERT config.json carries; without them the model cannot be built.
+REQUIRED_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+)
+
+SUPPORTED_ACTIVATIONS = ("gelu",)  # exact erf GELU, as transformers' "gelu"
+
+
+@dataclass
+class BertConfig:
+    """Hyper-parameters of a BERT encoder, named as in transformers' ``BertConfig``."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768  # H
+    num_hidden_layers: int = 12  # L
+    num_attention_heads: int = 12  # A; head size D = H // A
+    intermediate_size: int = 3072  # I, the feed-forward width (4H in BERT)
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    pad_token_id: int = 0
+    # Optional task-head metadata (sequence classification); empty for a bare encoder.
+    id2label: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name in REQUIRED_KEYS + ("max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(
+                    f"config value {name}={value!r} must be a positive integer",
+                    "check the config.json the model came from",
+                )
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ConfigError(
+                f"hidden_size={self.hidden_size} is not a multiple of "
+                f"num_attention_heads={self.num_attention_heads}",
+                "check the config.json the model came from",
+            )
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ConfigError(
+                f"hidden_act={self.hidden_act!r} is not supported; minibert implements "
+                f"{', '.join(SUPPORTED_ACTIVATIONS)} (exact erf GELU)",
+                "use a BERT checkpoint with hidden_act='gelu'",
+            )
+        self.id2label = {int(k): str(v) for k, v in (self.id2label or {}).items()}
+
+    @property
+    def head_size(self):  # D
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def num_labels(self):
+        return len(self.id2label)
+
+    @classmethod
+    def from_dict(cls, d, source="config"):
+        """Build from a dict such as a parsed config.json; unknown keys are ignored."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a JSON object, found {type(d).__name__}")
+        missing = [k for k in REQUIRED_KEYS if k not in d]
+        if missing:
+            raise ConfigError(
+                f"{source}: missing required key(s) {', '.join(missing)}",
+                "a BERT config.json needs " + ", ".join(REQUIRED_KEYS),
+            )
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known and v is not None}
+        if "layer_norm_eps" in kwargs:
+            kwargs["layer_norm_eps"] = float(kwargs["layer_norm_eps"])
+        # transformers writes id2label for every model (LABEL_0, LABEL_1 by default); it only
+        # means something when a classification head is present, which convert() decides.
+        try:
+            return cls(**kwargs)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e.message}", e.hint) from None
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{source}: {e}", "check the values in the config") from None
+
+    @classmethod
+    def from_json(cls, path):
+        """Read a Hugging Face config.json."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found", "pass the config.json of the checkpoint")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})", "pass the config.json of the checkpoint") from None
+        return cls.from_dict(d, source=str(path))
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def preset(cls, name):
+        """One of the compact BERTs: bert-tiny, bert-mini, bert-small, bert-medium."""
+        key = name.split("/")[-1]
+        if key not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}", f"choose one of {', '.join(PRESETS)}")
+        L, H = PRESETS[key]
+        return cls(num_hidden_layers=L, hidden_size=H, num_attention_heads=H // 64, intermediate_size=4 * H)
+
+
+# name -> (L, H), from the model cards of prajjwal1/bert-*; A = H / 64, I = 4H.
+PRESETS = {
+    "bert-tiny": (2, 128),
+    "bert-mini": (4, 256),
+    "bert-small": (4, 512),
+    "bert-medium": (8, 512),
+}

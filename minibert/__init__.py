@@ -1,6 +1,15 @@
 """minibert: BERT from scratch in NumPy, proven equal to the PyTorch reference."""
 
-from .config import BertConfig
-from .errors import MinibertError
-
 __version__ = "0.1.0"
+
+from .config import BertConfig  # noqa: E402
+from .convert import convert  # noqa: E402
+from .errors import (  # noqa: E402
+    ConfigError,
+    ConversionError,
+    HeadError,
+    InputError,
+    MinibertError,
+    WeightsError,
+)
+from .model import BertModel, BertOutput, load  # noqa: E402

@@ -1,0 +1,298 @@
+"""Convert a Hugging Face BERT checkpoint into a minibert .h5 file.
+
+Sources, in the order they are tried:
+  * a local model directory: ``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``
+    (optional ``vocab.txt`` and ``tokenizer_config.json``);
+  * a single checkpoint file (``.safetensors`` or ``.bin``) plus ``config=`` (or a
+    ``config.json`` beside it);
+  * a hub id such as ``prajjwal1/bert-tiny``, fetched with ``huggingface_hub`` when it is
+    installed (from its local cache when offline).
+
+``.safetensors`` is read by a small NumPy reader below: no torch needed. ``.bin`` is a
+pickle and needs torch; it is loaded with ``weights_only=True``, which refuses any pickle
+that would run code.
+"""
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .config import BertConfig
+from .errors import ConfigError, ConversionError, WeightsError
+from .weights import WeightsFile, check_encoder_tensors, file_sha256, save
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+HUB_FILES = ["config.json", "vocab.txt", "tokenizer_config.json", "model.safetensors", "pytorch_model.bin"]
+
+# Buffers that some checkpoints carry but that are not parameters: the fixed 0..P-1 position ids
+# and the all-zeros token type ids. minibert computes both.
+DROPPED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+# Prefixes of the task heads that transformers' BertFor* models add on top of the encoder.
+HEAD_PREFIXES = {
+    "masked-lm": "cls.predictions.",
+    "next-sentence": "cls.seq_relationship.",
+    "classification": "classifier.",
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Reading checkpoint files
+# ---------------------------------------------------------------------------------------
+
+SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+
+
+def read_safetensors(path):
+    """Read a .safetensors file with NumPy: an 8-byte header size, a JSON header, raw bytes.
+
+    Returns name -> array. bfloat16 tensors are widened to float32 (NumPy has no bfloat16).
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        (header_size,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8:8 + header_size])
+    except (struct.error, ValueError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{path}: not a valid .safetensors file ({e})", "download the checkpoint again") from None
+    body = memoryview(data)[8 + header_size:]
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if end > len(body):
+            raise ConversionError(f"{path}: tensor {name} runs past the end of the file (truncated download?)", "download the checkpoint again")
+        raw = body[start:end]
+        if info["dtype"] == "BF16":  # the top 16 bits of a float32
+            array = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        elif info["dtype"] in SAFETENSORS_DTYPES:
+            array = np.frombuffer(raw, dtype=np.dtype(SAFETENSORS_DTYPES[info["dtype"]]).newbyteorder("<"))
+        else:
+            raise ConversionError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}", "convert the checkpoint to float32 first")
+        tensors[name] = array.reshape(shape).copy()
+    return tensors
+
+
+def read_pytorch_bin(path):
+    """Read a PyTorch .bin checkpoint safely: ``torch.load(weights_only=True)`` never runs pickled code."""
+    try:
+        import torch
+    except ImportError:
+        raise ConversionError(
+            f"{path}: reading a .bin checkpoint needs PyTorch",
+            "pip install torch==2.13.0 (or convert a model.safetensors, which needs no torch)",
+        ) from None
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
+        raise ConversionError(
+            f"{path}: refused to load: the pickle asks to run code or build objects that are not tensors ({first})",
+            "only convert checkpoints from a source you trust; ask for a model.safetensors version",
+        ) from None
+    except Exception as e:  # a truncated or non-pickle file
+        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})", "download the checkpoint again") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConversionError(f"{path}: holds a {type(state).__name__}, expected a state dict of tensors", "save the model with model.state_dict()")
+    tensors = {}
+    for name, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        tensors[name] = t.numpy().copy()
+    return tensors
+
+
+def read_checkpoint(path):
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    if path.suffix in (".bin", ".pt", ".pth"):
+        return read_pytorch_bin(path)
+    raise ConversionError(f"{path}: unknown checkpoint type {path.suffix!r}", "give a .safetensors or a PyTorch .bin file")
+
+
+# ---------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------
+
+
+def normalize_names(tensors):
+    """Map checkpoint names to minibert's: transformers' BertModel names, heads kept.
+
+    * ``bert.embeddings...`` (BertFor* checkpoints) -> ``embeddings...``;
+    * old TensorFlow-era names ``LayerNorm.gamma/beta`` -> ``LayerNorm.weight/bias``;
+    * the ``embeddings.position_ids`` / ``token_type_ids`` buffers are dropped.
+    """
+    out = {}
+    for name, array in tensors.items():
+        if name.startswith("bert."):
+            name = name[len("bert."):]
+        if name.endswith("LayerNorm.gamma"):
+            name = name[: -len("gamma")] + "weight"
+        elif name.endswith("LayerNorm.beta"):
+            name = name[: -len("beta")] + "bias"
+        if name in DROPPED_BUFFERS:
+            continue
+        out[name] = array
+    return out
+
+
+def detect_heads(tensors):
+    return [head for head, prefix in HEAD_PREFIXES.items() if any(n.startswith(prefix) for n in tensors)]
+
+
+# ---------------------------------------------------------------------------------------
+# Finding the files
+# ---------------------------------------------------------------------------------------
+
+
+def resolve_source(src, config=None):
+    """Return (weights file, config.json path, directory for vocab/tokenizer files)."""
+    path = Path(src)
+    if path.is_dir():
+        for name in WEIGHT_FILES:
+            if (path / name).is_file():
+                weights = path / name
+                break
+        else:
+            shards = sorted(path.glob("*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))
+            hint = "this looks like a sharded checkpoint; minibert converts single-file checkpoints" if shards else \
+                "the directory needs config.json and model.safetensors or pytorch_model.bin"
+            raise ConversionError(f"{path}: no model.safetensors or pytorch_model.bin in the directory", hint)
+        cfg = Path(config) if config else path / "config.json"
+        if not cfg.is_file():
+            raise ConversionError(f"{path}: no config.json in the directory", "pass --config PATH/TO/config.json")
+        return weights, cfg, path
+    if path.is_file():
+        cfg = Path(config) if config else path.parent / "config.json"
+        if not cfg.is_file():
+            raise ConversionError(f"{path}: a single checkpoint file needs its config.json", "pass --config PATH/TO/config.json")
+        return path, cfg, path.parent
+    if _looks_like_hub_id(str(src)):
+        return resolve_source(download_from_hub(str(src)), config)
+    raise ConversionError(f"{src}: no such file or directory", "give a model directory, a checkpoint file, or a hub id like prajjwal1/bert-tiny")
+
+
+def _looks_like_hub_id(s):
+    parts = s.split("/")
+    return len(parts) == 2 and all(parts) and not s.startswith((".", "/", "~")) and not s.endswith((".bin", ".safetensors", ".h5"))
+
+
+def download_from_hub(repo_id):
+    """Fetch a model's files with huggingface_hub (online) or from its local cache (offline)."""
+    how = (f"download the files of {repo_id} (config.json, vocab.txt, model.safetensors or pytorch_model.bin) "
+           "on a machine with internet access into a directory and run `minibert convert DIR OUT.h5`")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ConversionError(f"{repo_id}: not a local path, and huggingface_hub is not installed to fetch it from the hub",
+                              "pip install huggingface_hub, or " + how) from None
+    errors = []
+    for local_only in (False, True):
+        try:
+            return snapshot_download(repo_id, allow_patterns=HUB_FILES, local_files_only=local_only)
+        except Exception as e:  # offline, unknown repo, or not in the cache
+            errors.append(f"{'cache' if local_only else 'hub'}: {type(e).__name__}")
+    raise ConversionError(f"{repo_id}: cannot fetch from the hub nor find it in the local cache ({'; '.join(errors)})", how)
+
+
+def read_do_lower_case(directory, name):
+    """Whether the tokenizer lower-cases: tokenizer_config.json if present, else the model name.
+
+    config.json does not say it. A name containing "cased" but not "uncased" is cased;
+    everything else is uncased (all the compact BERTs and MiniLM are).
+    """
+    tc = Path(directory) / "tokenizer_config.json"
+    if tc.is_file():
+        try:
+            value = json.loads(tc.read_text(encoding="utf-8")).get("do_lower_case")
+            if isinstance(value, bool):
+                return value
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass
+    lowered = name.lower()
+    return not ("cased" in lowered and "uncased" not in lowered)
+
+
+def read_vocab_txt(path):
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConversionError(f"{path}: not UTF-8 text (byte {e.start})", "give the vocab.txt of the checkpoint") from None
+    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
+# ---------------------------------------------------------------------------------------
+# The converter
+# ---------------------------------------------------------------------------------------
+
+
+def convert(src, dst, config=None, do_lower_case=None):
+    """Convert a Hugging Face BERT checkpoint to a minibert .h5 file; returns its path.
+
+    ``src``: model directory, checkpoint file (with ``config``), or hub id.
+    ``do_lower_case``: override what is read from tokenizer_config.json / the model name.
+    """
+    weights_path, config_path, directory = resolve_source(src, config)
+    try:
+        cfg_dict = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{config_path}: not valid JSON ({e})", "give the config.json of the checkpoint") from None
+    try:
+        bert_config = BertConfig.from_dict(cfg_dict, source=str(config_path))
+    except ConfigError as e:
+        raise ConversionError(e.message, e.hint) from None
+
+    tensors = normalize_names(read_checkpoint(weights_path))
+    heads = detect_heads(tensors)
+    if "classification" in heads:
+        num_labels = tensors["classifier.weight"].shape[0]
+        id2label = bert_config.id2label or {}
+        if len(id2label) != num_labels:
+            id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+        bert_config.id2label = id2label
+    else:
+        bert_config.id2label = {}
+    for name, array in tensors.items():  # store floats as float32 (float64 kept as is)
+        if np.issubdtype(array.dtype, np.floating) and array.dtype != np.float64:
+            tensors[name] = array.astype(np.float32)
+    try:
+        check_encoder_tensors(tensors, bert_config, weights_path)
+    except WeightsError as e:
+        raise ConversionError(e.message, "check that config.json belongs to this checkpoint") from None
+
+    vocab_file = Path(directory) / "vocab.txt"
+    vocab = read_vocab_txt(vocab_file) if vocab_file.is_file() else []
+    if vocab and len(vocab) != bert_config.vocab_size:
+        raise ConversionError(
+            f"{vocab_file}: {len(vocab)} tokens but config.json says vocab_size={bert_config.vocab_size}",
+            "give the vocab.txt that belongs to this checkpoint",
+        )
+    if do_lower_case is None:
+        do_lower_case = read_do_lower_case(directory, cfg_dict.get("_name_or_path", "") or str(src))
+
+    sources = [weights_path, config_path] + ([vocab_file] if vocab else [])
+    weights = WeightsFile(
+        config=bert_config,
+        tensors=tensors,
+        vocab=vocab,
+        do_lower_case=do_lower_case,
+        heads=heads,
+        source=str(src),
+        source_sha256={p.name: file_sha256(p) for p in map(Path, sources)},
+    )
+    return save(dst, weights)

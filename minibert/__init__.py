@@ -13,3 +13,10 @@ from .errors import (  # noqa: E402
     WeightsError,
 )
 from .model import BertModel, BertOutput, load  # noqa: E402
+from .heads import (  # noqa: E402
+    BertForMaskedLM,
+    BertForNextSentencePrediction,
+    BertForSequenceClassification,
+    l2_normalize,
+    mean_pooling,
+)

@@ -46,6 +46,46 @@ def cmd_inspect(args):
     return 0
 
 
+def cmd_fill_mask(args):
+    from .heads import fill_mask
+    from .model import load
+    from .tokenizer import Tokenizer
+
+    model = load(args.model, head="masked-lm")
+    tokenizer = Tokenizer.from_file(args.model)
+    for i, candidates in enumerate(fill_mask(model, tokenizer, args.text, top_k=args.top_k), start=1):
+        print(f"[MASK] {i}:")
+        for token, p in candidates:
+            print(f"  {p:8.4f}  {token}")
+    return 0
+
+
+def cmd_classify(args):
+    from .heads import classify
+    from .model import load
+    from .tokenizer import Tokenizer
+
+    model = load(args.model, head="classification")
+    tokenizer = Tokenizer.from_file(args.model)
+    scores = classify(model, tokenizer, args.text, args.pair)
+    width = max(len(label) for label, _ in scores)
+    for label, p in sorted(scores, key=lambda item: -item[1]):
+        print(f"{label:<{width}}  {p:.4f}")
+    return 0
+
+
+def cmd_similarity(args):
+    from .heads import sentence_embeddings
+    from .model import load
+    from .tokenizer import Tokenizer
+
+    model = load(args.model)  # the encoder: any file, with or without heads
+    tokenizer = Tokenizer.from_file(args.model)
+    a, b = sentence_embeddings(model, tokenizer.encode_batch([args.text_a, args.text_b]))  # [H], [H], unit length
+    print(f"cosine similarity: {float(a @ b):.4f}")
+    return 0
+
+
 def natural_key(name):
     """Sort key putting encoder.layer.2 before encoder.layer.10."""
     return [int(part) if part.isdigit() else part for part in name.split(".")]
@@ -67,6 +107,24 @@ def build_parser():
     p.add_argument("file")
     p.add_argument("--verify", action="store_true", help="check every tensor's SHA-256")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("fill-mask", help="the most likely tokens for each [MASK] (needs a masked-lm head)")
+    p.add_argument("model", help="a minibert .h5 file with a masked-lm head")
+    p.add_argument("text", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
+    p.add_argument("--top-k", type=int, default=5, help="how many tokens to list per [MASK] (default 5)")
+    p.set_defaults(func=cmd_fill_mask)
+
+    p = sub.add_parser("classify", help="label probabilities of a text or pair (needs a classification head)")
+    p.add_argument("model", help="a minibert .h5 file with a classification head")
+    p.add_argument("text", help="the text (the premise, for a pair)")
+    p.add_argument("--pair", help="the second text of a pair (the hypothesis)")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("similarity", help="cosine similarity of two texts' mean-pooled embeddings")
+    p.add_argument("model", help="a minibert .h5 file (an encoder; e.g. all-MiniLM-L6-v2)")
+    p.add_argument("text_a")
+    p.add_argument("text_b")
+    p.set_defaults(func=cmd_similarity)
     return parser
 
 

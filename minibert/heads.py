@@ -150,12 +150,11 @@ class BertForMaskedLM(BertHeadModel):
 
     @staticmethod
     def check_positions(positions, shape):  # [B, T] bool -> [B, T] bool
-        positions = np.asarray(positions)
-        if positions.ndim == 1 and shape[0] == 1:
-            positions = positions[None, :]  # one sequence
+        given = np.asarray(positions)
+        positions = given[None, :] if given.ndim == 1 else given  # one sequence: a batch of one
         if positions.dtype != bool or positions.shape != tuple(shape):
             raise InputError(
-                f"positions has dtype {positions.dtype} and shape {positions.shape}, expected a bool array of shape {tuple(shape)}",
+                f"positions has dtype {given.dtype} and shape {given.shape}, expected a bool array of shape {tuple(shape)}",
                 "pass a [batch, seq_len] boolean array, e.g. positions=input_ids == tokenizer.mask_token_id",
             )
         return positions

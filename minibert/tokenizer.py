@@ -20,6 +20,7 @@ transformers 5.23.0) token for token; ``docs/tokenizer.md`` lists where that dif
 Google's original BERT code and from the Rust ("fast") tokenizer.
 """
 
+import io
 import os
 import re
 import unicodedata
@@ -323,11 +324,8 @@ def _read_vocab_txt(path):
             f"vocabulary file '{path}' is not valid UTF-8 (bad byte at offset {error.start})",
             hint="a BERT vocab.txt is UTF-8; re-save it as UTF-8 or use the original file",
         ) from None
-    # Like transformers: split on "\n" only and keep other characters of the line as they are.
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
+    # Like transformers (a file opened in text mode): "\n", "\r\n" and "\r" all end a line.
+    return [line.rstrip("\n") for line in io.StringIO(text, newline=None).readlines()]
 
 
 def _read_vocab_h5(path):

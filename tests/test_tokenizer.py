@@ -400,3 +400,18 @@ def test_read_text_file(tmp_path, ours):
     assert str(bad) in message and "byte offset 5" in message and "0xff" in message
     with pytest.raises(InputError, match="cannot read text file"):
         Tokenizer.read_text_file(tmp_path / "missing.txt")
+
+
+def test_vocab_txt_with_windows_line_endings(tmp_path, vocab_file, corpus):
+    """A vocab.txt saved with CRLF line endings reads like transformers reads it."""
+    from transformers.models.bert.tokenization_bert_legacy import load_vocab
+
+    with open(vocab_file, "rb") as f:
+        data = f.read()
+    path = tmp_path / "vocab.txt"
+    path.write_bytes(data.replace(b"\n", b"\r\n"))
+    ours = Tokenizer.from_file(path)
+    assert ours.vocab == dict(load_vocab(str(path)))
+    ref = BertTokenizerLegacy(vocab_file=str(path), do_lower_case=True)
+    for text in corpus[:1000:10]:
+        assert ours.tokenize(text) == ref.tokenize(text)

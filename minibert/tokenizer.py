@@ -246,7 +246,7 @@ class BasicTokenizer:
 class WordpieceTokenizer:
     """Splits one word into vocabulary pieces, greedily taking the longest match first.
 
-    ``"unaffable"`` -> ``["un", "##aff", "##able"]``.
+    ``"unaffable"`` -> ``["una", "##ffa", "##ble"]`` with the uncased BERT vocabulary.
     """
 
     def __init__(self, vocab, unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD):

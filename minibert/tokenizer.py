@@ -609,8 +609,8 @@ class Tokenizer:
         longest = max(len(row["input_ids"]) for row in rows)
         if padding == "longest":
             target = longest
-        elif padding == "max_length" and max_length is not None:
-            target = max(max_length, longest)
+        elif padding == "max_length":
+            target = max_length  # rows already longer stay longer (then the check below fails)
         else:
             target = None
         if target is not None:
@@ -619,9 +619,9 @@ class Tokenizer:
         lengths = {len(row["input_ids"]) for row in rows}
         if len(lengths) > 1:
             raise InputError(
-                f"the texts have different lengths in tokens ({min(lengths)} to {max(lengths)}) "
-                "and padding is off",
-                hint='use padding="longest" (the default) or padding="max_length"',
+                f"the encoded texts have different lengths ({min(lengths)} to {max(lengths)} tokens) "
+                "and cannot form one array",
+                hint='use padding="longest" (the default), or truncation=True with padding="max_length"',
             )
         return {
             key: np.array([row[key] for row in rows], dtype=np.int64).reshape(len(rows), -1)

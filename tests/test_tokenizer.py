@@ -415,3 +415,18 @@ def test_vocab_txt_with_windows_line_endings(tmp_path, vocab_file, corpus):
     ref = BertTokenizerLegacy(vocab_file=str(path), do_lower_case=True)
     for text in corpus[:1000:10]:
         assert ours.tokenize(text) == ref.tokenize(text)
+
+
+def test_batch_max_length_padding_without_truncation(ours, ref):
+    """Rows longer than max_length and no truncation: no [B, T] array exists.
+
+    The reference returns a ragged object array; we raise (docs/tokenizer.md, difference 6).
+    """
+    texts = ["short", "a much longer text with many many words in it"]
+    ragged = ref(texts, padding="max_length", max_length=5, truncation=False, return_tensors="np")
+    assert ragged["input_ids"].dtype == object
+    with pytest.raises(InputError, match="different lengths"):
+        ours.encode_batch(texts, padding="max_length", max_length=5)
+    same = ours.encode_batch(texts[:1], padding="max_length", max_length=5)
+    expected = ref(texts[:1], padding="max_length", max_length=5, truncation=False, return_tensors="np")
+    np.testing.assert_array_equal(same["input_ids"], expected["input_ids"])

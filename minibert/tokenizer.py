@@ -21,6 +21,7 @@ Google's original BERT code and from the Rust ("fast") tokenizer.
 """
 
 import io
+import numbers
 import os
 import re
 import unicodedata
@@ -494,9 +495,9 @@ class Tokenizer:
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
         """Tokens of ``ids``; ``skip_special_tokens`` leaves out [CLS], [SEP], [PAD]..."""
-        if isinstance(ids, int):
-            self._check_ids([ids])
-            return self.ids_to_tokens.get(ids, UNK)
+        if isinstance(ids, numbers.Integral):  # one id (python or NumPy integer)
+            self._check_ids([int(ids)])
+            return self.ids_to_tokens.get(int(ids), UNK)
         ids = [int(i) for i in ids]
         self._check_ids(ids)
         if skip_special_tokens:

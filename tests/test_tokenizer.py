@@ -430,3 +430,14 @@ def test_batch_max_length_padding_without_truncation(ours, ref):
     same = ours.encode_batch(texts[:1], padding="max_length", max_length=5)
     expected = ref(texts[:1], padding="max_length", max_length=5, truncation=False, return_tensors="np")
     np.testing.assert_array_equal(same["input_ids"], expected["input_ids"])
+
+
+def test_decode_batch_rows_and_single_ids(corpus, ours, ref):
+    """decode() takes a row of encode_batch's int64 array, and single ids, like the reference."""
+    batch = ours.encode_batch(corpus[300:310])
+    for row in batch["input_ids"]:
+        assert ours.decode(row) == ref.decode(row.tolist())
+        assert ours.decode(row, skip_special_tokens=True) == ref.decode(row.tolist(), skip_special_tokens=True)
+    for token_id in (batch["input_ids"][0, 1], 101, 1996):
+        assert ours.convert_ids_to_tokens(token_id) == ref.convert_ids_to_tokens(int(token_id))
+        assert ours.decode(token_id) == ref.decode(int(token_id))

@@ -441,3 +441,22 @@ def test_decode_batch_rows_and_single_ids(corpus, ours, ref):
     for token_id in (batch["input_ids"][0, 1], 101, 1996):
         assert ours.convert_ids_to_tokens(token_id) == ref.convert_ids_to_tokens(int(token_id))
         assert ours.decode(token_id) == ref.decode(int(token_id))
+
+
+@pytest.fixture(scope="module")
+def cased_pair(vocab_file):
+    return (
+        Tokenizer.from_file(vocab_file, do_lower_case=False),
+        BertTokenizerLegacy(vocab_file=vocab_file, do_lower_case=False),
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=any_text)
+def test_property_arbitrary_unicode_cased(cased_pair, text):
+    ours, ref = cased_pair
+    tokens = ours.tokenize(text)
+    assert tokens == ref.tokenize(text)
+    assert ours.tokenize_with_offsets(text)[0] == tokens
+    ids = ours.encode(text)["input_ids"]
+    assert ours.decode(ids) == ref.decode(ids)

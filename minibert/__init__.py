@@ -13,6 +13,7 @@ from .errors import (  # noqa: E402
     WeightsError,
 )
 from .model import BertModel, BertOutput, load  # noqa: E402
+from .tokenizer import Tokenizer  # noqa: E402
 from .heads import (  # noqa: E402
     BertForMaskedLM,
     BertForNextSentencePrediction,

@@ -103,7 +103,7 @@ def cmd_fill_mask(args):
     from .model import load
     from .tokenizer import Tokenizer
 
-    model = load(args.model, head="masked-lm")
+    model = load(args.model, dtype=args.dtype, backend=args.backend, head="masked-lm")
     tokenizer = Tokenizer.from_file(args.model)
     for i, candidates in enumerate(fill_mask(model, tokenizer, args.text, top_k=args.top_k), start=1):
         print(f"[MASK] {i}:")
@@ -117,7 +117,7 @@ def cmd_classify(args):
     from .model import load
     from .tokenizer import Tokenizer
 
-    model = load(args.model, head="classification")
+    model = load(args.model, dtype=args.dtype, backend=args.backend, head="classification")
     tokenizer = Tokenizer.from_file(args.model)
     scores = classify(model, tokenizer, args.text, args.pair)
     width = max(len(label) for label, _ in scores)
@@ -131,7 +131,7 @@ def cmd_similarity(args):
     from .model import load
     from .tokenizer import Tokenizer
 
-    model = load(args.model)  # the encoder: any file, with or without heads
+    model = load(args.model, dtype=args.dtype, backend=args.backend)  # the encoder: any file, with or without heads
     tokenizer = Tokenizer.from_file(args.model)
     a, b = sentence_embeddings(model, tokenizer.encode_batch([args.text_a, args.text_b]))  # [H], [H], unit length
     print(f"cosine similarity: {float(a @ b):.4f}")
@@ -174,18 +174,24 @@ def build_parser():
     p.add_argument("model", help="a minibert .h5 file with a masked-lm head")
     p.add_argument("text", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
     p.add_argument("--top-k", type=int, default=5, help="how many tokens to list per [MASK] (default 5)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("classify", help="label probabilities of a text or pair (needs a classification head)")
     p.add_argument("model", help="a minibert .h5 file with a classification head")
     p.add_argument("text", help="the text (the premise, for a pair)")
     p.add_argument("--pair", help="the second text of a pair (the hypothesis)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("similarity", help="cosine similarity of two texts' mean-pooled embeddings")
     p.add_argument("model", help="a minibert .h5 file (an encoder; e.g. all-MiniLM-L6-v2)")
     p.add_argument("text_a")
     p.add_argument("text_b")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
     p.set_defaults(func=cmd_similarity)
     return parser
 

@@ -422,9 +422,10 @@ def test_cli_classify_pair_matches_transformers(capsys, classifier_with_vocab):
     assert out.splitlines() == [f"{label:<13}  {p:.4f}" for label, p in ranked]
 
 
-def test_cli_similarity_on_minilm(capsys, minilm_h5, minilm_torch):
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cli_similarity_on_minilm(dtype, capsys, minilm_h5, minilm_torch):
     a, b = SENTENCES[0], SENTENCES[1]
-    code, out, err = run_cli(capsys, "similarity", minilm_h5, a, b)
+    code, out, err = run_cli(capsys, "similarity", minilm_h5, a, b, "--dtype", dtype)
     assert code == 0, err
-    ref = torch_sentence_embeddings(minilm_torch, Tokenizer.from_file(minilm_h5).encode_batch([a, b]), "float32")
+    ref = torch_sentence_embeddings(minilm_torch, Tokenizer.from_file(minilm_h5).encode_batch([a, b]), dtype)
     assert out == f"cosine similarity: {float(ref[0] @ ref[1]):.4f}\n"

@@ -237,9 +237,14 @@ def fill_mask(model, tokenizer, text, top_k=5):
 
 
 def classify(model, tokenizer, text, text_pair=None):
-    """Probability of every label for ``text`` (or the pair), as (label name, probability)."""
+    """Probability of every label for ``text`` (or the pair), as (label name, probability).
+
+    Softmax over the labels; with a single label, the sigmoid of its logit (as transformers'
+    text-classification pipeline does).
+    """
     enc = tokenizer.encode(text, text_pair)
     out = model(np.array([enc["input_ids"]]), np.array([enc["attention_mask"]]), np.array([enc["token_type_ids"]]))
-    probs = ops.softmax(out.logits.astype(np.float64))[0]  # [N]
+    logits = out.logits.astype(np.float64)[0]  # [N]
+    probs = 1.0 / (1.0 + np.exp(-logits)) if logits.shape[0] == 1 else ops.softmax(logits)  # [N]
     id2label = model.config.id2label
     return [(id2label.get(i, f"LABEL_{i}"), float(p)) for i, p in enumerate(probs)]

@@ -429,3 +429,15 @@ def test_cli_similarity_on_minilm(dtype, capsys, minilm_h5, minilm_torch):
     assert code == 0, err
     ref = torch_sentence_embeddings(minilm_torch, Tokenizer.from_file(minilm_h5).encode_batch([a, b]), dtype)
     assert out == f"cosine similarity: {float(ref[0] @ ref[1]):.4f}\n"
+
+
+def test_cli_classify_single_label_is_a_sigmoid(capsys, preset_model, minilm_dir, tmp_path):
+    """One label (e.g. a score): softmax would always say 1.0; the sigmoid, as the pipeline does."""
+    torch_model, hf_dir, _ = preset_model("bert-tiny", "BertForSequenceClassification", num_labels=1)
+    h5 = with_vocab(hf_dir, minilm_dir, tmp_path)
+    code, out, err = run_cli(capsys, "classify", h5, "A man is eating food.")
+    assert code == 0, err
+    enc = Tokenizer.from_file(h5).encode("A man is eating food.")
+    with torch.inference_mode():
+        logit = torch_model.float()(**{k: torch.tensor([v]) for k, v in enc.items()}).logits.double()
+    assert out == f"LABEL_0  {torch.sigmoid(logit).item():.4f}\n"

@@ -473,18 +473,20 @@ def plot_attention(trace, out_dir, tokens=None, batch_index=0):
         labels = list(tokens) if tokens is not None else [str(t) for t in range(T)]
         rows, cols = plot_grid(A)
         fig, axes = plt.subplots(rows, cols, figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES), dpi=PLOT_DPI, squeeze=False)
+        fontsize = max(3, min(8, 160 // T))
         for h, ax in enumerate(axes.flat):
             if h >= A:
                 ax.axis("off")
                 continue
-            ax.imshow(probs[h], vmin=0.0, vmax=1.0, cmap="viridis")  # [T queries, T keys]
+            ax.imshow(probs[h], vmin=0.0, vmax=1.0, cmap="viridis")  # [T queries, T keys], dark 0 .. yellow 1
             ax.set_title(f"head {h}", fontsize=9)
-            fontsize = max(3, min(8, 160 // max(T, 1)))
-            ax.set_xticks(range(T), labels, rotation=90, fontsize=fontsize)
-            ax.set_yticks(range(T), labels, fontsize=fontsize)
+            # Token labels on the outer panels only: the panels share their axes.
+            last_in_column = h + cols >= A
+            ax.set_xticks(range(T), labels if last_in_column else [], rotation=90, fontsize=fontsize)
+            ax.set_yticks(range(T), labels if h % cols == 0 else [], fontsize=fontsize)
         layer = name.split(".")[2]
-        fig.suptitle(f"layer {layer} attention (rows: queries, columns: keys)", fontsize=10)
-        fig.tight_layout()
+        fig.suptitle(f"layer {layer} attention probabilities (rows: queries, columns: keys; dark 0, yellow 1)", fontsize=10)
+        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.14, top=0.9, wspace=0.15, hspace=0.25)
         path = out_dir / f"attention-layer-{layer}.png"
         fig.savefig(path, dpi=PLOT_DPI)  # no bbox_inches="tight": the size stays as set
         plt.close(fig)

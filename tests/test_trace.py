@@ -16,7 +16,9 @@ import minibert
 from minibert import Trace, compare, ops, reference
 from minibert.cli import main
 from minibert.errors import InputError
-from minibert.trace import DOC_BEGIN, DOC_END, Recorder, hook_points, hook_table, resolve_name
+from minibert.trace import (
+    ALIAS_BEGIN, ALIAS_END, DOC_BEGIN, DOC_END, Recorder, alias_table, hook_points, hook_table, resolve_name,
+)
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "debugging.md"
 DTYPES = ["float32", "float64"]
@@ -62,6 +64,8 @@ def test_doc_hook_table_is_generated_from_the_code():
     text = DOC.read_text(encoding="utf-8")
     table = text.split(DOC_BEGIN, 1)[1].split(DOC_END, 1)[0].strip()
     assert table == hook_table()
+    aliases = text.split(ALIAS_BEGIN, 1)[1].split(ALIAS_END, 1)[0].strip()
+    assert aliases == alias_table()
 
 
 def test_transformerlens_aliases_resolve():

@@ -100,6 +100,7 @@ class Trace(Mapping):
     def __init__(self, values=None, meta=None):
         self.values = dict(values or {})  # insertion order = execution order
         self.meta = dict(meta or {})
+        self.output = None  # the BertOutput of the traced pass (set by capture; not saved)
 
     def __getitem__(self, name):
         resolved = resolve_name(name)
@@ -193,7 +194,8 @@ class Trace(Mapping):
 class Recorder:
     """The tap used while tracing: patch the value if asked, record it, maybe stop in pdb.
 
-    It records the value that flows on (the patched one, when a step is patched).
+    It records the value that flows on (the patched one, when a step is patched). Patch keys
+    may be globs (``encoder.layer.*.attention.self.probs``); the first matching key applies.
     """
 
     def __init__(self, only=None, patch=None, break_at=None):
@@ -204,8 +206,9 @@ class Recorder:
         self.patched = set()  # names whose patch was applied
 
     def __call__(self, name, value):
-        if name in self.patch:
-            new = np.asarray(self.patch[name](value))
+        fn = next((fn for pattern, fn in self.patch.items() if fnmatch.fnmatchcase(name, pattern)), None)
+        if fn is not None:
+            new = np.asarray(fn(value))
             if new.shape != value.shape:
                 raise InputError(
                     f"the patch for {name} returned shape {new.shape}, the step has shape {value.shape}",

@@ -206,6 +206,14 @@ def test_patching_in_another_inputs_activation(tiny):
     np.testing.assert_array_equal(patched.output.last_hidden_state, tb.output.last_hidden_state)
 
 
+def test_patch_by_glob_and_alias_applies_to_every_matching_step(tiny):
+    model = minibert.load(tiny)
+    t = model.trace(*padded_inputs(), patch={"blocks.*.attn.hook_pattern": lambda p: np.zeros_like(p)})
+    assert t.meta["patched"] == ["encoder.layer.0.attention.self.probs", "encoder.layer.1.attention.self.probs"]
+    for i in range(2):
+        np.testing.assert_array_equal(t[f"encoder.layer.{i}.attention.self.context"], 0.0)  # no head attends
+
+
 def test_patch_errors_are_clear(tiny):
     model = minibert.load(tiny)
     with pytest.raises(InputError, match="returned shape"):

@@ -105,6 +105,16 @@ class BertHeadModel:
     weights = property(lambda self: self.bert.weights)
     check_inputs = property(lambda self: self.bert.check_inputs)
 
+    def trace(self, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None, intervene=None):
+        """``BertModel.trace`` through encoder and head: the head's steps are recorded too.
+
+        ``only`` / ``patch`` accept the encoder's step names (``minibert.trace.hook_points``);
+        the head steps are recorded in a full trace (no ``only``).
+        """
+        from . import trace
+
+        return trace.capture(self, input_ids, attention_mask, token_type_ids, only=only, patch=patch, intervene=intervene)
+
 
 class BertForMaskedLM(BertHeadModel):
     """Masked language modelling: a score for every vocabulary token at each position.

@@ -441,3 +441,13 @@ def test_cli_classify_single_label_is_a_sigmoid(capsys, preset_model, minilm_dir
     with torch.inference_mode():
         logit = torch_model.float()(**{k: torch.tensor([v]) for k, v in enc.items()}).logits.double()
     assert out == f"LABEL_0  {torch.sigmoid(logit).item():.4f}\n"
+
+
+def test_head_model_trace_records_encoder_and_head_steps(preset_model):
+    _, _, h5 = preset_model("bert-tiny", "BertForPreTraining")
+    model = minibert.load(h5, head="masked-lm")
+    ids, mask, types = padded_batch(8)
+    t = model.trace(ids, mask, types)
+    assert "encoder.layer.1.output.LayerNorm" in t and list(t)[-4:] == MLM_STEPS
+    np.testing.assert_array_equal(t["cls.predictions"], t.output.logits)
+    np.testing.assert_array_equal(t.output.logits, model(ids, mask, types).logits)

@@ -63,6 +63,7 @@ def cmd_encode(args):
     """Tokenize a text (and optional pair), run the encoder, print tokens, ids and outputs."""
     import json
 
+    from .heads import mean_pooling
     from .model import load
     from .tokenizer import Tokenizer
 
@@ -73,8 +74,7 @@ def cmd_encode(args):
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"])
     batch = {k: np.array([v]) for k, v in enc.items()}  # [1, T]
     out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    mask = batch["attention_mask"][..., None]  # [1, T, 1]
-    mean_pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1)  # [1, H]: the sentence embedding
+    mean_pooled = mean_pooling(out.last_hidden_state, batch["attention_mask"])  # [1, H]: the sentence embedding
     print(f"tokens ({len(tokens)}): {' '.join(tokens)}")
     print(f"input_ids: {' '.join(map(str, enc['input_ids']))}")
     print(f"token_type_ids: {' '.join(map(str, enc['token_type_ids']))}")

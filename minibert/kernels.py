@@ -14,7 +14,8 @@ Every core has two drivers: a serial one for small inputs, and a ``parallel=True
 which is more than the whole job for a [1, 8, 128] input. The per-row math is written once,
 in a small ``@njit`` helper both drivers call.
 
-Matrix products stay on NumPy's BLAS (OpenBLAS), which a Numba loop cannot beat.
+Matrix products stay on NumPy's BLAS (OpenBLAS), which a Numba loop cannot beat; small ones
+run on one BLAS thread (see ``_matmul``).
 
 ``cache=True`` stores the compiled machine code next to this file (``__pycache__``), or in
 ``NUMBA_CACHE_DIR`` if that is set, so a second process starts without compiling.
@@ -29,8 +30,6 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .ops import (  # re-exported unchanged: no kernel needed (see each note)
-    attention_context,  # BLAS batched matmul
-    attention_scores,  # BLAS batched matmul
     embedding,  # one fancy-indexing gather
     erf,  # used only by ops.gelu; kernels.gelu has its own
     merge_heads,  # a view + one copy
@@ -39,11 +38,18 @@ from .ops import (  # re-exported unchanged: no kernel needed (see each note)
     split_heads,  # a view, no copy
 )
 
-# Below this many elements a kernel runs on one thread: waking Numba's worker threads costs
-# more than the work (measured: ~4 us for a parallel launch vs ~1 us for a serial call).
-PARALLEL_MIN_ELEMENTS = 1 << 14
+# Below this many elements a kernel runs on one thread. A parallel launch costs ~4 us against
+# ~1 us for a serial call, and worse: right after a BLAS product, OpenBLAS's threads are still
+# spin-waiting on the cores Numba's threads need, so a small parallel kernel waits for them
+# (measured, bert-tiny [1, 128] on a busy 2-core machine: 73 ms per forward pass with Numba's
+# threads on every kernel of >= 16k elements, 4.1 ms with one thread). 256k elements (1 MB of
+# float32) is where a row-parallel kernel's work is long enough to pay for the hand-over.
+PARALLEL_MIN_ELEMENTS = 1 << 22
 
-NJIT = dict(cache=True, nogil=True)
+# error_model="numpy": a float division by zero gives inf/nan as in NumPy instead of raising
+# as in Python. Python's check is a branch in every loop that divides, which stops LLVM from
+# vectorising it (measured: GELU 8x slower with it).
+NJIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
 def _rows(x):  # [..., N] -> [R, N], C-contiguous (a view when x already is)
@@ -55,23 +61,93 @@ def _parallel(n):
 
 
 # ---------------------------------------------------------------------------------------
-# Linear layer
+# Matrix products: NumPy's BLAS, one thread for small ones
+# ---------------------------------------------------------------------------------------
+
+# OpenBLAS splits a product over its threads once M*N*K passes ~262k. For BERT's small
+# products that is a loss: the threads meet at a spin-wait barrier, which costs more than the
+# arithmetic saved, and on a busy machine (more runnable threads than cores) a descheduled
+# worker stalls the whole product for a scheduler time slice: measured 100x slower for
+# bert-tiny at [1, 8] under load. So products below GEMM_PARALLEL_MIN_MACS run on one BLAS
+# thread, larger ones on all of them. The BLAS thread count is set through OpenBLAS's C API
+# (ctypes, ~0.5 us a call) and restored after; without OpenBLAS nothing changes.
+GEMM_PARALLEL_MIN_MACS = 1 << 21  # multiply-adds: ~2M is ~50 us on one core
+
+
+def _find_openblas():
+    """(get_num_threads, set_num_threads) of the OpenBLAS NumPy uses, or None."""
+    import ctypes
+
+    try:
+        paths = {line.split()[-1] for line in open("/proc/self/maps") if "openblas" in line.lower()}
+    except OSError:  # not Linux
+        return None
+    for path in sorted(paths):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for suffix in ("64_", ""):  # NumPy's wheels export scipy_openblas_*64_; a system OpenBLAS openblas_*
+            for prefix in ("scipy_openblas", "openblas"):
+                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    return get, set_
+    return None
+
+
+_OPENBLAS = _find_openblas()
+
+
+def _matmul(a, b, macs):  # a @ b, on one BLAS thread when the product is small
+    if _OPENBLAS is None or macs >= GEMM_PARALLEL_MIN_MACS:
+        return a @ b
+    get, set_ = _OPENBLAS
+    threads = get()
+    set_(1)
+    try:
+        return a @ b
+    finally:
+        set_(threads)
+
+
+# ---------------------------------------------------------------------------------------
+# Linear layer and the two attention products
 # ---------------------------------------------------------------------------------------
 
 
 def linear(x, weight, bias):  # [..., in] -> [..., out]
     """Twin of ``ops.linear``: ``x @ weight.T + bias``, computed as one 2-D GEMM.
 
-    No Numba here: the product is BLAS's job. Two things make it faster than ``ops.linear``:
+    No Numba here: the product is BLAS's job. Three things make it faster than ``ops.linear``:
     the leading axes are flattened, because NumPy's 2-D matmul goes straight to one sgemm
     call while a 3-D ``[B, T, in] @ [in, out]`` goes through the batched gufunc loop
-    (measured ~1.3x slower); and the bias is added in place instead of into a new array.
+    (measured ~1.3x slower); the bias is added in place instead of into a new array; and a
+    small product runs on one BLAS thread (see ``_matmul``).
     ``weight.T`` is a free view: BLAS reads the [out, in] array transposed.
     """
     rows = x.reshape(-1, x.shape[-1])  # [N, in], N = product of the leading axes
-    out = rows @ weight.T  # [N, in] @ [in, out] -> [N, out], one GEMM
+    out = _matmul(rows, weight.T, rows.shape[0] * weight.size)  # [N, in] @ [in, out] -> [N, out]
     out += bias  # [N, out] + [out], in place
     return out.reshape(*x.shape[:-1], weight.shape[0])  # [..., out]
+
+
+def attention_scores(query, key, scale):  # [B, A, T, D], [B, A, T, D] -> [B, A, T, T]
+    """Twin of ``ops.attention_scores``: Q K^T / sqrt(D), one small GEMM per head.
+
+    NumPy loops over the B*A heads and calls BLAS for each [T, D] @ [D, T]; each product
+    runs on one BLAS thread unless it is large (T = 512). The scale is applied in place.
+    """
+    T, D = query.shape[-2], query.shape[-1]
+    scores = _matmul(query, key.transpose(0, 1, 3, 2), T * T * D)  # [B, A, T, T]
+    scores *= scale
+    return scores
+
+
+def attention_context(probs, value):  # [B, A, T, T], [B, A, T, D] -> [B, A, T, D]
+    """Twin of ``ops.attention_context``: P V, one small GEMM per head (as attention_scores)."""
+    T, D = value.shape[-2], value.shape[-1]
+    return _matmul(probs, value, T * T * D)  # [B, A, T, D]
 
 
 # ---------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def _parallel(n):
 # bert-tiny at [1, 8] under load. So products below GEMM_PARALLEL_MIN_MACS run on one BLAS
 # thread, larger ones on all of them. The BLAS thread count is set through OpenBLAS's C API
 # (ctypes, ~0.5 us a call) and restored after; without OpenBLAS nothing changes.
-GEMM_PARALLEL_MIN_MACS = 1 << 21  # multiply-adds: ~2M is ~50 us on one core
+GEMM_PARALLEL_MIN_MACS = 1 << 24  # multiply-adds: 16M is ~0.5 ms on one core
 
 
 def _find_openblas():

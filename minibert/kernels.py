@@ -67,9 +67,11 @@ def _parallel(n):
 # OpenBLAS splits a product over its threads once M*N*K passes ~262k. For BERT's small
 # products that is a loss: the threads meet at a spin-wait barrier, which costs more than the
 # arithmetic saved, and on a busy machine (more runnable threads than cores) a descheduled
-# worker stalls the whole product for a scheduler time slice: measured 100x slower for
-# bert-tiny at [1, 8] under load. So products below GEMM_PARALLEL_MIN_MACS run on one BLAS
-# thread, larger ones on all of them. The BLAS thread count is set through OpenBLAS's C API
+# worker stalls the whole product for a scheduler time slice. Measured on the busy 2-core
+# machine: bert-tiny [1, 8] 43 ms -> 0.7 ms per forward pass with one thread for products
+# under 2M multiply-adds; bert-medium [1, 8] (products of 2M-8M) still took 1.4 s until the
+# limit was raised to 16M (69 ms). So products below GEMM_PARALLEL_MIN_MACS run on one BLAS
+# thread, larger ones (e.g. [1024, 128] @ [128, 512] at batch 8 x 128 tokens) on all of them. The BLAS thread count is set through OpenBLAS's C API
 # (ctypes, ~0.5 us a call) and restored after; without OpenBLAS nothing changes.
 GEMM_PARALLEL_MIN_MACS = 1 << 24  # multiply-adds: 16M is ~0.5 ms on one core
 

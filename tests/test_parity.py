@@ -14,6 +14,7 @@ from conftest import PRESETS
 from parity import assert_close, assert_model_outputs_close
 
 DTYPES = ["float32", "float64"]
+BACKENDS = ["numpy", "numba"]  # the NumPy reference and the Numba kernels, same checks, same tolerances
 
 
 def torch_forward(model, dtype, input_ids, attention_mask=None, token_type_ids=None):
@@ -40,49 +41,54 @@ def padded_batch(rng, vocab_size, lengths, T):
     return ids, mask, types
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_padded_batch(preset, dtype, preset_model):
+def test_preset_padded_batch(preset, dtype, backend, preset_model):
     torch_model, _, h5 = preset_model(preset)
-    model = minibert.load(h5, dtype=dtype)
+    model = minibert.load(h5, dtype=dtype, backend=backend)
     rng = np.random.default_rng(1)
     ids, mask, types = padded_batch(rng, model.config.vocab_size, lengths=[24, 17, 5, 1], T=24)
     ours = model(ids, mask, types, output_hidden_states=True, output_attentions=True)
     ref = torch_forward(torch_model, dtype, ids, mask, types)
-    assert_model_outputs_close(f"{preset} padded [4,24]", ours, ref, dtype)
+    assert_model_outputs_close(f"{preset} padded [4,24] ({backend})", ours, ref, dtype)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_minilm_padded_batch(dtype, minilm_h5, minilm_torch):
-    model = minibert.load(minilm_h5, dtype=dtype)
+def test_minilm_padded_batch(dtype, backend, minilm_h5, minilm_torch):
+    model = minibert.load(minilm_h5, dtype=dtype, backend=backend)
     rng = np.random.default_rng(2)
     ids, mask, types = padded_batch(rng, model.config.vocab_size, lengths=[40, 33, 12, 2], T=40)
     ours = model(ids, mask, types, output_hidden_states=True, output_attentions=True)
     ref = torch_forward(minilm_torch, dtype, ids, mask, types)
-    assert_model_outputs_close("MiniLM-L6 padded [4,40]", ours, ref, dtype)
+    assert_model_outputs_close(f"MiniLM-L6 padded [4,40] ({backend})", ours, ref, dtype)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("T", [1, 512])
-def test_minilm_sequence_length_extremes(T, dtype, minilm_h5, minilm_torch):
-    model = minibert.load(minilm_h5, dtype=dtype)
+def test_minilm_sequence_length_extremes(T, dtype, backend, minilm_h5, minilm_torch):
+    model = minibert.load(minilm_h5, dtype=dtype, backend=backend)
     ids = np.random.default_rng(T).integers(1000, 30000, size=(1, T))
     ours = model(ids, output_hidden_states=True, output_attentions=True)
     ref = torch_forward(minilm_torch, dtype, ids)
-    assert_model_outputs_close(f"MiniLM-L6 T={T}", ours, ref, dtype)
+    assert_model_outputs_close(f"MiniLM-L6 T={T} ({backend})", ours, ref, dtype)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fully_masked_row_matches_transformers(dtype, minilm_h5, minilm_torch):
+def test_fully_masked_row_matches_transformers(dtype, backend, minilm_h5, minilm_torch):
     """A row whose mask is all zeros: transformers gives uniform attention, not NaN; so must we."""
-    model = minibert.load(minilm_h5, dtype=dtype)
+    model = minibert.load(minilm_h5, dtype=dtype, backend=backend)
     ids = np.random.default_rng(3).integers(1000, 30000, size=(2, 9))
     mask = np.ones_like(ids)
     mask[1] = 0
     ours = model(ids, mask, output_hidden_states=True, output_attentions=True)
     ref = torch_forward(minilm_torch, dtype, ids, mask)
-    assert_model_outputs_close("MiniLM-L6 fully masked row", ours, ref, dtype)
-    np.testing.assert_array_equal(ours.attentions[0][1], np.full((12, 9, 9), 1 / 9, dtype=dtype))
+    assert_model_outputs_close(f"MiniLM-L6 fully masked row ({backend})", ours, ref, dtype)
+    for probs in ours.attentions:
+        np.testing.assert_array_equal(probs[1], np.full((12, 9, 9), 1 / 9, dtype=dtype))
 
 
 REAL_TEXTS = [
@@ -93,16 +99,17 @@ REAL_TEXTS = [
 ]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_padded_batch_equals_one_by_one_on_real_tokens(dtype, minilm_h5, minilm_torch):
+def test_padded_batch_equals_one_by_one_on_real_tokens(dtype, backend, minilm_h5, minilm_torch):
     """Padding must not change a sentence's result: batch rows equal the texts run alone."""
     tok = Tokenizer.from_file(minilm_h5)  # identical to BertTokenizerLegacy (tests/test_tokenizer.py)
     batch = tok.encode_batch(REAL_TEXTS, [REAL_TEXTS[-1]] * 3 + [REAL_TEXTS[0]])
     assert (batch["input_ids"] != tok.unk_token_id).all()  # real word pieces, not [UNK]
-    model = minibert.load(minilm_h5, dtype=dtype)
+    model = minibert.load(minilm_h5, dtype=dtype, backend=backend)
     out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     ref = torch_forward(minilm_torch, dtype, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    assert_close("MiniLM-L6 real tokens batch", "last_hidden_state", out.last_hidden_state, ref.last_hidden_state, dtype)
+    assert_close(f"MiniLM-L6 real tokens batch ({backend})", "last_hidden_state", out.last_hidden_state, ref.last_hidden_state, dtype)
     tol = 1e-5 if dtype == "float32" else 1e-10
     for b in range(len(REAL_TEXTS)):
         n = int(batch["attention_mask"][b].sum())
@@ -112,8 +119,9 @@ def test_padded_batch_equals_one_by_one_on_real_tokens(dtype, minilm_h5, minilm_
         np.testing.assert_allclose(out.pooler_output[b], alone.pooler_output[0], rtol=0, atol=tol * scale)
 
 
-def test_float64_computes_in_float64_throughout(minilm_h5):
-    model = minibert.load(minilm_h5, dtype="float64")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float64_computes_in_float64_throughout(backend, minilm_h5):
+    model = minibert.load(minilm_h5, dtype="float64", backend=backend)
     seen = []
     model(np.array([[101, 7592, 102]]), tap=lambda name, value: seen.append((name, value.dtype)) or value)
     assert seen and all(dt == np.float64 for _, dt in seen), [s for s in seen if s[1] != np.float64]

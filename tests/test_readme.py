@@ -1,0 +1,18 @@
+"""The README's commands are the ones CI runs."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bash_blocks(text):
+    return re.findall(r"```bash\n(.*?)```", text, re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_command = bash_blocks(readme)[1].strip()
+    assert "pytest" in test_command
+    assert test_command in ci.splitlines(), "README's test command and .ci/run differ"

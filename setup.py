@@ -20,6 +20,8 @@ setup(
             "transformers==5.23.0",
             "safetensors",
         ],
+        # `minibert trace --plot`: attention heat maps as static PNG files.
+        "viz": ["matplotlib"],
     },
     entry_points={"console_scripts": ["minibert=minibert.cli:main"]},
 )

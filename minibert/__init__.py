@@ -13,3 +13,4 @@ from .errors import (  # noqa: E402
     WeightsError,
 )
 from .model import BertModel, BertOutput, load  # noqa: E402
+from .trace import Trace, compare  # noqa: E402

@@ -46,6 +46,56 @@ def cmd_inspect(args):
     return 0
 
 
+def model_inputs(args):
+    """input_ids, attention_mask, token_type_ids from TEXT [--pair TEXT] or --ids 101,2054,102."""
+    if args.ids:
+        try:
+            ids = [int(part) for part in args.ids.split(",")]
+        except ValueError:
+            raise MinibertError(f"--ids {args.ids!r} is not a comma-separated list of integers", "write e.g. --ids 101,7592,102") from None
+        return np.array([ids]), None, None
+    if args.text is None:
+        raise MinibertError("no input: give a TEXT or --ids", 'e.g. minibert parity model.h5 "Hello world"')
+    from .tokenizer import Tokenizer
+
+    enc = Tokenizer.from_file(args.file).encode(args.text, args.pair)
+    return np.array([enc["input_ids"]]), np.array([enc["attention_mask"]]), np.array([enc["token_type_ids"]])
+
+
+def cmd_parity(args):
+    from . import reference
+    from .model import load
+    from .trace import compare
+
+    ids, mask, types = model_inputs(args)
+    ours = load(args.file, dtype=args.dtype, backend=args.backend).trace(ids, mask, types)
+    ref = reference.trace(args.file, ids, mask, types, dtype=args.dtype)
+    result = compare(ours, ref, dtype=args.dtype)
+    print(f"{args.file}: minibert ({args.backend}) against {ref.meta['producer']}, {args.dtype}, input shape {tuple(ours.meta['inputs']['input_ids'].shape)}")
+    print(result.table())
+    return 0 if result.passed else 1
+
+
+def cmd_trace(args):
+    from . import trace as tracing
+    from .model import load
+
+    ids, mask, types = model_inputs(args)
+    model = load(args.file, dtype=args.dtype, backend=args.backend)
+    t = model.trace(ids, mask, types, only=args.only or None)
+    print(t.summary())
+    if args.out:
+        print(f"wrote {t.save(args.out)} ({len(t)} steps)")
+    if args.plot:
+        from .weights import read_vocab
+
+        vocab, _ = read_vocab(args.file)
+        tokens = [vocab[i] for i in t.meta["inputs"]["input_ids"][0]]
+        for path in tracing.plot_attention(t, args.plot, tokens=tokens):
+            print(f"wrote {path}")
+    return 0
+
+
 def natural_key(name):
     """Sort key putting encoder.layer.2 before encoder.layer.10."""
     return [int(part) if part.isdigit() else part for part in name.split(".")]
@@ -67,6 +117,25 @@ def build_parser():
     p.add_argument("file")
     p.add_argument("--verify", action="store_true", help="check every tensor's SHA-256")
     p.set_defaults(func=cmd_inspect)
+
+    from .model import BACKENDS
+
+    for verb, helptext, func in (
+        ("parity", "compare every hook point with transformers (PyTorch); exit 1 on the first divergence", cmd_parity),
+        ("trace", "capture every named step of the forward pass; save it (--out), plot attention (--plot)", cmd_trace),
+    ):
+        p = sub.add_parser(verb, help=helptext)
+        p.add_argument("file", help="minibert .h5 file")
+        p.add_argument("text", nargs="?", help="input text (tokenized with the file's vocabulary)")
+        p.add_argument("--pair", help="second segment of a text pair")
+        p.add_argument("--ids", help="token ids instead of text, e.g. 101,7592,102")
+        p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+        p.add_argument("--backend", choices=sorted(BACKENDS), default="numpy")
+        p.set_defaults(func=func)
+        if verb == "trace":
+            p.add_argument("--only", action="append", help="glob of steps to keep (repeatable), e.g. 'encoder.layer.0.*'")
+            p.add_argument("--out", help="write the trace to this .h5 file")
+            p.add_argument("--plot", metavar="DIR", help="write PNG heat maps of every layer's attention into DIR")
     return parser
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import BertConfig
 from .errors import ConfigError, ConversionError, WeightsError
-from .weights import WeightsFile, check_encoder_tensors, file_sha256, save
+from .weights import WeightsFile, check_encoder_tensors, check_head_tensors, file_sha256, save
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HUB_FILES = ["config.json", "vocab.txt", "tokenizer_config.json", "model.safetensors", "pytorch_model.bin"]
@@ -155,6 +155,39 @@ def detect_heads(tensors):
     return [head for head, prefix in HEAD_PREFIXES.items() if any(n.startswith(prefix) for n in tensors)]
 
 
+def untie_or_drop_decoder(tensors, tie_word_embeddings=True):
+    """Keep the masked-LM decoder tensors only when they are not copies of their tie source.
+
+    transformers ties ``cls.predictions.decoder.weight`` to ``embeddings.word_embeddings.weight``
+    and ``cls.predictions.decoder.bias`` to ``cls.predictions.bias``, and leaves the tied copies
+    out when saving. Older checkpoints store them anyway; some store only ``decoder.bias``.
+    As transformers 5 does when loading: a copy equal to its source is dropped (the head reads
+    the source); a copy that differs is kept and used (transformers then leaves them untied,
+    whatever ``tie_word_embeddings`` says). A checkpoint with ``tie_word_embeddings=false``
+    must store its decoder weight. Returns the tensors, changed in place.
+    """
+    if "cls.predictions.transform.dense.weight" in tensors and not tie_word_embeddings \
+            and "cls.predictions.decoder.weight" not in tensors:
+        raise ConversionError(
+            "the config says tie_word_embeddings=false but the checkpoint has no cls.predictions.decoder.weight",
+            "convert a checkpoint that stores its masked-LM decoder, or set tie_word_embeddings=true in config.json",
+        )
+    pairs = (
+        ("cls.predictions.decoder.weight", "embeddings.word_embeddings.weight"),
+        ("cls.predictions.decoder.bias", "cls.predictions.bias"),
+    )
+    for copy, source in pairs:
+        if copy not in tensors:
+            continue
+        if source not in tensors:
+            if copy.endswith("bias"):  # only decoder.bias stored: it is the output bias
+                tensors[source] = tensors.pop(copy)
+            continue
+        if np.array_equal(tensors[copy], tensors[source]):  # a tied copy: the head reads the source
+            del tensors[copy]
+    return tensors
+
+
 # ---------------------------------------------------------------------------------------
 # Finding the files
 # ---------------------------------------------------------------------------------------
@@ -258,6 +291,7 @@ def convert(src, dst, config=None, do_lower_case=None):
         raise ConversionError(e.message, e.hint) from None
 
     tensors = normalize_names(read_checkpoint(weights_path))
+    untie_or_drop_decoder(tensors, tie_word_embeddings=bool(cfg_dict.get("tie_word_embeddings", True)))
     heads = detect_heads(tensors)
     if "classification" in heads:
         num_labels = tensors["classifier.weight"].shape[0]
@@ -272,6 +306,7 @@ def convert(src, dst, config=None, do_lower_case=None):
             tensors[name] = array.astype(np.float32)
     try:
         check_encoder_tensors(tensors, bert_config, weights_path)
+        check_head_tensors(tensors, bert_config, heads, weights_path)
     except WeightsError as e:
         raise ConversionError(e.message, "check that config.json belongs to this checkpoint") from None
 

@@ -36,7 +36,7 @@ class BertOutput:
     """What ``BertModel.__call__`` returns, with the field names of transformers."""
 
     last_hidden_state: np.ndarray  # [B, T, H]
-    pooler_output: np.ndarray  # [B, H]
+    pooler_output: Optional[np.ndarray]  # [B, H]; None when the file has no pooler (a masked-LM checkpoint)
     hidden_states: Optional[tuple] = None  # L + 1 arrays [B, T, H]: embeddings, then each layer
     attentions: Optional[tuple] = None  # L arrays [B, A, T, T]: each layer's attention probabilities
     logits: Optional[np.ndarray] = None  # from a task head, when the model has one
@@ -67,6 +67,8 @@ class BertModel:
             name: np.ascontiguousarray(w, dtype=self.dtype) if np.issubdtype(w.dtype, np.floating) else w
             for name, w in weights.items()
         }
+        # transformers builds BertForMaskedLM without the pooling layer: no pooler, no pooler_output.
+        self.has_pooler = "pooler.dense.weight" in self.weights
 
     # -----------------------------------------------------------------------------------
     # Inputs
@@ -131,7 +133,7 @@ class BertModel:
             x, probs = self.layer(i, x, mask_bias, tap)  # [B, T, H], [B, A, T, T]
             hidden_states.append(x)
             attentions.append(probs)
-        pooled = self.pooler(x, tap)  # [B, H]
+        pooled = self.pooler(x, tap) if self.has_pooler else None  # [B, H]
         return BertOutput(
             last_hidden_state=x,
             pooler_output=pooled,
@@ -212,16 +214,28 @@ def _as_int_array(name, value):
     return a.astype(np.int64, copy=False)
 
 
-def load(path, dtype="float32", backend="numpy", verify=True):
+def load(path, dtype="float32", backend="numpy", verify=True, head=None):
     """Load a converted minibert .h5 file as a ready-to-call ``BertModel``.
 
     ``dtype``: "float32" (as PyTorch) or "float64" (every step in float64).
     ``backend``: "numpy" (the readable reference).
     ``verify``: check every tensor's SHA-256 against the one stored at conversion.
+    ``head``: None for the bare encoder, or "masked-lm", "next-sentence", "classification"
+    for the encoder with that task head (``minibert.heads``); its outputs carry ``logits``.
     """
     from . import weights as weights_format
 
     w = weights_format.load(path, verify=verify)
+    if head is not None:
+        from .heads import check_head_available
+
+        check_head_available(head, w.heads, path)  # before building anything: a clear HeadError
     model = BertModel(w.config, w.tensors, dtype=dtype, backend=backend)
     model.path = str(path)
+    model.heads = list(w.heads)  # the task heads the file holds
+    if head is not None:
+        from .heads import HEAD_CLASSES
+
+        model = HEAD_CLASSES[head](model)
+        model.path = str(path)
     return model

@@ -76,9 +76,23 @@ def shape_reason(name, config):
     return f"hidden_size={config.hidden_size}"
 
 
+# BertForMaskedLM is built without the pooling layer, so its checkpoints have no pooler.
+POOLER_TENSORS = ("pooler.dense.weight", "pooler.dense.bias")
+
+
+def has_pooler(tensors):
+    return all(name in tensors for name in POOLER_TENSORS)
+
+
 def check_encoder_tensors(tensors, config, source):
-    """Raise WeightsError naming the first encoder tensor that is missing or mis-shaped."""
+    """Raise WeightsError naming the first encoder tensor that is missing or mis-shaped.
+
+    The pooler is optional as a pair (a BertForMaskedLM checkpoint has none), not alone.
+    """
+    pooler_absent = not any(name in tensors for name in POOLER_TENSORS)
     for name, shape in encoder_shapes(config).items():
+        if name in POOLER_TENSORS and pooler_absent:
+            continue
         if name not in tensors:
             raise WeightsError(f"{source}: tensor {name} is missing", RECONVERT)
         found = tuple(tensors[name].shape)
@@ -88,6 +102,60 @@ def check_encoder_tensors(tensors, config, source):
                 f"{shape_reason(name, config)} in the config",
                 RECONVERT,
             )
+
+
+def head_shapes(config, head):
+    """Name -> shape of the tensors a task head needs, and of the optional ones it may have.
+
+    Returns (required, optional). The masked-LM decoder is tied to the word embeddings:
+    ``cls.predictions.decoder.weight`` / ``.bias`` are stored only when a checkpoint's values
+    differ from ``embeddings.word_embeddings.weight`` / ``cls.predictions.bias`` (untied).
+    """
+    H, V = config.hidden_size, config.vocab_size
+    if head == "masked-lm":
+        required = {
+            "cls.predictions.transform.dense.weight": (H, H),
+            "cls.predictions.transform.dense.bias": (H,),
+            "cls.predictions.transform.LayerNorm.weight": (H,),
+            "cls.predictions.transform.LayerNorm.bias": (H,),
+            "cls.predictions.bias": (V,),
+        }
+        optional = {"cls.predictions.decoder.weight": (V, H), "cls.predictions.decoder.bias": (V,)}
+        return required, optional
+    if head == "next-sentence":
+        return {"cls.seq_relationship.weight": (2, H), "cls.seq_relationship.bias": (2,)}, {}
+    if head == "classification":
+        N = config.num_labels
+        return {"classifier.weight": (N, H), "classifier.bias": (N,)}, {}
+    raise ValueError(f"unknown head {head!r}")
+
+
+HEAD_REASONS = {
+    "masked-lm": "hidden_size={H}, vocab_size={V}",
+    "next-sentence": "hidden_size={H} and 2 classes (is next / is random)",
+    "classification": "hidden_size={H} and num_labels={N} (the length of id2label)",
+}
+
+
+def check_head_tensors(tensors, config, heads, source):
+    """Raise WeightsError naming the first head tensor that is missing or mis-shaped."""
+    for head in heads:
+        if head not in HEAD_REASONS:
+            raise WeightsError(f"{source}: unknown head {head!r} in the file's heads attribute", RECONVERT)
+        required, optional = head_shapes(config, head)
+        reason = HEAD_REASONS[head].format(H=config.hidden_size, V=config.vocab_size, N=config.num_labels)
+        if head in ("next-sentence", "classification") and not has_pooler(tensors):
+            raise WeightsError(f"{source}: the {head} head reads the pooler output, but the file has no pooler.dense tensors", RECONVERT)
+        for name, shape in required.items():
+            if name not in tensors:
+                raise WeightsError(f"{source}: tensor {name} of the {head} head is missing", RECONVERT)
+        for name, shape in {**required, **optional}.items():
+            if name in tensors and tuple(tensors[name].shape) != shape:
+                raise WeightsError(
+                    f"{source}: tensor {name} of the {head} head has shape {tuple(tensors[name].shape)}, "
+                    f"expected {shape} for {reason} in the config",
+                    RECONVERT,
+                )
 
 
 def tensor_sha256(array):
@@ -244,4 +312,5 @@ def load(path, verify=True):
             format_version=int(f.attrs["format_version"]),
         )
     check_encoder_tensors(tensors, config, path)
+    check_head_tensors(tensors, config, weights.heads, path)
     return weights

@@ -85,7 +85,7 @@ _PRESET_CACHE = {}
 def make_preset_model(preset, tmp_root, model_class="BertModel", seed=0, **config_overrides):
     """Build a seeded random transformers model of a preset shape, save it in HF format and
     convert it with our converter. Returns (torch model, hf directory, .h5 path); cached."""
-    key = (preset, model_class, seed, tuple(sorted(config_overrides.items())))
+    key = (preset, model_class, seed, repr(sorted(config_overrides.items())))  # repr: values may be dicts (id2label)
     if key not in _PRESET_CACHE:
         import torch
         import transformers

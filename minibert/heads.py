@@ -1,0 +1,246 @@
+"""Task heads on top of the BERT encoder: masked-LM, next-sentence, sequence classification.
+
+Each head is the small network that transformers' ``BertFor*`` classes put on the encoder,
+written in NumPy with the model's backend functions (``model.F.linear``, ``F.gelu``,
+``F.layer_norm``), its steps named as transformers' modules and passed through ``tap``:
+
+    masked-lm       (BertForMaskedLM, BertForPreTraining)            last_hidden_state -> logits [B, T, V]
+        cls.predictions.transform.dense            [B, T, H] -> [B, T, H]
+        cls.predictions.transform.transform_act_fn [B, T, H] -> [B, T, H]   (GELU, config.hidden_act)
+        cls.predictions.transform.LayerNorm        [B, T, H] -> [B, T, H]
+        cls.predictions                            [B, T, H] -> [B, T, V]   (the decoder, tied to the
+                                                                             word embeddings, + bias)
+    next-sentence   (BertForNextSentencePrediction, BertForPreTraining) pooler_output -> logits [B, 2]
+        cls.seq_relationship                       [B, H] -> [B, 2]   (0 = B follows A, 1 = B is random)
+    classification  (BertForSequenceClassification)                   pooler_output -> logits [B, N]
+        classifier                                 [B, H] -> [B, N]   (N = num_labels, names in id2label)
+
+Dropout is the identity at inference, so it has no step here.
+
+Build a head model with ``minibert.load(path, head="masked-lm")``. Calling it returns the
+encoder's ``BertOutput`` with ``logits`` filled in, as transformers returns ``logits``.
+
+Sentence embeddings need no head: ``mean_pooling`` and ``l2_normalize`` below turn the
+encoder's output into the vectors sentence-transformers computes for all-MiniLM-L6-v2.
+"""
+
+import numpy as np
+
+from . import ops
+from .errors import HeadError, InputError
+from .model import no_tap
+
+# B = batch, T = sequence length, H = hidden size, V = vocabulary size, N = labels or chosen positions
+
+# The heads a minibert .h5 file can hold, and the transformers classes whose checkpoints carry them.
+HEAD_SOURCES = {
+    "masked-lm": "BertForMaskedLM or BertForPreTraining",
+    "next-sentence": "BertForNextSentencePrediction or BertForPreTraining",
+    "classification": "BertForSequenceClassification",
+}
+
+
+def check_head_available(head, heads_in_file, path):
+    """Raise HeadError unless ``head`` is a known head that the file at ``path`` holds."""
+    if head not in HEAD_SOURCES:
+        raise HeadError(f"unknown head {head!r}", f"use one of {', '.join(HEAD_SOURCES)} (or head=None for the encoder)")
+    if head not in heads_in_file:
+        held = ", ".join(heads_in_file) if heads_in_file else "none (encoder only)"
+        raise HeadError(
+            f"{path} holds no {head} head; the heads it holds: {held}",
+            f"load it with one of those heads (or head=None), or convert a {HEAD_SOURCES[head]} checkpoint",
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Sentence embeddings (no head: pooling of the encoder output)
+# ---------------------------------------------------------------------------------------
+
+
+def mean_pooling(last_hidden_state, attention_mask):  # [B, T, H], [B, T] -> [B, H]
+    """Average of the token vectors of each row, padding left out (sentence-transformers' pooling)."""
+    mask = attention_mask[:, :, None].astype(last_hidden_state.dtype)  # [B, T, 1]
+    summed = (last_hidden_state * mask).sum(axis=1)  # [B, H]
+    counts = np.maximum(mask.sum(axis=1), 1e-9)  # [B, 1], never 0 (as sentence-transformers clamps)
+    return summed / counts  # [B, H]
+
+
+def l2_normalize(x, eps=1e-12):  # [B, H] -> [B, H]
+    """Scale each row to unit length, as ``torch.nn.functional.normalize(x, p=2, dim=1)``."""
+    norm = np.sqrt((x * x).sum(axis=-1, keepdims=True))  # [B, 1]
+    return x / np.maximum(norm, eps)  # [B, H]
+
+
+def cosine_similarity(a, b):  # [H], [H] -> scalar
+    """The cosine of the angle between two vectors: their dot product once both have length 1."""
+    a, b = l2_normalize(a[None, :])[0], l2_normalize(b[None, :])[0]  # [H], [H]
+    return float(a @ b)
+
+
+def sentence_embeddings(model, encoding):  # {"input_ids": [B, T], ...} -> [B, H]
+    """Mean-pooled, L2-normalised sentence vectors of a tokenized batch (works on any encoder)."""
+    bert = getattr(model, "bert", model)  # a head model's encoder, or the encoder itself
+    out = bert(encoding["input_ids"], encoding["attention_mask"], encoding.get("token_type_ids"))
+    return l2_normalize(mean_pooling(out.last_hidden_state, np.asarray(encoding["attention_mask"])))  # [B, H]
+
+
+# ---------------------------------------------------------------------------------------
+# The head models
+# ---------------------------------------------------------------------------------------
+
+
+class BertHeadModel:
+    """An encoder (``self.bert``, a ``BertModel``) with one task head on top."""
+
+    head = None  # "masked-lm", "next-sentence" or "classification"
+
+    def __init__(self, bert):
+        self.bert = bert
+
+    # The encoder's settings, read through so the head steps use the same ones.
+    config = property(lambda self: self.bert.config)
+    dtype = property(lambda self: self.bert.dtype)
+    backend = property(lambda self: self.bert.backend)
+    F = property(lambda self: self.bert.F)
+    weights = property(lambda self: self.bert.weights)
+    check_inputs = property(lambda self: self.bert.check_inputs)
+
+
+class BertForMaskedLM(BertHeadModel):
+    """Masked language modelling: a score for every vocabulary token at each position.
+
+    ``model(ids, mask)`` gives ``out.logits`` [B, T, V]. The full logits are large
+    (V = 30522 floats per token); ``positions`` picks some tokens only::
+
+        out = model(ids, mask, positions=ids == tokenizer.mask_token_id)   # out.logits [N, V]
+
+    ``positions`` is a [B, T] boolean array; the N rows of ``logits`` are its True entries in
+    row-major order (the order of ``np.argwhere(positions)``).
+    """
+
+    head = "masked-lm"
+
+    def __init__(self, bert):
+        super().__init__(bert)
+        w = self.weights
+        # The decoder's weight is the word-embedding table (tied, as in BERT's pretraining), and
+        # its bias is cls.predictions.bias, unless the checkpoint stored different (untied) ones.
+        self.decoder_weight = w.get("cls.predictions.decoder.weight", w["embeddings.word_embeddings.weight"])  # [V, H]
+        self.decoder_bias = w.get("cls.predictions.decoder.bias", w["cls.predictions.bias"])  # [V]
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, positions=None,
+                 output_hidden_states=False, output_attentions=False, tap=no_tap):
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
+        x = out.last_hidden_state  # [B, T, H]
+        if positions is not None:
+            x = x[self.check_positions(positions, x.shape[:2])]  # [N, H]
+        out.logits = self.predictions(x, tap)  # [B, T, V], or [N, V]
+        return out
+
+    forward = __call__
+
+    def predictions(self, x, tap=no_tap):  # [..., H] -> [..., V]
+        """transformers' ``BertLMPredictionHead``: transform (dense, GELU, LayerNorm), then decode."""
+        F, w, eps = self.F, self.weights, self.config.layer_norm_eps
+        p = "cls.predictions.transform."
+        h = tap(p + "dense", F.linear(x, w[p + "dense.weight"], w[p + "dense.bias"]))  # [..., H]
+        h = tap(p + "transform_act_fn", F.gelu(h))  # [..., H], exact GELU (config.hidden_act)
+        h = tap(p + "LayerNorm", F.layer_norm(h, w[p + "LayerNorm.weight"], w[p + "LayerNorm.bias"], eps))  # [..., H]
+        return tap("cls.predictions", F.linear(h, self.decoder_weight, self.decoder_bias))  # [..., H] @ [H, V] -> [..., V]
+
+    @staticmethod
+    def check_positions(positions, shape):  # [B, T] bool -> [B, T] bool
+        positions = np.asarray(positions)
+        if positions.ndim == 1 and shape[0] == 1:
+            positions = positions[None, :]  # one sequence
+        if positions.dtype != bool or positions.shape != tuple(shape):
+            raise InputError(
+                f"positions has dtype {positions.dtype} and shape {positions.shape}, expected a bool array of shape {tuple(shape)}",
+                "pass a [batch, seq_len] boolean array, e.g. positions=input_ids == tokenizer.mask_token_id",
+            )
+        return positions
+
+
+class BertForNextSentencePrediction(BertHeadModel):
+    """Next-sentence prediction: does text B follow text A? ``out.logits`` [B, 2].
+
+    Class 0 means "B is the continuation of A", class 1 "B is a random sentence".
+    """
+
+    head = "next-sentence"
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
+                 output_hidden_states=False, output_attentions=False, tap=no_tap):
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
+        w = self.weights
+        out.logits = tap("cls.seq_relationship", self.F.linear(  # [B, H] -> [B, 2]
+            out.pooler_output, w["cls.seq_relationship.weight"], w["cls.seq_relationship.bias"]))
+        return out
+
+    forward = __call__
+
+
+class BertForSequenceClassification(BertHeadModel):
+    """Sequence classification: one score per label for each text or pair. ``out.logits`` [B, N].
+
+    ``model.id2label`` names the labels, e.g. {0: "entailment", 1: "neutral", 2: "contradiction"}.
+    """
+
+    head = "classification"
+
+    @property
+    def id2label(self):
+        return self.config.id2label
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
+                 output_hidden_states=False, output_attentions=False, tap=no_tap):
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
+        w = self.weights
+        out.logits = tap("classifier", self.F.linear(  # [B, H] -> [B, N]
+            out.pooler_output, w["classifier.weight"], w["classifier.bias"]))
+        return out
+
+    forward = __call__
+
+
+HEAD_CLASSES = {
+    "masked-lm": BertForMaskedLM,
+    "next-sentence": BertForNextSentencePrediction,
+    "classification": BertForSequenceClassification,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Text in, answers out (what the command line prints)
+# ---------------------------------------------------------------------------------------
+
+
+def fill_mask(model, tokenizer, text, top_k=5):
+    """The ``top_k`` most likely tokens for every [MASK] in ``text``, with their probabilities.
+
+    Returns one list per [MASK], left to right, of (token, probability), most likely first.
+    """
+    if top_k < 1:
+        raise InputError(f"top_k={top_k} must be at least 1", "ask for --top-k 1 or more")
+    enc = tokenizer.encode(text)
+    ids = np.array([enc["input_ids"]], dtype=np.int64)  # [1, T]
+    positions = ids == tokenizer.mask_token_id  # [1, T]
+    if not positions.any():
+        raise InputError(f"the text has no [MASK] token: {text!r}", "write [MASK] (upper case, with brackets) where a word should be predicted")
+    out = model(ids, np.array([enc["attention_mask"]]), np.array([enc["token_type_ids"]]), positions=positions)
+    probs = ops.softmax(out.logits.astype(np.float64))  # [N, V]
+    k = min(top_k, probs.shape[-1])
+    answers = []
+    for row in probs:  # [V]
+        best = np.argsort(-row, kind="stable")[:k]  # [k]
+        answers.append([(tokenizer.convert_ids_to_tokens(int(i)), float(row[i])) for i in best])
+    return answers
+
+
+def classify(model, tokenizer, text, text_pair=None):
+    """Probability of every label for ``text`` (or the pair), as (label name, probability)."""
+    enc = tokenizer.encode(text, text_pair)
+    out = model(np.array([enc["input_ids"]]), np.array([enc["attention_mask"]]), np.array([enc["token_type_ids"]]))
+    probs = ops.softmax(out.logits.astype(np.float64))[0]  # [N]
+    id2label = model.config.id2label
+    return [(id2label.get(i, f"LABEL_{i}"), float(p)) for i, p in enumerate(probs)]

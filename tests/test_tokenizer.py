@@ -114,7 +114,7 @@ def test_corpus_parity_cased(vocab_file, corpus):
 def test_batch_parity(corpus, ours, ref, with_pairs):
     """encode_batch (padding to the longest row) equals the reference with return_tensors='np'."""
     checked = 0
-    for start in range(0, 1600, 40):
+    for start in range(0, 800, 40):
         texts = corpus[start : start + 40]
         pairs = corpus[start + 40 : start + 80] if with_pairs else None
         for kwargs in ({}, {"max_length": 24, "truncation": True}):
@@ -142,7 +142,7 @@ def test_batch_padding_max_length(corpus, ours, ref):
             np.testing.assert_array_equal(got[key], expected[key])
 
 
-@pytest.mark.parametrize("strategy", ["longest_first", "only_first", "only_second", True])
+@pytest.mark.parametrize("strategy", ["longest_first", "only_first", "only_second"])
 def test_truncation_parity(corpus, ours, ref, strategy):
     """Every truncation strategy, several max_lengths, with and without max_length padding."""
     lines = [line for line in corpus if line.strip()][:1200]
@@ -163,6 +163,14 @@ def test_truncation_parity(corpus, ours, ref, strategy):
                 mismatches.append((args + (kwargs,), expected, got))
     print(f"\ntokenizer truncation parity ({strategy}): {count} encodings")
     assert not mismatches, show(mismatches)
+
+
+def test_truncation_true_is_longest_first(corpus, ours, ref):
+    for a, b in zip(corpus[1000:1200:2], corpus[1001:1200:2]):
+        for max_length in (5, 12):
+            kwargs = dict(max_length=max_length, truncation=True)
+            assert ours.encode(a, b, **kwargs) == ref_encode(ref, a, b, **kwargs)
+            assert ours.encode(a, b, **kwargs) == ours.encode(a, b, max_length=max_length, truncation="longest_first")
 
 
 def test_decode_parity(corpus, ours, ref):
@@ -205,7 +213,7 @@ def test_offsets_equal_fast_tokenizer_where_tokens_agree(corpus, ours, fast):
     """On lines with no deleted characters, spans equal the Rust tokenizer's offset mapping."""
     compared = 0
     mismatches = []
-    for text in corpus:
+    for text in corpus[::2]:
         if any(_vanishing(c) for c in text):
             continue
         encoding = fast(text, return_offsets_mapping=True)
@@ -218,7 +226,7 @@ def test_offsets_equal_fast_tokenizer_where_tokens_agree(corpus, ours, fast):
         if mine["offsets"] != expected:
             mismatches.append((text, expected, mine["offsets"]))
     print(f"\ntokenizer offsets == fast tokenizer: {compared} lines")
-    assert compared > 15000
+    assert compared > 7500
     assert not mismatches, show(mismatches)
 
 
@@ -400,3 +408,63 @@ def test_read_text_file(tmp_path, ours):
     assert str(bad) in message and "byte offset 5" in message and "0xff" in message
     with pytest.raises(InputError, match="cannot read text file"):
         Tokenizer.read_text_file(tmp_path / "missing.txt")
+
+
+def test_vocab_txt_with_windows_line_endings(tmp_path, vocab_file, corpus):
+    """A vocab.txt saved with CRLF line endings reads like transformers reads it."""
+    from transformers.models.bert.tokenization_bert_legacy import load_vocab
+
+    with open(vocab_file, "rb") as f:
+        data = f.read()
+    path = tmp_path / "vocab.txt"
+    path.write_bytes(data.replace(b"\n", b"\r\n"))
+    ours = Tokenizer.from_file(path)
+    assert ours.vocab == dict(load_vocab(str(path)))
+    ref = BertTokenizerLegacy(vocab_file=str(path), do_lower_case=True)
+    for text in corpus[:1000:10]:
+        assert ours.tokenize(text) == ref.tokenize(text)
+
+
+def test_batch_max_length_padding_without_truncation(ours, ref):
+    """Rows longer than max_length and no truncation: no [B, T] array exists.
+
+    The reference returns a ragged object array; we raise (docs/tokenizer.md, difference 6).
+    """
+    texts = ["short", "a much longer text with many many words in it"]
+    ragged = ref(texts, padding="max_length", max_length=5, truncation=False, return_tensors="np")
+    assert ragged["input_ids"].dtype == object
+    with pytest.raises(InputError, match="different lengths"):
+        ours.encode_batch(texts, padding="max_length", max_length=5)
+    same = ours.encode_batch(texts[:1], padding="max_length", max_length=5)
+    expected = ref(texts[:1], padding="max_length", max_length=5, truncation=False, return_tensors="np")
+    np.testing.assert_array_equal(same["input_ids"], expected["input_ids"])
+
+
+def test_decode_batch_rows_and_single_ids(corpus, ours, ref):
+    """decode() takes a row of encode_batch's int64 array, and single ids, like the reference."""
+    batch = ours.encode_batch(corpus[300:310])
+    for row in batch["input_ids"]:
+        assert ours.decode(row) == ref.decode(row.tolist())
+        assert ours.decode(row, skip_special_tokens=True) == ref.decode(row.tolist(), skip_special_tokens=True)
+    for token_id in (batch["input_ids"][0, 1], 101, 1996):
+        assert ours.convert_ids_to_tokens(token_id) == ref.convert_ids_to_tokens(int(token_id))
+        assert ours.decode(token_id) == ref.decode(int(token_id))
+
+
+@pytest.fixture(scope="module")
+def cased_pair(vocab_file):
+    return (
+        Tokenizer.from_file(vocab_file, do_lower_case=False),
+        BertTokenizerLegacy(vocab_file=vocab_file, do_lower_case=False),
+    )
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=any_text)
+def test_property_arbitrary_unicode_cased(cased_pair, text):
+    ours, ref = cased_pair
+    tokens = ours.tokenize(text)
+    assert tokens == ref.tokenize(text)
+    assert ours.tokenize_with_offsets(text)[0] == tokens
+    ids = ours.encode(text)["input_ids"]
+    assert ours.decode(ids) == ref.decode(ids)

@@ -87,12 +87,30 @@ def cmd_trace(args):
     if args.out:
         print(f"wrote {t.save(args.out)} ({len(t)} steps)")
     if args.plot:
+        from .errors import WeightsError
         from .weights import read_vocab
 
-        vocab, _ = read_vocab(args.file)
-        tokens = [vocab[i] for i in t.meta["inputs"]["input_ids"][0]]
+        try:
+            vocab, _ = read_vocab(args.file)
+            tokens = [vocab[i] for i in t.meta["inputs"]["input_ids"][0]]
+        except WeightsError:  # a file without vocabulary: label the axes with the ids
+            tokens = [str(i) for i in t.meta["inputs"]["input_ids"][0]]
         for path in tracing.plot_attention(t, args.plot, tokens=tokens):
             print(f"wrote {path}")
+    return 0
+
+
+def cmd_hooks(args):
+    from . import trace as tracing
+    from .config import BertConfig
+    from .weights import read_config
+
+    if args.write_doc:
+        print(f"wrote the hook table into {tracing.write_hook_table(args.write_doc)}")
+        return 0
+    config = BertConfig.preset(args.preset) if args.file is None else read_config(args.file)
+    for name, shape in tracing.hook_points(config):
+        print(f"{name:<48} {shape}")
     return 0
 
 
@@ -117,6 +135,12 @@ def build_parser():
     p.add_argument("file")
     p.add_argument("--verify", action="store_true", help="check every tensor's SHA-256")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("hooks", help="list every hook point (step name and shape) of the forward pass")
+    p.add_argument("file", nargs="?", help="minibert .h5 file (default: the --preset shape)")
+    p.add_argument("--preset", default="bert-tiny", help="preset shape when no file is given")
+    p.add_argument("--write-doc", metavar="MD", help="rewrite the generated hook table in this markdown file (docs/debugging.md)")
+    p.set_defaults(func=cmd_hooks)
 
     from .model import BACKENDS
 

@@ -16,13 +16,13 @@ from typing import Optional
 
 import numpy as np
 
-from . import ops
+from . import kernels, ops
 from .config import BertConfig
 from .errors import InputError
 
 # B = batch, T = sequence length, H = hidden size, A = heads, D = H // A, I = intermediate size
 
-BACKENDS = {"numpy": ops}
+BACKENDS = {"numpy": ops, "numba": kernels}  # kernels: Numba twins of ops, same signatures
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -214,11 +214,11 @@ def _as_int_array(name, value):
     return a.astype(np.int64, copy=False)
 
 
-def load(path, dtype="float32", backend="numpy", verify=True, head=None):
+def load(path, dtype="float32", backend="numba", verify=True, head=None):
     """Load a converted minibert .h5 file as a ready-to-call ``BertModel``.
 
     ``dtype``: "float32" (as PyTorch) or "float64" (every step in float64).
-    ``backend``: "numpy" (the readable reference).
+    ``backend``: "numba" (the fast kernels, the default) or "numpy" (the readable reference).
     ``verify``: check every tensor's SHA-256 against the one stored at conversion.
     ``head``: None for the bare encoder, or "masked-lm", "next-sentence", "classification"
     for the encoder with that task head (``minibert.heads``); its outputs carry ``logits``.

@@ -187,8 +187,8 @@ print(result.table().splitlines()[-1])
 assert result.passed
 
 # %%
-t_np = best_time(model_numpy, ids, mask, repeat=3)
-t_nb = best_time(model_numba, ids, mask, repeat=3)
+t_np = best_time(model_numpy, ids, mask, repeat=2)
+t_nb = best_time(model_numba, ids, mask, repeat=2)
 print(f"batch {ids.shape}: numpy backend {t_np * 1e3:.0f} ms, numba backend {t_nb * 1e3:.0f} ms ({t_np / t_nb:.1f}x)")
 
 # %% [markdown]

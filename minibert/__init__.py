@@ -13,4 +13,5 @@ from .errors import (  # noqa: E402
     WeightsError,
 )
 from .model import BertModel, BertOutput, load  # noqa: E402
+from .tokenizer import Tokenizer  # noqa: E402
 from .trace import Trace, compare  # noqa: E402

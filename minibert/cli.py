@@ -11,6 +11,7 @@ import numpy as np
 
 from . import __version__
 from .errors import MinibertError
+from .model import BACKENDS, DEFAULT_BACKEND
 
 
 def cmd_convert(args):
@@ -43,6 +44,55 @@ def cmd_inspect(args):
         print(f"  {name:<{width}}  {str(tuple(t.shape)):<14} {t.dtype}")
     if args.verify:
         print(f"verified: all {len(w.tensors)} tensors match their SHA-256")
+    return 0
+
+
+def read_text_arg(text, file):
+    """The text to encode: the positional argument, or the contents of --file (UTF-8)."""
+    from .errors import InputError
+    from .tokenizer import read_text_file
+
+    if file is not None:
+        return read_text_file(file).rstrip("\n")
+    if text is None:
+        raise InputError("no text given", "pass the text as an argument, or --file PATH")
+    return text
+
+
+def cmd_encode(args):
+    """Tokenize a text (and optional pair), run the encoder, print tokens, ids and outputs."""
+    import json
+
+    from .model import load
+    from .tokenizer import Tokenizer
+
+    text = read_text_arg(args.text, args.file)
+    tokenizer = Tokenizer.from_file(args.model)
+    model = load(args.model, dtype=args.dtype, backend=args.backend)
+    enc = tokenizer.encode(text, args.pair, max_length=model.config.max_position_embeddings, truncation=True)
+    tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"])
+    batch = {k: np.array([v]) for k, v in enc.items()}  # [1, T]
+    out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    mask = batch["attention_mask"][..., None]  # [1, T, 1]
+    mean_pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1)  # [1, H]: the sentence embedding
+    print(f"tokens ({len(tokens)}): {' '.join(tokens)}")
+    print(f"input_ids: {' '.join(map(str, enc['input_ids']))}")
+    print(f"token_type_ids: {' '.join(map(str, enc['token_type_ids']))}")
+    for name, value in (("last_hidden_state", out.last_hidden_state), ("pooler_output", out.pooler_output),
+                        ("mean-pooled embedding", mean_pooled)):
+        print(f"{name}: shape {list(value.shape)}, L2 norm {np.linalg.norm(value):.6f}, "
+              f"first values {np.array2string(value.reshape(-1)[:4], precision=4)}")
+    if args.json:
+        record = {
+            "model": str(args.model), "text": text, "pair": args.pair, "dtype": args.dtype, "tokens": tokens,
+            **{k: list(map(int, v)) for k, v in enc.items()},
+            "last_hidden_state": out.last_hidden_state[0].tolist(),  # [T, H]
+            "pooler_output": out.pooler_output[0].tolist(),  # [H]
+            "mean_pooled": mean_pooled[0].tolist(),  # [H]
+        }
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(record, f)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -131,6 +181,16 @@ def build_parser():
     p.add_argument("--case", choices=["uncased", "cased"], help="override the tokenizer's lower-casing")
     p.set_defaults(func=cmd_convert)
 
+    p = sub.add_parser("encode", help="tokenize a text, run the encoder, print tokens, ids and outputs")
+    p.add_argument("model", help="a converted minibert .h5 file")
+    p.add_argument("text", nargs="?", help="the text to encode (or use --file)")
+    p.add_argument("--pair", help="a second text (segment B), as for NLI or next-sentence")
+    p.add_argument("--file", help="read the text from this UTF-8 file instead")
+    p.add_argument("--json", metavar="PATH", help="write tokens, ids and the embeddings to this JSON file")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    p.set_defaults(func=cmd_encode)
+
     p = sub.add_parser("inspect", help="print the config and tensor table of a .h5 file")
     p.add_argument("file")
     p.add_argument("--verify", action="store_true", help="check every tensor's SHA-256")
@@ -142,8 +202,6 @@ def build_parser():
     p.add_argument("--write-doc", metavar="MD", help="rewrite the generated hook table in this markdown file (docs/debugging.md)")
     p.set_defaults(func=cmd_hooks)
 
-    from .model import BACKENDS
-
     for verb, helptext, func in (
         ("parity", "compare every hook point with transformers (PyTorch); exit 1 on the first divergence", cmd_parity),
         ("trace", "capture every named step of the forward pass; save it (--out), plot attention (--plot)", cmd_trace),
@@ -154,7 +212,7 @@ def build_parser():
         p.add_argument("--pair", help="second segment of a text pair")
         p.add_argument("--ids", help="token ids instead of text, e.g. 101,7592,102")
         p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-        p.add_argument("--backend", choices=sorted(BACKENDS), default="numpy")
+        p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
         p.set_defaults(func=func)
         if verb == "trace":
             p.add_argument("--only", action="append", help="glob of steps to keep (repeatable), e.g. 'encoder.layer.0.*'")

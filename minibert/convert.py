@@ -21,6 +21,7 @@ import numpy as np
 
 from .config import BertConfig
 from .errors import ConfigError, ConversionError, WeightsError
+from .tokenizer import read_vocab_txt
 from .weights import WeightsFile, check_encoder_tensors, check_head_tensors, file_sha256, save
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -259,14 +260,6 @@ def read_do_lower_case(directory, name):
             pass
     lowered = name.lower()
     return not ("cased" in lowered and "uncased" not in lowered)
-
-
-def read_vocab_txt(path):
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConversionError(f"{path}: not UTF-8 text (byte {e.start})", "give the vocab.txt of the checkpoint") from None
-    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
 
 
 # ---------------------------------------------------------------------------------------

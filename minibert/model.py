@@ -23,6 +23,7 @@ from .errors import InputError
 # B = batch, T = sequence length, H = hidden size, A = heads, D = H // A, I = intermediate size
 
 BACKENDS = {"numpy": ops, "numba": kernels}  # kernels: Numba twins of ops, same signatures
+DEFAULT_BACKEND = "numba"
 DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -214,7 +215,7 @@ def _as_int_array(name, value):
     return a.astype(np.int64, copy=False)
 
 
-def load(path, dtype="float32", backend="numba", verify=True, head=None):
+def load(path, dtype="float32", backend=DEFAULT_BACKEND, verify=True, head=None):
     """Load a converted minibert .h5 file as a ready-to-call ``BertModel``.
 
     ``dtype``: "float32" (as PyTorch) or "float64" (every step in float64).

@@ -123,9 +123,9 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
     try:
         with torch.inference_mode():
             model(
-                input_ids=torch.from_numpy(input_ids),
-                attention_mask=torch.from_numpy(attention_mask),
-                token_type_ids=torch.from_numpy(token_type_ids),
+                input_ids=torch.tensor(input_ids),  # copies: the caller's arrays stay untouched
+                attention_mask=torch.tensor(attention_mask),
+                token_type_ids=torch.tensor(token_type_ids),
                 output_attentions=True,
             )
     finally:

@@ -308,7 +308,7 @@ def read_text_file(path):
         ) from None
 
 
-def _read_vocab_txt(path):
+def read_vocab_txt(path):
     """The tokens of a ``vocab.txt`` (one per line, the line number is the id)."""
     try:
         with open(path, "rb") as f:
@@ -327,28 +327,6 @@ def _read_vocab_txt(path):
         ) from None
     # Like transformers (a file opened in text mode): "\n", "\r\n" and "\r" all end a line.
     return [line.rstrip("\n") for line in io.StringIO(text, newline=None).readlines()]
-
-
-def _read_vocab_h5(path):
-    """The tokens and ``do_lower_case`` flag stored in a minibert ``.h5`` file."""
-    import h5py  # only needed for .h5 files
-
-    try:
-        with h5py.File(path, "r") as f:
-            if "vocab" not in f:
-                raise InputError(
-                    f"weights file '{path}' has no 'vocab' dataset",
-                    hint="convert the checkpoint again with minibert, or pass its vocab.txt",
-                )
-            dataset = f["vocab"]
-            tokens = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in dataset[()]]
-            do_lower_case = bool(dataset.attrs.get("do_lower_case", True))
-    except OSError as error:
-        raise InputError(
-            f"cannot read '{path}' as an HDF5 file: {error}",
-            hint="pass a minibert .h5 file or a vocab.txt",
-        ) from None
-    return tokens, do_lower_case
 
 
 # ---------------------------------------------------------------------------------------
@@ -396,11 +374,13 @@ class Tokenizer:
                 hint="pass the path of a BERT vocab.txt or of a minibert .h5 file",
             )
         if path.endswith((".h5", ".hdf5")):
-            tokens, stored_lower_case = _read_vocab_h5(path)
+            from .weights import read_vocab  # the one reader of the .h5 format
+
+            tokens, stored_lower_case = read_vocab(path)
             if do_lower_case is None:
                 do_lower_case = stored_lower_case
         else:
-            tokens = _read_vocab_txt(path)
+            tokens = read_vocab_txt(path)
             if do_lower_case is None:
                 do_lower_case = True
         return cls(tokens, do_lower_case=do_lower_case, source=path)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import minibert
+from minibert import Tokenizer
 from conftest import PRESETS
 from parity import assert_close, assert_model_outputs_close
 
@@ -93,12 +94,11 @@ REAL_TEXTS = [
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_padded_batch_equals_one_by_one_on_real_tokens(dtype, minilm_dir, minilm_h5, minilm_torch):
+def test_padded_batch_equals_one_by_one_on_real_tokens(dtype, minilm_h5, minilm_torch):
     """Padding must not change a sentence's result: batch rows equal the texts run alone."""
-    from transformers import BertTokenizer  # the reference tokenizer gives the real ids
-
-    tok = BertTokenizer(vocab_file=str(minilm_dir / "vocab.txt"), do_lower_case=True)
-    batch = tok(REAL_TEXTS, text_pair=[REAL_TEXTS[-1]] * 3 + [REAL_TEXTS[0]], padding=True, return_tensors="np")
+    tok = Tokenizer.from_file(minilm_h5)  # identical to BertTokenizerLegacy (tests/test_tokenizer.py)
+    batch = tok.encode_batch(REAL_TEXTS, [REAL_TEXTS[-1]] * 3 + [REAL_TEXTS[0]])
+    assert (batch["input_ids"] != tok.unk_token_id).all()  # real word pieces, not [UNK]
     model = minibert.load(minilm_h5, dtype=dtype)
     out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     ref = torch_forward(minilm_torch, dtype, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])

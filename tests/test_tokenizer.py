@@ -290,23 +290,19 @@ def test_property_truncation(ours, ref, a, b, max_length, strategy):
 # -- loading ---------------------------------------------------------------------------
 
 
-def _write_h5(path, tokens, do_lower_case):
+@pytest.mark.parametrize("do_lower_case", [True, False])
+def test_from_h5_file(tmp_path, vocab_file, corpus, minilm_h5, do_lower_case):
+    import shutil
+
     import h5py
 
-    with h5py.File(path, "w") as f:
-        dataset = f.create_dataset("vocab", data=tokens, dtype=h5py.string_dtype("utf-8"))
-        dataset.attrs["do_lower_case"] = do_lower_case
-
-
-@pytest.mark.parametrize("do_lower_case", [True, False])
-def test_from_h5_file(tmp_path, vocab_file, corpus, do_lower_case):
-    with open(vocab_file, encoding="utf-8") as f:
-        tokens = f.read().split("\n")[:-1]
     path = tmp_path / "model.h5"
-    _write_h5(path, tokens, do_lower_case)
+    shutil.copy(minilm_h5, path)  # a real converted file; flip its (unchecksummed) casing flag
+    with h5py.File(path, "a") as f:
+        f["vocab"].attrs["do_lower_case"] = do_lower_case
     ours = Tokenizer.from_file(path)
     assert ours.do_lower_case is do_lower_case
-    assert ours.vocab_size == len(tokens) == 30522
+    assert ours.vocab_size == 30522
     ref = BertTokenizerLegacy(vocab_file=vocab_file, do_lower_case=do_lower_case)
     for text in corpus[:3000:3]:
         assert ours.tokenize(text) == ref.tokenize(text), text
@@ -345,14 +341,15 @@ def test_error_vocab_not_utf8(tmp_path):
     assert str(path) in str(error.value) and "offset 15" in str(error.value)
 
 
-def test_error_h5_without_vocab(tmp_path):
-    import h5py
+def test_error_h5_without_vocab():
+    from pathlib import Path
 
-    path = tmp_path / "weights.h5"
-    with h5py.File(path, "w") as f:
-        f.create_dataset("other", data=[1, 2, 3])
-    with pytest.raises(InputError, match="no 'vocab' dataset"):
+    from minibert import WeightsError
+
+    path = Path(__file__).parent / "fixtures" / "tiny_model.h5"  # converted without a vocab.txt
+    with pytest.raises(WeightsError, match="holds no vocabulary") as error:
         Tokenizer.from_file(path)
+    assert "vocab.txt" in str(error.value)
 
 
 @pytest.mark.parametrize("bad", [b"bytes", None, 3, ["a", "list"]])

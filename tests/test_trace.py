@@ -16,7 +16,9 @@ import minibert
 from minibert import Trace, compare, ops, reference
 from minibert.cli import main
 from minibert.errors import InputError
-from minibert.trace import DOC_BEGIN, DOC_END, Recorder, hook_points, hook_table, resolve_name
+from minibert.trace import (
+    ALIAS_BEGIN, ALIAS_END, DOC_BEGIN, DOC_END, Recorder, alias_table, hook_points, hook_table, resolve_name,
+)
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "debugging.md"
 DTYPES = ["float32", "float64"]
@@ -62,6 +64,8 @@ def test_doc_hook_table_is_generated_from_the_code():
     text = DOC.read_text(encoding="utf-8")
     table = text.split(DOC_BEGIN, 1)[1].split(DOC_END, 1)[0].strip()
     assert table == hook_table()
+    aliases = text.split(ALIAS_BEGIN, 1)[1].split(ALIAS_END, 1)[0].strip()
+    assert aliases == alias_table()
 
 
 def test_transformerlens_aliases_resolve():
@@ -200,6 +204,14 @@ def test_patching_in_another_inputs_activation(tiny):
     for name in list(tb)[list(tb).index("embeddings.LayerNorm"):]:
         np.testing.assert_array_equal(patched[name], tb[name])
     np.testing.assert_array_equal(patched.output.last_hidden_state, tb.output.last_hidden_state)
+
+
+def test_patch_by_glob_and_alias_applies_to_every_matching_step(tiny):
+    model = minibert.load(tiny)
+    t = model.trace(*padded_inputs(), patch={"blocks.*.attn.hook_pattern": lambda p: np.zeros_like(p)})
+    assert t.meta["patched"] == ["encoder.layer.0.attention.self.probs", "encoder.layer.1.attention.self.probs"]
+    for i in range(2):
+        np.testing.assert_array_equal(t[f"encoder.layer.{i}.attention.self.context"], 0.0)  # no head attends
 
 
 def test_patch_errors_are_clear(tiny):

@@ -160,7 +160,7 @@ print("our logits == minibert's masked-LM head == PyTorch's BertForMaskedLM")
 
 # %% [markdown]
 # Scores become probabilities with a softmax over the vocabulary. With random weights the
-# "predictions" are arbitrary tokens, each with a probability close to `1 / V`:
+# "predictions" are arbitrary tokens, each with a probability within a small factor of `1 / V`:
 
 # %%
 for token, prob in heads.fill_mask(mlm, tokenizer, text, top_k=5)[0]:

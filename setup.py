@@ -31,6 +31,8 @@ setup(
             "onnxruntime",
             "onnxscript",
         ],
+        # tutorials/: notebooks kept as jupytext py:percent files, executed by nbclient in CI.
+        "tutorials": ["jupytext", "nbclient", "nbformat", "ipykernel", "matplotlib"],
     },
     entry_points={"console_scripts": ["minibert=minibert.cli:main"]},
 )

@@ -219,7 +219,7 @@ def load(path, dtype="float32", backend=DEFAULT_BACKEND, verify=True, head=None)
     """Load a converted minibert .h5 file as a ready-to-call ``BertModel``.
 
     ``dtype``: "float32" (as PyTorch) or "float64" (every step in float64).
-    ``backend``: "numba" (the fast kernels, the default) or "numpy" (the readable reference).
+    ``backend``: "numba" (the fast kernels) or "numpy" (the readable reference); default ``DEFAULT_BACKEND``.
     ``verify``: check every tensor's SHA-256 against the one stored at conversion.
     ``head``: None for the bare encoder, or "masked-lm", "next-sentence", "classification"
     for the encoder with that task head (``minibert.heads``); its outputs carry ``logits``.

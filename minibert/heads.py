@@ -105,7 +105,7 @@ class BertHeadModel:
     weights = property(lambda self: self.bert.weights)
     check_inputs = property(lambda self: self.bert.check_inputs)
 
-    def trace(self, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None, intervene=None):
+    def trace(self, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None):
         """``BertModel.trace`` through encoder and head: the head's steps are recorded too.
 
         ``only`` / ``patch`` accept the encoder's step names (``minibert.trace.hook_points``);
@@ -113,7 +113,7 @@ class BertHeadModel:
         """
         from . import trace
 
-        return trace.capture(self, input_ids, attention_mask, token_type_ids, only=only, patch=patch, intervene=intervene)
+        return trace.capture(self, input_ids, attention_mask, token_type_ids, only=only, patch=patch)
 
 
 class BertForMaskedLM(BertHeadModel):

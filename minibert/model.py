@@ -144,17 +144,17 @@ class BertModel:
 
     forward = __call__
 
-    def trace(self, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None, intervene=None):
+    def trace(self, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None):
         """Run the forward pass and return a ``minibert.trace.Trace`` of its named steps.
 
         ``only``: glob patterns of the steps to keep (``"encoder.layer.0.*"``; TransformerLens
         names such as ``"blocks.0.attn.hook_pattern"`` also work); default: every step.
-        ``patch`` (or ``intervene``): name -> function(value) -> new value, used in place of
+        ``patch``: name -> function(value) -> new value, used in place of
         that step's value for the rest of the pass. ``MINIBERT_BREAK=<name>`` stops in pdb there.
         """
         from . import trace
 
-        return trace.capture(self, input_ids, attention_mask, token_type_ids, only=only, patch=patch, intervene=intervene)
+        return trace.capture(self, input_ids, attention_mask, token_type_ids, only=only, patch=patch)
 
     def embeddings(self, input_ids, token_type_ids, tap=no_tap):  # [B, T] ints -> [B, T, H]
         F, w, T = self.F, self.weights, input_ids.shape[1]

@@ -5,7 +5,7 @@ module supplies the taps:
 
 * ``capture(model, ...)`` (or ``model.trace(...)``) records the steps into a ``Trace``: an
   ordered mapping name -> array, in execution order, saved to and loaded from ``.h5``;
-* ``patch=`` / ``intervene=`` replaces a step's value (activation patching: zero one head,
+* ``patch=`` replaces a step's value (activation patching: zero one head,
   paste in the activation of another input), and the rest of the pass computes from it;
 * ``MINIBERT_BREAK=<name>`` stops in ``pdb`` at that step (``up`` shows the forward pass);
 * ``compare(ours, reference)`` lines two traces up by name and names the FIRST step whose
@@ -225,11 +225,8 @@ class Recorder:
         return value
 
 
-def capture(model, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None, intervene=None):
+def capture(model, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None):
     """Run the forward pass and return a ``Trace`` of its steps (see ``BertModel.trace``)."""
-    if patch is not None and intervene is not None:
-        raise InputError("both patch= and intervene= were given", "pass one mapping name -> function(value) -> new value")
-    patch = patch if patch is not None else intervene
     keys = list(patch or {}) + ([only] if isinstance(only, str) else list(only or []))
     names = [name for name, _ in hook_points(model.config)] if keys else []
     for key in keys:

@@ -197,7 +197,7 @@ def test_patching_in_another_inputs_activation(tiny):
     a = np.array([[101, 2054, 2003, 1996, 3007, 102]])
     b = np.array([[101, 7592, 2088, 999, 1029, 102]])
     tb = model.trace(b)
-    patched = model.trace(a, intervene={"embeddings.LayerNorm": lambda value: tb["embeddings.LayerNorm"]})
+    patched = model.trace(a, patch={"embeddings.LayerNorm": lambda value: tb["embeddings.LayerNorm"]})
     ta = model.trace(a)
     assert not np.array_equal(ta["embeddings.LayerNorm"], tb["embeddings.LayerNorm"])
     np.testing.assert_array_equal(patched["embeddings.word_embeddings"], ta["embeddings.word_embeddings"])
@@ -220,8 +220,6 @@ def test_patch_errors_are_clear(tiny):
         model.trace(*padded_inputs(), patch={"pooler": lambda v: v[:1]})
     with pytest.raises(InputError, match="names no step"):
         model.trace(*padded_inputs(), patch={"pooler.tanh": lambda v: v})
-    with pytest.raises(InputError, match="both patch= and intervene="):
-        model.trace(*padded_inputs(), patch={}, intervene={})
 
 
 # ---------------------------------------------------------------------------------------

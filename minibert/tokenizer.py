@@ -288,43 +288,26 @@ class WordpieceTokenizer:
 # ---------------------------------------------------------------------------------------
 
 
-def read_text_file(path):
+def read_text_file(path, kind="text file", hint="convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`"):
     """Read a UTF-8 text file; an ``InputError`` names the file and the first bad byte."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as error:
-        raise InputError(
-            f"cannot read text file '{path}': {error.strerror or error}",
-            hint="check the path",
-        ) from None
+        raise InputError(f"cannot read {kind} '{path}': {error.strerror or error}", hint="check the path") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise InputError(
-            f"text file '{path}' is not valid UTF-8: byte 0x{data[error.start]:02x} "
+            f"{kind} '{path}' is not valid UTF-8: byte 0x{data[error.start]:02x} "
             f"at byte offset {error.start} cannot be decoded",
-            hint="convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`",
+            hint=hint,
         ) from None
 
 
 def read_vocab_txt(path):
     """The tokens of a ``vocab.txt`` (one per line, the line number is the id)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as error:
-        raise InputError(
-            f"cannot read vocabulary file '{path}': {error.strerror or error}",
-            hint="pass the path of a BERT vocab.txt or of a minibert .h5 file",
-        ) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InputError(
-            f"vocabulary file '{path}' is not valid UTF-8 (bad byte at offset {error.start})",
-            hint="a BERT vocab.txt is UTF-8; re-save it as UTF-8 or use the original file",
-        ) from None
+    text = read_text_file(path, "vocabulary file", "a BERT vocab.txt is UTF-8; re-save it as UTF-8 or use the original file")
     # Like transformers (a file opened in text mode): "\n", "\r\n" and "\r" all end a line.
     return [line.rstrip("\n") for line in io.StringIO(text, newline=None).readlines()]
 

@@ -353,7 +353,10 @@ def masked_softmax(scores, mask_bias):  # [B, A, T, T], [B, 1, 1, T] -> [B, A, T
     """
     B, A, T, K = scores.shape
     s = np.ascontiguousarray(scores).reshape(B, A * T, K)  # [B, A*T, K]: every query row
-    bias = np.ascontiguousarray(np.broadcast_to(mask_bias, (B, 1, 1, K)), scores.dtype).reshape(B, K)  # [B, K]
+    if mask_bias.shape == (B, 1, 1, K) and mask_bias.dtype == scores.dtype and mask_bias.flags.c_contiguous:
+        bias = mask_bias.reshape(B, K)  # [B, K], a view: the usual case (attention_mask_bias's output)
+    else:  # a mask to broadcast (e.g. [1, 1, 1, K]) or of another dtype
+        bias = np.ascontiguousarray(np.broadcast_to(mask_bias, (B, 1, 1, K)), scores.dtype).reshape(B, K)  # [B, K]
     out = np.empty_like(s)
     core = _masked_softmax_parallel if _parallel(s.size) else _masked_softmax_serial
     core(s, bias, out)

@@ -163,18 +163,31 @@ def attention_context(probs, value):  # [B, A, T, T], [B, A, T, D] -> [B, A, T, 
 # ---------------------------------------------------------------------------------------
 
 
+# fastmath "reassoc" on these two sums only: LLVM may then add in several vector lanes instead
+# of one chain of dependent float64 adds (4 cycles each); the sums stay float64, so the
+# different order changes the result by about 1e-16 relative.
+@njit(fastmath={"reassoc"}, **NJIT)
+def _row_mean(x):  # [H] -> float64 mean
+    total = 0.0
+    for j in range(x.shape[0]):
+        total += x[j]
+    return total / x.shape[0]
+
+
+@njit(fastmath={"reassoc"}, **NJIT)
+def _row_variance(x, mean):  # [H], float64 -> float64 biased variance
+    total = 0.0
+    for j in range(x.shape[0]):
+        d = x[j] - mean
+        total += d * d
+    return total / x.shape[0]
+
+
 @njit(**NJIT)
 def _layer_norm_row(x, weight, bias, eps, out):  # [H] -> [H], one row
     H = x.shape[0]
-    mean = 0.0  # float64 sums, whatever the input dtype
-    for j in range(H):
-        mean += x[j]
-    mean /= H
-    var = 0.0
-    for j in range(H):
-        d = x[j] - mean
-        var += d * d
-    var /= H  # biased, as torch.nn.LayerNorm
+    mean = _row_mean(x)  # float64 sums, whatever the input dtype
+    var = _row_variance(x, mean)  # biased, as torch.nn.LayerNorm
     inv_std = 1.0 / math.sqrt(var + eps)
     for j in range(H):
         out[j] = (x[j] - mean) * inv_std * weight[j] + bias[j]

@@ -185,6 +185,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="bert-tiny, two workloads, short budget")
     parser.add_argument("--models", nargs="*", help=f"subset of {PRESETS + [MINILM]}")
     parser.add_argument("--budget", type=float, help="seconds of timed repetitions per model and workload")
+    parser.add_argument("--workloads", nargs="*", metavar="BxT", help="subset of workloads, e.g. 1x8 1x128 (default: all, or two with --quick)")
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/<date>-<mode>.json)")
     args = parser.parse_args(argv)
 
@@ -195,6 +196,8 @@ def main(argv=None):
     numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
     models = args.models or (["bert-tiny"] if args.quick else PRESETS + [MINILM])
     workloads = [(1, 8), (8, 128)] if args.quick else WORKLOADS
+    if args.workloads:
+        workloads = [tuple(int(n) for n in w.split("x")) for w in args.workloads]  # "8x128" -> (8, 128)
     budget = args.budget or (0.5 if args.quick else 3.0)
 
     peak = gemm_peak()
@@ -234,7 +237,7 @@ def main(argv=None):
 
     result = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        command="python benchmarks/bench.py" + (" --quick" if args.quick else ""),
+        command=" ".join(["python benchmarks/bench.py"] + sys.argv[1:]),
         machine=dict(cpu=cpu_model(), threads=THREADS, cores=os.cpu_count(), load_average=os.getloadavg(),
                      python=platform.python_version()),
         versions=dict(minibert=minibert.__version__, numpy=np.__version__, numba=numba.__version__,

@@ -163,18 +163,31 @@ def attention_context(probs, value):  # [B, A, T, T], [B, A, T, D] -> [B, A, T, 
 # ---------------------------------------------------------------------------------------
 
 
+# fastmath "reassoc" on these two sums only: LLVM may then add in several vector lanes instead
+# of one chain of dependent float64 adds (4 cycles each); the sums stay float64, so the
+# different order changes the result by about 1e-16 relative.
+@njit(fastmath={"reassoc"}, **NJIT)
+def _row_mean(x):  # [H] -> float64 mean
+    total = 0.0
+    for j in range(x.shape[0]):
+        total += x[j]
+    return total / x.shape[0]
+
+
+@njit(fastmath={"reassoc"}, **NJIT)
+def _row_variance(x, mean):  # [H], float64 -> float64 biased variance
+    total = 0.0
+    for j in range(x.shape[0]):
+        d = x[j] - mean
+        total += d * d
+    return total / x.shape[0]
+
+
 @njit(**NJIT)
 def _layer_norm_row(x, weight, bias, eps, out):  # [H] -> [H], one row
     H = x.shape[0]
-    mean = 0.0  # float64 sums, whatever the input dtype
-    for j in range(H):
-        mean += x[j]
-    mean /= H
-    var = 0.0
-    for j in range(H):
-        d = x[j] - mean
-        var += d * d
-    var /= H  # biased, as torch.nn.LayerNorm
+    mean = _row_mean(x)  # float64 sums, whatever the input dtype
+    var = _row_variance(x, mean)  # biased, as torch.nn.LayerNorm
     inv_std = 1.0 / math.sqrt(var + eps)
     for j in range(H):
         out[j] = (x[j] - mean) * inv_std * weight[j] + bias[j]
@@ -314,27 +327,82 @@ def attention_mask_bias(attention_mask, dtype):  # [B, T] of 0/1 -> [B, 1, 1, T]
     return bias[:, None, None, :]  # [B, 1, 1, T]
 
 
+# float32 exp that LLVM vectorises (math.exp is a scalar C-library call per element, ~3-5 ns,
+# because LLVM has no vector exp without Intel's SVML). Cephes' expf: exp(x) = 2^n exp(r) with
+# n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in two constants so r
+# is exact), exp(r) by a polynomial, and 2^n built from its IEEE bits, (n + 127) << 23, in an
+# int32 scratch row read back as float32. Below EXP32_MIN the true exp is subnormal (< 1.2e-38)
+# or 0: this gives 0. Above 88 it gives exp(88) (softmax only calls it on x <= 0).
+# Measured max error 0.98 ulp of np.exp on [-87.3, 88]; tests/test_kernels.py holds it to 2 ulp.
+EXP32_MIN = np.float32(-87.33654)  # log of the smallest normal float32
+EXP32_MAX = np.float32(88.0)  # keeps n <= 127
+
+
 @njit(**NJIT)
-def _masked_softmax_row(s, bias, out):  # [T] scores, [T] mask bias -> [T] probabilities
+def _exp_float32(x, bits):  # [T] float32 -> exp, in place; bits: [T] int32 scratch
+    for j in range(x.shape[0]):
+        v = max(min(x[j], EXP32_MAX), EXP32_MIN)
+        n = np.floor(v * np.float32(1.44269504088896341) + np.float32(0.5))  # round(v / ln 2)
+        r = v - n * np.float32(0.693359375) - n * np.float32(-2.12194440e-4)  # v - n ln 2
+        p = np.float32(1.9875691500e-4)  # exp(r) = 1 + r + r^2 P(r), Horner
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        e = p * r * r + r + np.float32(1.0)  # exp(r)
+        x[j] = e if x[j] >= EXP32_MIN else np.float32(0.0)
+        bits[j] = (np.int32(n) + np.int32(127)) << np.int32(23)  # the IEEE bits of 2^n
+    two_n = bits.view(np.float32)  # [T], 2^n
+    for j in range(x.shape[0]):
+        x[j] = x[j] * two_n[j]
+
+
+def _exp_row(x, bits):
+    """exp of a row in place, inside jitted code; Numba picks the method for the dtype."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+@overload(_exp_row)
+def _exp_row_for_dtype(x, bits):  # chosen once per dtype when Numba compiles the caller
+    if x.dtype == types.float32:
+        return lambda x, bits: _exp_float32(x, bits)
+
+    def exp_row(x, bits):  # float64: the C library's exp, as ops
+        for j in range(x.shape[0]):
+            x[j] = math.exp(x[j])
+
+    return exp_row
+
+
+@njit(fastmath={"reassoc"}, **NJIT)
+def _row_sum(x):  # [T] -> float64 sum; "reassoc" lets LLVM add in several vector lanes, not one chain
+    total = 0.0
+    for j in range(x.shape[0]):
+        total += x[j]
+    return total
+
+
+@njit(**NJIT)
+def _masked_softmax_row(s, bias, out, bits):  # [T] scores, [T] mask bias -> [T] probabilities
     T = s.shape[0]
     m = s[0] + bias[0]
     for j in range(1, T):
         m = max(m, s[j] + bias[j])
-    total = 0.0
     for j in range(T):
-        e = math.exp((s[j] + bias[j]) - m)  # exp(0) = 1 for the row max: never all-zero
-        out[j] = e
-        total += e
-    inv = 1.0 / total
+        out[j] = (s[j] + bias[j]) - m  # <= 0; 0 for the row max, so the sum below is >= 1
+    _exp_row(out, bits)  # bits: [T] int32 scratch for the float32 exp
+    inv = 1.0 / _row_sum(out)  # float64 sum of the exps
     for j in range(T):
         out[j] = out[j] * inv
 
 
 @njit(**NJIT)
 def _masked_softmax_serial(scores, bias, out):  # [B, R, T], [B, T] -> [B, R, T]
+    bits = np.empty(scores.shape[2], np.int32)
     for b in range(scores.shape[0]):
         for r in range(scores.shape[1]):
-            _masked_softmax_row(scores[b, r], bias[b], out[b, r])
+            _masked_softmax_row(scores[b, r], bias[b], out[b, r], bits)
 
 
 @njit(parallel=True, **NJIT)
@@ -342,18 +410,23 @@ def _masked_softmax_parallel(scores, bias, out):
     B, R = scores.shape[0], scores.shape[1]
     for i in prange(B * R):
         b, r = i // R, i % R
-        _masked_softmax_row(scores[b, r], bias[b], out[b, r])
+        _masked_softmax_row(scores[b, r], bias[b], out[b, r], np.empty(scores.shape[2], np.int32))
 
 
 def masked_softmax(scores, mask_bias):  # [B, A, T, T], [B, 1, 1, T] -> [B, A, T, T]
     """Twin of ``ops.masked_softmax``: add the padding mask, softmax over the keys.
 
     A fully masked row has every score equal to ``finfo.min``, so it becomes uniform (1/T),
-    as in transformers, never NaN.
+    as in transformers, never NaN. float64 uses the C library's exp, as ``ops``; float32 a
+    polynomial exp that LLVM vectorises, within 1 ulp of ``np.exp`` (see ``_exp_float32``),
+    and the float64 sum of each row's exps is summed in vector lanes.
     """
     B, A, T, K = scores.shape
     s = np.ascontiguousarray(scores).reshape(B, A * T, K)  # [B, A*T, K]: every query row
-    bias = np.ascontiguousarray(np.broadcast_to(mask_bias, (B, 1, 1, K)), scores.dtype).reshape(B, K)  # [B, K]
+    if mask_bias.shape == (B, 1, 1, K) and mask_bias.dtype == scores.dtype and mask_bias.flags.c_contiguous:
+        bias = mask_bias.reshape(B, K)  # [B, K], a view: the usual case (attention_mask_bias's output)
+    else:  # a mask to broadcast (e.g. [1, 1, 1, K]) or of another dtype
+        bias = np.ascontiguousarray(np.broadcast_to(mask_bias, (B, 1, 1, K)), scores.dtype).reshape(B, K)  # [B, K]
     out = np.empty_like(s)
     core = _masked_softmax_parallel if _parallel(s.size) else _masked_softmax_serial
     core(s, bias, out)

@@ -91,13 +91,14 @@ class BertModel:
                 f"sequence length {T} exceeds max_position_embeddings={cfg.max_position_embeddings}",
                 f"truncate the input to at most {cfg.max_position_embeddings} tokens",
             )
-        bad = (input_ids < 0) | (input_ids >= cfg.vocab_size)
-        if bad.any():
-            b, t = np.argwhere(bad)[0]
+        if input_ids.min() < 0 or input_ids.max() >= cfg.vocab_size:  # two reductions; find the culprit only on error
+            b, t = np.argwhere((input_ids < 0) | (input_ids >= cfg.vocab_size))[0]
             raise InputError(
                 f"input_ids[{b}, {t}] = {input_ids[b, t]} is outside the vocabulary [0, {cfg.vocab_size})",
                 "use the tokenizer of this model's vocabulary",
             )
+        if attention_mask is None and token_type_ids is None:  # the common case: nothing more to check
+            return input_ids, np.ones((B, T), np.int64), np.zeros((B, T), np.int64)
         attention_mask = np.ones((B, T), np.int64) if attention_mask is None else _as_int_array("attention_mask", attention_mask)
         token_type_ids = np.zeros((B, T), np.int64) if token_type_ids is None else _as_int_array("token_type_ids", token_type_ids)
         for name, a in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
@@ -109,11 +110,10 @@ class BertModel:
                 attention_mask = a
             else:
                 token_type_ids = a
-        if not np.isin(attention_mask, (0, 1)).all():
+        if attention_mask.min() < 0 or attention_mask.max() > 1:  # integers: only 0 and 1 pass
             raise InputError("attention_mask must hold only 0 (padding) and 1 (token)", "build the mask from the tokenizer's attention_mask")
-        bad = (token_type_ids < 0) | (token_type_ids >= cfg.type_vocab_size)
-        if bad.any():
-            b, t = np.argwhere(bad)[0]
+        if token_type_ids.min() < 0 or token_type_ids.max() >= cfg.type_vocab_size:
+            b, t = np.argwhere((token_type_ids < 0) | (token_type_ids >= cfg.type_vocab_size))[0]
             raise InputError(
                 f"token_type_ids[{b}, {t}] = {token_type_ids[b, t]} is outside [0, {cfg.type_vocab_size})",
                 "use 0 for the first segment and 1 for the second",

@@ -168,3 +168,26 @@ def test_small_products_leave_the_blas_thread_count_as_it_was():
     x, w, b = np.ones((1, 8, 16), np.float32), np.ones((24, 16), np.float32), np.zeros(24, np.float32)
     np.testing.assert_array_equal(kernels.linear(x, w, b), np.full((1, 8, 24), 16, np.float32))
     assert get_threads() == before == kernels._BLAS_THREADS
+
+
+@pytest.mark.parametrize("mask_dtype", DTYPES)
+def test_masked_softmax_broadcasts_a_shared_mask_of_any_float_dtype(mask_dtype):
+    """A [1, 1, 1, T] mask, or one in another dtype, takes the copying path; same result as ops."""
+    rng = np.random.default_rng(9)
+    scores = random(rng, (3, 2, 5, 5), np.float32)
+    bias = ops.attention_mask_bias(padding_mask(rng, 1, 5), np.dtype(mask_dtype))  # [1, 1, 1, 5]
+    bias[..., -1] = -1e4  # the last key masked, within float32 range in either dtype
+    ref = ops.softmax(scores + bias.astype(np.float32))
+    assert_twin(kernels.masked_softmax(scores, bias), ref, np.float32)
+
+
+def test_float32_exp_is_within_2_ulp_of_numpy():
+    """The vectorised float32 exp of masked_softmax, on the float32 range it can meet."""
+    x = np.concatenate([np.linspace(-87.3, 88.0, 2_000_003, dtype=np.float32), np.float32([0.0, -1e-30, 1e-30, -87.33, -88.0, -103.0, -3.4e38, np.finfo(np.float32).min])])
+    ours = x.copy()
+    kernels._exp_float32(ours, np.empty(x.size, np.int32))
+    ref = np.exp(x.astype(np.float64))
+    normal = ref >= np.finfo(np.float32).tiny
+    ulp = np.spacing(ref[normal].astype(np.float32)).astype(np.float64)
+    assert float(np.max(np.abs(ours[normal] - ref[normal]) / ulp)) <= 2.0
+    assert (ours[~normal] == 0).all()  # subnormal results and the mask's finfo.min: exactly 0

@@ -30,6 +30,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .ops import (  # re-exported unchanged: no kernel needed (see each note)
+    attention_mask_bias,  # one [B, T] array per forward pass, a few microseconds
     embedding,  # one fancy-indexing gather
     erf,  # used only by ops.gelu; kernels.gelu has its own
     merge_heads,  # a view + one copy
@@ -314,17 +315,6 @@ def gelu(x):  # [...] -> [...]
 # ---------------------------------------------------------------------------------------
 # Attention mask and softmax
 # ---------------------------------------------------------------------------------------
-
-
-def attention_mask_bias(attention_mask, dtype):  # [B, T] of 0/1 -> [B, 1, 1, T]
-    """Twin of ``ops.attention_mask_bias``: 0 for a token, ``finfo(dtype).min`` for padding.
-
-    Plain NumPy: it is one [B, T] array per forward pass, built in about a microsecond.
-    """
-    dtype = np.dtype(dtype)
-    bias = np.zeros(attention_mask.shape, dtype)  # [B, T]
-    bias[attention_mask == 0] = np.finfo(dtype).min
-    return bias[:, None, None, :]  # [B, 1, 1, T]
 
 
 # float32 exp that LLVM vectorises (math.exp is a scalar C-library call per element, ~3-5 ns,

@@ -44,6 +44,28 @@ def minilm_torch(minilm_dir):
     return BertModel.from_pretrained(minilm_dir, attn_implementation="eager").eval()
 
 
+def padded_batch(rng, vocab_size, lengths, T):
+    """Random ids of the given lengths padded to T, with a two-segment token_type_ids."""
+    B = len(lengths)
+    ids = rng.integers(1, vocab_size, size=(B, T))
+    mask = np.zeros((B, T), np.int64)
+    types = np.zeros((B, T), np.int64)
+    for b, n in enumerate(lengths):
+        mask[b, :n] = 1
+        ids[b, n:] = 0  # [PAD]
+        types[b, n // 2:n] = 1  # second segment
+    return ids, mask, types
+
+
+def padded_inputs():
+    """A small real-token batch for bert-tiny shapes: rows of length 7 and 4 (padded to 7),
+    two segments in the first row."""
+    ids = np.array([[101, 2054, 2003, 1996, 3007, 102, 7592], [101, 7592, 2088, 102, 0, 0, 0]])
+    mask = np.array([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]])
+    types = np.array([[0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0]])
+    return ids, mask, types
+
+
 def hf_config(preset, **overrides):
     """A transformers BertConfig with a preset's shape."""
     from transformers import BertConfig as HFBertConfig
@@ -129,3 +151,10 @@ def pytest_terminal_summary(terminalreporter):
     for (label, dtype), (name, err, scale, tol) in sorted(worst.items()):
         tr.write_line(f"{label:<44} {dtype:<8} {name:<26} {err:>11.2e} {tol:>10.1e}")
     tr.write_line(f"{len(RECORDED)} tensors compared")
+
+
+@pytest.fixture(scope="module")
+def tiny(preset_model):
+    """The seeded random bert-tiny model, converted: its .h5 path."""
+    _, _, h5 = preset_model("bert-tiny")
+    return h5

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import minibert
-from test_parity import padded_batch
+from conftest import padded_batch
 
 DTYPES = ["float32", "float64"]
 

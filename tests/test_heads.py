@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import minibert
-from conftest import PRESETS
+from conftest import PRESETS, padded_batch
 from minibert import HeadError, InputError, WeightsError
 from minibert.cli import main
 from minibert.convert import read_safetensors
@@ -49,19 +49,10 @@ SENTENCES = [
 # ---------------------------------------------------------------------------------------
 
 
-def padded_batch(seed, lengths=(12, 5, 1), T=12, vocab_size=30522):
-    """Random ids padded to T with a second segment (smaller than test_parity's: the heads are
-    what is new here, and the full-vocabulary logits are [B, T, 30522])."""
-    rng = np.random.default_rng(seed)
-    B = len(lengths)
-    ids = rng.integers(1, vocab_size, size=(B, T))
-    mask = np.zeros((B, T), np.int64)
-    types = np.zeros((B, T), np.int64)
-    for b, n in enumerate(lengths):
-        mask[b, :n] = 1
-        ids[b, n:] = 0
-        types[b, n // 2:n] = 1
-    return ids, mask, types
+def small_batch(seed):
+    """Random ids [3, 12] with padding and two segments (smaller than test_parity's: the heads
+    are what is new here, and the full-vocabulary logits are [B, T, 30522])."""
+    return padded_batch(np.random.default_rng(seed), 30522, lengths=(12, 5, 1), T=12)
 
 
 def recorder():
@@ -126,7 +117,7 @@ def test_masked_lm_parity(preset, dtype, preset_model):
     save CI time: the same head math runs on all four shapes in the BertForPreTraining test."""
     torch_model, _, h5 = preset_model(preset, "BertForMaskedLM")
     model = minibert.load(h5, dtype=dtype, head="masked-lm")
-    ids, mask, types = padded_batch(1)
+    ids, mask, types = small_batch(1)
     tap, tapped = recorder()
     ours = model(ids, mask, types, output_hidden_states=True, output_attentions=True, tap=tap)
     ref, ref_enc, captured = torch_run(torch_model, dtype, ids, mask, types, MLM_STEPS)
@@ -148,7 +139,7 @@ def test_masked_lm_parity(preset, dtype, preset_model):
 def test_pretraining_parity_both_heads(preset, dtype, preset_model):
     """A BertForPreTraining checkpoint holds the masked-LM and the next-sentence head."""
     torch_model, _, h5 = preset_model(preset, "BertForPreTraining")
-    ids, mask, types = padded_batch(2)
+    ids, mask, types = small_batch(2)
     ref, ref_enc, captured = torch_run(torch_model, dtype, ids, mask, types, MLM_STEPS + ["cls.seq_relationship"])
     label = f"{preset} PreTraining [3,12]"
 
@@ -172,7 +163,7 @@ def test_sequence_classification_parity(preset, dtype, preset_model):
     torch_model, _, h5 = preset_model(preset, "BertForSequenceClassification", **MNLI)
     model = minibert.load(h5, dtype=dtype, head="classification")
     assert model.id2label == MNLI["id2label"]
-    ids, mask, types = padded_batch(3)
+    ids, mask, types = small_batch(3)
     tap, tapped = recorder()
     ours = model(ids, mask, types, output_hidden_states=True, output_attentions=True, tap=tap)
     ref, ref_enc, captured = torch_run(torch_model, dtype, ids, mask, types, ["classifier"])
@@ -189,7 +180,7 @@ def test_next_sentence_prediction_checkpoint(dtype, preset_model):
     torch_model, _, h5 = preset_model("bert-tiny", "BertForNextSentencePrediction")
     model = minibert.load(h5, dtype=dtype, head="next-sentence")
     assert model.bert.heads == ["next-sentence"]
-    ids, mask, types = padded_batch(4)
+    ids, mask, types = small_batch(4)
     ref, _, _ = torch_run(torch_model, dtype, ids, mask, types, [])
     assert_close("bert-tiny NextSentencePrediction [3,12]", "logits", model(ids, mask, types).logits, ref.logits, dtype)
 
@@ -199,7 +190,7 @@ def test_masked_lm_positions_equal_full_logits(dtype, preset_model):
     """Logits at chosen positions only ([N, V]) are the full logits' rows, in argwhere order."""
     torch_model, _, h5 = preset_model("bert-mini", "BertForMaskedLM")
     model = minibert.load(h5, dtype=dtype, head="masked-lm")
-    ids, mask, types = padded_batch(5)
+    ids, mask, types = small_batch(5)
     positions = np.zeros(ids.shape, bool)
     positions[0, [3, 10]] = positions[1, 0] = positions[1, 4] = positions[2, 0] = True
     tap, tapped = recorder()
@@ -252,7 +243,7 @@ def test_stored_tied_copies_are_dropped_and_decoder_bias_renamed(preset_model, t
     w = minibert.weights.load(minibert.convert(tmp_path, tmp_path / "model.h5"))
     assert "cls.predictions.decoder.weight" not in w.tensors and "cls.predictions.decoder.bias" not in w.tensors
     np.testing.assert_array_equal(w.tensors["cls.predictions.bias"], tensors["cls.predictions.decoder.bias"])
-    ids, mask, types = padded_batch(6)
+    ids, mask, types = small_batch(6)
     ours = minibert.load(tmp_path / "model.h5", head="masked-lm")(ids, mask, types)
     ref, _, _ = torch_run(torch_model, "float32", ids, mask, types, [])
     assert_close("bert-tiny MaskedLM old names", "logits", ours.logits, ref.logits, "float32")
@@ -277,7 +268,7 @@ def test_untied_decoder_is_kept_and_used_as_transformers_does(preset_model, tmp_
     model = minibert.load(h5, head="masked-lm")
     np.testing.assert_array_equal(model.decoder_weight, tensors["cls.predictions.decoder.weight"])
     torch_model = BertForMaskedLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
-    ids, mask, types = padded_batch(7)
+    ids, mask, types = small_batch(7)
     ref, _, _ = torch_run(torch_model, "float32", ids, mask, types, [])
     assert_close("bert-tiny MaskedLM untied", "logits", model(ids, mask, types).logits, ref.logits, "float32")
 
@@ -446,7 +437,7 @@ def test_cli_classify_single_label_is_a_sigmoid(capsys, preset_model, minilm_dir
 def test_head_model_trace_records_encoder_and_head_steps(preset_model):
     _, _, h5 = preset_model("bert-tiny", "BertForPreTraining")
     model = minibert.load(h5, head="masked-lm")
-    ids, mask, types = padded_batch(8)
+    ids, mask, types = small_batch(8)
     t = model.trace(ids, mask, types)
     assert "encoder.layer.1.output.LayerNorm" in t and list(t)[-4:] == MLM_STEPS
     np.testing.assert_array_equal(t["cls.predictions"], t.output.logits)

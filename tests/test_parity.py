@@ -10,7 +10,7 @@ import torch
 
 import minibert
 from minibert import Tokenizer
-from conftest import PRESETS
+from conftest import PRESETS, padded_batch
 from parity import assert_close, assert_model_outputs_close
 
 DTYPES = ["float32", "float64"]
@@ -26,19 +26,6 @@ def torch_forward(model, dtype, input_ids, attention_mask=None, token_type_ids=N
         kwargs["token_type_ids"] = torch.as_tensor(token_type_ids)
     with torch.inference_mode():
         return model(**kwargs, output_hidden_states=True, output_attentions=True)
-
-
-def padded_batch(rng, vocab_size, lengths, T):
-    """Random ids of the given lengths padded to T, with a two-segment token_type_ids."""
-    B = len(lengths)
-    ids = rng.integers(1, vocab_size, size=(B, T))
-    mask = np.zeros((B, T), np.int64)
-    types = np.zeros((B, T), np.int64)
-    for b, n in enumerate(lengths):
-        mask[b, :n] = 1
-        ids[b, n:] = 0  # [PAD]
-        types[b, n // 2:n] = 1  # second segment
-    return ids, mask, types
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

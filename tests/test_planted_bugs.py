@@ -12,23 +12,11 @@ import numpy as np
 import pytest
 
 import minibert
+from conftest import padded_inputs
 from minibert import compare, ops, reference
 from minibert.model import BertModel
 
 DTYPES = ["float32", "float64"]
-
-
-def padded_inputs():
-    ids = np.array([[101, 2054, 2003, 1996, 3007, 102, 7592], [101, 7592, 2088, 102, 0, 0, 0]])
-    mask = np.array([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]])
-    token_types = np.array([[0, 0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0, 0]])
-    return ids, mask, token_types
-
-
-@pytest.fixture(scope="module")
-def tiny(preset_model):
-    _, _, h5 = preset_model("bert-tiny")
-    return h5
 
 
 @pytest.fixture(scope="module")

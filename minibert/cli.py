@@ -110,8 +110,8 @@ def model_inputs(args):
         raise MinibertError("no input: give a TEXT or --ids", 'e.g. minibert parity model.h5 "Hello world"')
     from .tokenizer import Tokenizer
 
-    enc = Tokenizer.from_file(args.file).encode(args.text, args.pair)
-    return np.array([enc["input_ids"]]), np.array([enc["attention_mask"]]), np.array([enc["token_type_ids"]])
+    batch = Tokenizer.from_file(args.file).encode_batch([args.text], None if args.pair is None else [args.pair])  # [1, T] each
+    return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
 
 
 def cmd_parity(args):

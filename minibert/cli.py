@@ -63,6 +63,9 @@ def cmd_encode(args):
     """Tokenize a text (and optional pair), run the encoder, print tokens, ids and outputs."""
     import json
 
+    if args.input is not None:
+        return cmd_encode_corpus(args)
+
     from .heads import mean_pooling
     from .model import load
     from .tokenizer import Tokenizer
@@ -95,6 +98,46 @@ def cmd_encode(args):
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(record, f)
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_encode_corpus(args):
+    """`encode --input FILE --out OUT.h5`: every line of FILE to one row of sentence embeddings."""
+    if args.text is not None or args.file is not None or args.pair is not None or args.json is not None:
+        raise MinibertError("--input encodes a whole file: a TEXT, --file, --pair or --json cannot go with it",
+                            "drop them, or drop --input to encode one text")
+    if args.out is None:
+        raise MinibertError("--input needs --out, the HDF5 file to write", "add e.g. --out embeddings.h5")
+    options = dict(resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, batch_size=args.batch_size,
+                   max_length=args.max_length, truncate=args.truncate, pooling=args.pooling, field=args.field,
+                   errors=args.errors, backend=args.backend, dtype=args.dtype)
+    if args.dask:
+        from .distributed import encode_corpus
+        options["dask"] = args.dask
+    else:
+        from .corpus import encode_corpus
+    try:
+        report = encode_corpus(args.model, args.input, args.out, **options)
+    except KeyboardInterrupt:
+        print(f"interrupted: the windows finished so far are kept in {args.out}.parts; "
+              "run the same command with --resume to continue", file=sys.stderr)
+        raise
+    if report.resumed_windows < 0:
+        print(f"{report.out} is already complete ({report.rows} rows): nothing to do")
+        return 0
+    print(f"wrote {report.out}: {report.rows} rows from {report.line_count} lines ({report.empty} empty, "
+          f"{report.skipped} skipped, {report.truncated} truncated), {report.tokens} tokens, "
+          f"{report.seconds:.1f} s, {report.lines_per_second:,.0f} lines/s")
+    return 0
+
+
+def cmd_search(args):
+    from .search import search
+
+    hits = search(args.embeddings, args.query, top_k=args.top_k, model=args.model, truncate=args.truncate)
+    for h in hits:
+        text = "(the input file changed or is missing: line not shown)" if h.text is None else h.text
+        print(f"{h.score:.4f}  line {h.line_number}: {text[:args.width]}{'...' if len(text) > args.width else ''}")
     return 0
 
 
@@ -232,6 +275,28 @@ def build_parser():
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
     p.set_defaults(func=cmd_encode)
+    corpus = p.add_argument_group("a whole corpus (--input): one row of sentence embeddings per line, see docs/corpus.md")
+    corpus.add_argument("--input", metavar="CORPUS", help="a text file (one text per line) or a .jsonl file (one object per line)")
+    corpus.add_argument("--out", metavar="OUT.h5", help="the embeddings file to write")
+    corpus.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    corpus.add_argument("--max-length", type=int, help="tokens per text, [CLS] and [SEP] included (default: the model's positions)")
+    corpus.add_argument("--truncate", action="store_true", help="cut texts longer than the max length (default: refuse them)")
+    corpus.add_argument("--pooling", choices=["mean", "cls"], default="mean", help="mean of the tokens (as sentence-transformers) or [CLS]; then L2-normalised")
+    corpus.add_argument("--field", help="the JSONL field holding the text (default: text)")
+    corpus.add_argument("--errors", choices=["fail", "skip"], default="fail", help="a line that is not UTF-8 (or a bad JSONL row): stop, or skip it and list it")
+    corpus.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished window")
+    corpus.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    corpus.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
+    corpus.add_argument("--dask", metavar="local:N|tcp://HOST:PORT", help="run on a Dask cluster (needs minibert[dask]); see docs/scaling.md")
+
+    p = sub.add_parser("search", help="the lines of an encoded corpus most similar to a query (exact cosine top-k)")
+    p.add_argument("embeddings", help="a file written by `minibert encode MODEL --input CORPUS --out FILE`")
+    p.add_argument("query", help="the text to look for")
+    p.add_argument("--top-k", type=int, default=10, help="how many lines to print (default 10)")
+    p.add_argument("--model", help="the model file, if it moved since the corpus was encoded (checked by SHA-256)")
+    p.add_argument("--truncate", action="store_true", help="cut a query longer than the corpus's max length (default: refuse it)")
+    p.add_argument("--width", type=int, default=160, help="characters of each line to print (default 160)")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("inspect", help="print the config and tensor table of a .h5 file")
     p.add_argument("file")

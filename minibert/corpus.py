@@ -456,7 +456,10 @@ class Job:
     lock: object = None  # the open lock file: one run per output at a time
 
     def release(self):
+        """Unlock the parts directory; remove it if no window was finished (nothing to resume)."""
         if self.lock is not None:
+            if not any(self.parts.glob("window-*.h5")) and self.parts.exists():
+                shutil.rmtree(self.parts)
             self.lock.close()
             self.lock = None
 
@@ -485,13 +488,14 @@ def prepare(model_path, input_path, out, *, resume=False, overwrite=False, **opt
     settings = make_settings(model_path, input_path, plan, **options)
     parts = parts_dir(out)
     if out.exists() and not overwrite:
-        if resume and not parts.exists():
+        if not resume:
+            raise InputError(f"output '{out}' exists", "pass --overwrite to replace it, or --resume to finish an interrupted run")
+        if not parts.exists():  # --resume of a finished run: nothing to do, if it is this run
             attrs = read_embeddings_attrs(out)
             stored = {k: attrs.get(k) for k in asdict(settings)}
             if attrs.get("format") == FORMAT_NAME and not settings.mismatches(Settings(**stored)):
-                return None  # already complete: nothing to do
-        if not resume:
-            raise InputError(f"output '{out}' exists", "pass --overwrite to replace it, or --resume to finish an interrupted run")
+                return None
+            raise InputError(f"output '{out}' exists and was not made with these settings and input", "pass --overwrite to replace it")
     if parts.exists() and not (resume or overwrite):
         raise InputError(f"'{parts}' holds the parts of an interrupted run",
                          "pass --resume to continue it, or --overwrite to start again")
@@ -535,7 +539,9 @@ def progress_bar(total, initial, enabled):
     except ImportError:
         print("(no progress bar: pip install tqdm, or 'minibert[corpus]')", file=sys.stderr)
         return None
-    return tqdm(total=total, initial=initial, unit=" lines", unit_scale=True, dynamic_ncols=True, file=sys.stderr, smoothing=0.05)
+    size = shutil.get_terminal_size()  # 80 x 24 when the terminal reports 0 x 0, where tqdm would draw nothing
+    return tqdm(total=total, initial=initial, unit=" lines", unit_scale=True, file=sys.stderr, smoothing=0.05,
+                ncols=size.columns, nrows=size.lines)
 
 
 class Progress:

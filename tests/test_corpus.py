@@ -22,7 +22,7 @@ from minibert.errors import InputError
 from minibert.heads import l2_normalize, sentence_embeddings
 from minibert.search import search, top_k_scores
 
-from corpus_helpers import corpus_lines, seeded_model, write_corpus
+from corpus_helpers import assert_same_file, contents, corpus_lines, seeded_model, write_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
@@ -41,20 +41,6 @@ def run(capsys):
         captured = capsys.readouterr()
         return subprocess.CompletedProcess(args, status, captured.out, captured.err)
     return call
-
-
-def contents(path):
-    """Every dataset and attribute of an HDF5 file, for bit-for-bit comparisons."""
-    with h5py.File(path, "r") as f:
-        return {k: f[k][()] for k in f}, {k: f.attrs[k] for k in f.attrs}
-
-
-def assert_same_file(a, b):
-    (data_a, attrs_a), (data_b, attrs_b) = contents(a), contents(b)
-    assert data_a.keys() == data_b.keys()
-    for k in data_a:
-        assert data_a[k].dtype == data_b[k].dtype and np.array_equal(data_a[k], data_b[k]), k  # bit for bit
-    assert {k: str(v) for k, v in attrs_a.items()} == {k: str(v) for k, v in attrs_b.items()}
 
 
 @pytest.fixture(scope="module")
@@ -198,8 +184,9 @@ def test_blocked_top_k_equals_brute_force_on_random_vectors_with_ties():
     assert top_k_scores(E, q, 3, 100)[0].tolist() == [17, 2500, 4000]
 
 
-def test_minilm_mean_vectors_equal_sentence_transformers_and_similarity(minilm_h5, minilm_dir, tmp_path, run):
-    from sentence_transformers import SentenceTransformer
+def test_minilm_mean_vectors_equal_sentence_transformers_pooling_and_similarity(minilm_h5, minilm_dir, minilm_torch, tmp_path, run):
+    import torch
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
     texts = corpus_lines(60)[::3] + ["The cat sat on the mat.", "A dog barked.", "word " * 150]
     corpus = tmp_path / "c.txt"
@@ -208,9 +195,13 @@ def test_minilm_mean_vectors_equal_sentence_transformers_and_similarity(minilm_h
     assert report.rows == len(texts) and report.truncated == 1
     E = contents(tmp_path / "e.h5")[0]["embeddings"]
 
-    st = SentenceTransformer(str(minilm_dir), device="cpu")
-    st.max_seq_length = 128
-    expected = st.encode(texts, convert_to_numpy=True)  # mean pooling, then Normalize
+    # sentence-transformers' modules for all-MiniLM-L6-v2 (1_Pooling: mean; 2_Normalize), in PyTorch.
+    assert json.loads((minilm_dir / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"]
+    enc = BertTokenizerLegacy(vocab_file=str(minilm_dir / "vocab.txt"))(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.inference_mode():
+        tokens = minilm_torch.float()(**enc).last_hidden_state  # [B, T, H]
+        mask = enc["attention_mask"][:, :, None].float()  # [B, T, 1]
+        expected = torch.nn.functional.normalize((tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9), p=2, dim=1).numpy()
     assert np.abs(E - expected).max() <= 1e-5, np.abs(E - expected).max()
 
     # `minibert similarity` embeds with heads.sentence_embeddings: the same vectors.

@@ -19,7 +19,14 @@ setup(
             "torch==2.13.0",
             "transformers==5.23.0",
             "safetensors",
+            "dask",  # tests/test_distributed.py: `encode --dask` on a LocalCluster
+            "distributed",
+            "tqdm",  # tests/test_corpus.py: the progress bar of `encode --input`
         ],
+        # `minibert encode --input`: the progress bar (without it, no bar).
+        "corpus": ["tqdm"],
+        # `minibert encode --input ... --dask local:N|tcp://...`: Dask workers (docs/scaling.md).
+        "dask": ["dask", "distributed", "tqdm"],
         # `minibert trace --plot`: attention heat maps as static PNG files.
         "viz": ["matplotlib"],
         # benchmarks/bench.py: PyTorch eager and ONNX Runtime (torch.onnx.export needs onnxscript).
@@ -30,6 +37,9 @@ setup(
             "onnx",
             "onnxruntime",
             "onnxscript",
+            "sentence-transformers",  # benchmarks/bench_corpus.py
+            "dask",
+            "distributed",
         ],
         # tutorials/: notebooks kept as jupytext py:percent files, executed by nbclient in CI.
         "tutorials": ["jupytext", "nbclient", "nbformat", "ipykernel", "matplotlib"],

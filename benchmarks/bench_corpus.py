@@ -47,11 +47,11 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run from a checkout; the corpus helpers live in tests/
+from corpus_helpers import seeded_model, write_corpus  # noqa: E402
+from tokenizer_corpus import vocab_path  # noqa: E402
+
 import minibert  # noqa: E402
 from minibert.corpus import encode_corpus  # noqa: E402
-
-from corpus_helpers import corpus_lines, seeded_model, write_corpus  # noqa: E402
-from tokenizer_corpus import vocab_path  # noqa: E402
 
 THREADS = 2
 RESULTS = ROOT / "benchmarks" / "results"
@@ -65,7 +65,7 @@ def machine():
 
 def save(mode, record):
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}-corpus-{mode}.json"
+    path = RESULTS / f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d}-corpus-{mode}.json"
     path.write_text(json.dumps(record, indent=1))
     print(f"wrote {path}")
 

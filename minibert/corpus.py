@@ -455,6 +455,16 @@ class Job:
     todo: list  # window indices still to encode
     lock: object = None  # the open lock file: one run per output at a time
 
+    @property
+    def done(self):
+        """Windows already written (by an interrupted run) when this run started."""
+        todo = set(self.todo)
+        return [k for k in range(self.plan.windows) if k not in todo]
+
+    def progress(self, enabled):
+        """A Progress counter starting at the lines of the windows already done."""
+        return Progress(self.plan.line_count, sum(window_lines(self.plan, self.settings, k) for k in self.done), enabled)
+
     def release(self):
         """Unlock the parts directory; remove it if no window was finished (nothing to resume)."""
         if self.lock is not None:
@@ -576,18 +586,19 @@ class Report:
     truncated: int
     tokens: int
     seconds: float
-    resumed_windows: int = 0
+    resumed_windows: int = 0  # windows found done at the start (-1: the output was already complete)
+    workers: list = None  # with Dask: what each partition's task reported
 
     @property
     def lines_per_second(self):
         return self.line_count / self.seconds if self.seconds else float("nan")
 
 
-def finish(job, started, resumed):
+def finish(job, started):
     totals = merge_parts(job.parts, job.plan, job.settings, job.out, json.loads(job.settings.model_config)["hidden_size"])
     return Report(out=job.out, rows=totals["rows"], line_count=job.plan.line_count, empty=totals["empty"],
                   skipped=totals["skipped"], truncated=totals["truncated"], tokens=totals["tokens"],
-                  seconds=time.perf_counter() - started, resumed_windows=resumed)
+                  seconds=time.perf_counter() - started, resumed_windows=len(job.done))
 
 
 def already_complete(out):
@@ -609,6 +620,26 @@ def encode_windows(encoder, job, windows, progress=None):
             progress.update(result.empty + len(result.skipped_line_numbers))
 
 
+def run(model_path, input_path, out, encode, *, resume=False, overwrite=False, progress=True, **options):
+    """Prepare the job, call ``encode(job, bar)`` on the windows still to do, merge: the frame
+    shared by one process (``encode_corpus``) and Dask (``minibert.distributed``)."""
+    started = time.perf_counter()
+    job = prepare(model_path, input_path, out, resume=resume, overwrite=overwrite, **options)
+    if job is None:
+        return already_complete(out)
+    try:
+        bar = job.progress(progress)
+        try:
+            details = encode(job, bar)
+        finally:
+            bar.close()
+        report = finish(job, started)
+        report.workers = details
+        return report
+    finally:
+        job.release()
+
+
 def encode_corpus(model_path, input_path, out, *, resume=False, overwrite=False, progress=True, **options):
     """Encode every line of ``input_path`` with the model at ``model_path`` into ``out`` (HDF5).
 
@@ -616,18 +647,7 @@ def encode_corpus(model_path, input_path, out, *, resume=False, overwrite=False,
     truncate, field (JSONL), errors ("fail" or "skip"), batch_size, window, backend, dtype,
     sort_by_length. Returns a ``Report``. See the module docstring for the file's contents.
     """
-    started = time.perf_counter()
-    job = prepare(model_path, input_path, out, resume=resume, overwrite=overwrite, **options)
-    if job is None:
-        return already_complete(out)
-    try:
-        resumed = job.plan.windows - len(job.todo)
-        done_lines = sum(window_lines(job.plan, job.settings, k) for k in range(job.plan.windows) if k not in set(job.todo))
-        bar = Progress(job.plan.line_count, done_lines, progress)
-        try:
-            encode_windows(Encoder(job.settings), job, job.todo, bar)
-        finally:
-            bar.close()
-        return finish(job, started, resumed)
-    finally:
-        job.release()
+    def encode(job, bar):
+        encode_windows(Encoder(job.settings), job, job.todo, bar)
+
+    return run(model_path, input_path, out, encode, resume=resume, overwrite=overwrite, progress=progress, **options)

@@ -16,10 +16,9 @@ part is already written. Needs the optional extra: ``pip install "minibert[dask]
 """
 
 import os
-import time
 from dataclasses import replace
 
-from .corpus import Encoder, Progress, already_complete, encode_windows, finish, prepare, window_lines
+from .corpus import Encoder, encode_windows, run, window_lines
 from .errors import InputError
 from .model import load
 from .tokenizer import Tokenizer
@@ -88,8 +87,16 @@ def worker_encoder(settings):
 
 def encode_partition(job, windows):
     """Runs on a worker: encode the windows of one partition (skipping those already written)."""
+    import socket
+    from pathlib import Path
+
     from .corpus import part_path
 
+    for what, path in (("input", job.settings.input_path), ("model", job.settings.model_path), ("parts directory", job.parts)):
+        if not Path(path).exists():
+            raise InputError(f"worker {socket.gethostname()} cannot see the {what} {path}",
+                             "put the input, the model and the output's directory on a filesystem every worker "
+                             "mounts at the same path (docs/scaling.md)")
     todo = [k for k in windows if not part_path(job.parts, k).exists()]  # a rerun after a crash
     if todo:
         encode_windows(worker_encoder(job.settings), job, todo)
@@ -117,16 +124,10 @@ def encode_corpus(model_path, input_path, out, *, dask="local:2", resume=False, 
     """
     need_distributed()
     parse_spec(dask)  # a bad address fails before any work
-    started = time.perf_counter()
-    job = prepare(model_path, input_path, out, resume=resume, overwrite=overwrite, **options)
-    if job is None:
-        return already_complete(out)
-    try:
+
+    def encode(job, bar):
         from distributed import as_completed
 
-        resumed = job.plan.windows - len(job.todo)
-        done = set(range(job.plan.windows)) - set(job.todo)
-        bar = Progress(job.plan.line_count, sum(window_lines(job.plan, job.settings, k) for k in done), progress)
         client, cluster = connect(dask)
         try:
             workers = max(1, len(client.scheduler_info()["workers"]))
@@ -139,13 +140,10 @@ def encode_corpus(model_path, input_path, out, *, dask="local:2", resume=False, 
             for future in as_completed(futures):
                 results.append(future.result())
                 bar.update(sum(window_lines(job.plan, job.settings, k) for k in results[-1]["windows"]))
+            return results
         finally:
-            bar.close()
             client.close()
             if cluster is not None:
                 cluster.close()
-        report = finish(job, started, resumed)
-        report.workers = results
-        return report
-    finally:
-        job.release()
+
+    return run(model_path, input_path, out, encode, resume=resume, overwrite=overwrite, progress=progress, **options)

@@ -8,10 +8,10 @@ as it would for a real model.
 
 import h5py
 import numpy as np
+from tokenizer_corpus import _stdlib_dir, file_lines, vocab_path
 
 import minibert
 from minibert import weights
-from tokenizer_corpus import _stdlib_dir, file_lines, vocab_path
 
 
 def seeded_model(path, hidden_size=32, layers=2, heads=2, max_positions=128, seed=0):

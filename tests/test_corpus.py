@@ -14,6 +14,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from corpus_helpers import (
+    assert_same_file,
+    contents,
+    corpus_lines,
+    seeded_model,
+    write_corpus,
+)
 
 import minibert
 from minibert.cli import main
@@ -21,8 +28,6 @@ from minibert.corpus import encode_corpus, scan_input
 from minibert.errors import InputError
 from minibert.heads import l2_normalize, sentence_embeddings
 from minibert.search import search, top_k_scores
-
-from corpus_helpers import assert_same_file, contents, corpus_lines, seeded_model, write_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = dict(os.environ, PYTHONPATH=str(REPO))

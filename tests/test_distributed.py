@@ -7,11 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from corpus_helpers import assert_same_file, seeded_model, write_corpus
 
 from minibert import distributed
 from minibert.corpus import encode_corpus
-
-from corpus_helpers import assert_same_file, seeded_model, write_corpus
 
 WINDOW = 1024  # small windows: 20 of them, so 2 workers get several partitions each
 

@@ -2,7 +2,7 @@
 and Dask with 1 and 2 workers. Every figure in docs/corpus.md and docs/scaling.md comes from here.
 
     python benchmarks/bench_corpus.py speed  [--lines 4000] [--reps 2]   # MiniLM: minibert vs sentence-transformers
-    python benchmarks/bench_corpus.py memory [--sizes 10000 1000000]    # peak RSS of one run per size
+    python benchmarks/bench_corpus.py memory [--sizes 10000 1000000]    # peak RSS of one run per size (max length 128, --truncate)
     python benchmarks/bench_corpus.py dask   [--lines 100000]            # 1 process, Dask 1 worker, 2 workers
 
 speed: all-MiniLM-L6-v2 (real weights), max length 128, truncation on, 2 threads. minibert
@@ -193,41 +193,27 @@ def dask(args):
     model = seeded(work, args.model)
     corpus = write_corpus(work / "corpus.txt", args.lines)
     rows = {}
-    encode_corpus(model, corpus, work / "warm.h5", overwrite=True, progress=False)  # Numba's cache
-    report = encode_corpus(model, corpus, work / "single.h5", overwrite=True, progress=False)
-    rows["one process (2 BLAS threads)"] = {"seconds": report.seconds}
+    report = encode_corpus(model, corpus, work / "single.h5", progress=False, max_length=128, truncate=True)
+    rows["one process (2 BLAS threads)"] = report
     for workers in (1, 2):
-        client, cluster = distributed.connect(f"local:{workers}")
+        client, cluster = distributed.connect(f"local:{workers}")  # started outside the timing
         client.close()
         report = distributed.encode_corpus(model, corpus, work / f"dask{workers}.h5", dask=cluster.scheduler_address,
-                                           overwrite=True, progress=False)
+                                           progress=False, max_length=128, truncate=True)
         cluster.close()
-        rows[f"dask, {workers} worker(s) x 1 thread"] = {"seconds": report.seconds, "partitions": len(report.workers)}
-        same = np.array_equal(h5_rows(work / f"dask{workers}.h5"), h5_rows(work / "single.h5"))
-        assert same, "the Dask output differs from the one-process output"
+        rows[f"Dask, {workers} worker(s) x 1 thread"] = report
+        assert np.array_equal(h5_rows(work / f"dask{workers}.h5"), h5_rows(work / "single.h5")), "Dask output differs"
     with h5py.File(work / "single.h5") as f:
-        size = f["embeddings"].nbytes
-    report_merge = merge_cost(model, corpus, work)
-    for name, row in rows.items():
-        row["lines_per_s"] = args.lines / row["seconds"]
-        print(f"  {name:<34} {row['seconds']:7.1f} s  {row['lines_per_s']:8.0f} lines/s")
-    print(f"  merge of {report_merge['parts']} parts ({size / 2**20:.0f} MiB of vectors): {report_merge['seconds']:.2f} s; "
-          f"load {os.getloadavg()[0]:.1f}")
-    save("dask", {"machine": machine(), "lines": args.lines, "model": args.model, "shape": MODELS[args.model], "rows": rows,
-                  "merge": report_merge, "embeddings_mib": size / 2**20})
-
-
-def merge_cost(model, corpus, work):
-    """Time merge_parts alone: encode into parts, then merge them."""
-    from minibert import corpus as c
-
-    job = c.prepare(model, corpus, work / "merge.h5", overwrite=True)
-    c.encode_windows(c.Encoder(job.settings), job, job.todo)
-    start = time.perf_counter()
-    c.merge_parts(job.parts, job.plan, job.settings, job.out, json.loads(job.settings.model_config)["hidden_size"])
-    seconds = time.perf_counter() - start
-    job.release()
-    return {"parts": job.plan.windows, "seconds": seconds}
+        windows, size = -(-args.lines // int(f.attrs["window"])), f["embeddings"].nbytes
+    record = {}
+    for name, r in rows.items():
+        record[name] = {"seconds": r.seconds, "merge_seconds": r.merge_seconds, "lines_per_s": args.lines / r.seconds,
+                        "partitions": len(r.workers or [])}
+        print(f"  {name:<32} {r.seconds:7.1f} s  {args.lines / r.seconds:8.0f} lines/s  "
+              f"(merge {r.merge_seconds:.2f} s, {windows} windows)")
+    print(f"  {size / 2**20:.0f} MiB of vectors; identical outputs; load {os.getloadavg()[0]:.1f}")
+    save("dask", {"machine": machine(), "lines": args.lines, "windows": windows, "model": args.model,
+                  "shape": MODELS[args.model], "rows": record, "embeddings_mib": size / 2**20})
 
 
 def main():

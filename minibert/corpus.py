@@ -588,6 +588,7 @@ class Report:
     seconds: float
     resumed_windows: int = 0  # windows found done at the start (-1: the output was already complete)
     workers: list = None  # with Dask: what each partition's task reported
+    merge_seconds: float = 0.0  # of ``seconds``: copying the parts into the output
 
     @property
     def lines_per_second(self):
@@ -595,10 +596,12 @@ class Report:
 
 
 def finish(job, started):
+    merge_started = time.perf_counter()
     totals = merge_parts(job.parts, job.plan, job.settings, job.out, json.loads(job.settings.model_config)["hidden_size"])
     return Report(out=job.out, rows=totals["rows"], line_count=job.plan.line_count, empty=totals["empty"],
                   skipped=totals["skipped"], truncated=totals["truncated"], tokens=totals["tokens"],
-                  seconds=time.perf_counter() - started, resumed_windows=len(job.done))
+                  seconds=time.perf_counter() - started, resumed_windows=len(job.done),
+                  merge_seconds=time.perf_counter() - merge_started)
 
 
 def already_complete(out):

@@ -6,9 +6,18 @@ machine), a virtual dataset maps other files' datasets. minibert's files never u
 they are refused. A dataset's declared shape and its storage are checked against the file's
 actual size before any byte of it is read, so a lying header cannot make us allocate memory
 the file does not back.
+
+HDF5 itself can loop for minutes (or allocate without bound) on damaged metadata, deep in C
+where Python cannot interrupt it. So readers first run their metadata pass in a forked child
+process (``bounded``) with a time limit and a memory limit; only when it finishes cleanly does
+the caller read the same structures itself, then the data.
 """
 
+import json
 import os
+import select
+import signal
+import time
 from pathlib import Path
 
 from .errors import MinibertError
@@ -84,3 +93,75 @@ def _product(shape):
     for s in shape:
         n *= int(s)
     return n  # a Python int: a lying shape cannot overflow it
+
+
+METADATA_TIMEOUT = 10.0  # seconds for the metadata pass; a healthy file needs well under one
+METADATA_MEMORY = 2 << 30  # bytes the metadata pass may allocate beyond what the process has
+
+
+def _limit_memory():
+    try:
+        import resource
+
+        with open("/proc/self/statm") as f:
+            current = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = current + METADATA_MEMORY
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        if soft == resource.RLIM_INFINITY or limit < soft:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, OSError, ValueError):  # not Linux: the time limit still holds
+        pass
+
+
+def bounded(check, path, error, hint):
+    """Run ``check()`` in a forked child, at most METADATA_TIMEOUT seconds and METADATA_MEMORY bytes.
+
+    Returns when it finished without error; raises ``error`` with its MinibertError's message,
+    or saying the file is damaged when it failed otherwise, crashed, ran out of memory or time.
+    Without ``os.fork`` (Windows) it runs ``check()`` in this process.
+    """
+    if not hasattr(os, "fork"):
+        check()
+        return
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: check, report, exit without running the parent's exit handlers
+        try:
+            os.close(r)
+            _limit_memory()
+            try:
+                check()
+                report = None
+            except MinibertError as e:
+                report = [e.message, e.hint]
+            except MemoryError:
+                report = [f"{path}: the file is damaged (reading its metadata needs more than {METADATA_MEMORY >> 20} MiB)", hint]
+            except BaseException as e:  # noqa: BLE001 - anything else means damaged structures
+                report = [f"{path}: the file is damaged ({type(e).__name__}: {str(e)[:300]})", hint]
+            os.write(w, json.dumps(report).encode("utf-8")[:60000])
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks, deadline = [], time.monotonic() + METADATA_TIMEOUT
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise error(f"{path}: the file is damaged (reading its metadata did not finish within {METADATA_TIMEOUT:g} s)", hint)
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+    _, status = os.waitpid(pid, 0)
+    if not chunks:  # the child died before reporting
+        why = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"status {os.WEXITSTATUS(status)}"
+        raise error(f"{path}: the file is damaged (reading its metadata crashed the reader: {why})", hint)
+    report = json.loads(b"".join(chunks).decode("utf-8"))
+    if report is not None:
+        raise error(report[0], report[1])

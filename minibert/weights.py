@@ -285,26 +285,18 @@ def save(path, weights):
     return path
 
 
-def _open(path):
-    """Open an .h5 file for reading, check its format name and version; every failure is a WeightsError."""
-    path = Path(path)
-    f = hdf5.open_file(path, WeightsError, "convert a checkpoint first: `minibert convert SRC " + str(path) + "`"
-                       if not path.exists() else f"the file is truncated or of another kind; {RECONVERT}")
-    try:
-        fmt = f.attrs.get("format")
-        if fmt != FORMAT_NAME:
-            raise WeightsError(f"{path}: HDF5 file is not a minibert weights file (format attribute {fmt!r}, expected {FORMAT_NAME!r})", RECONVERT)
-        version = _attr(f, "/", "format_version", int, path)
-        if version != FORMAT_VERSION:
-            why = " (version 1 files carry no checksum of their config and vocabulary)" if version == 1 else ""
-            raise WeightsError(
-                f"{path}: format version {version}, this minibert reads version {FORMAT_VERSION}{why}",
-                f"{RECONVERT} with this version of minibert",
-            )
-    except BaseException:
-        f.close()
-        raise
-    return f
+def _check_format(f, path):
+    """The format name and version of an open file; anything else is a WeightsError."""
+    fmt = f.attrs.get("format")
+    if fmt != FORMAT_NAME:
+        raise WeightsError(f"{path}: HDF5 file is not a minibert weights file (format attribute {fmt!r}, expected {FORMAT_NAME!r})", RECONVERT)
+    version = _attr(f, "/", "format_version", int, path)
+    if version != FORMAT_VERSION:
+        why = " (version 1 files carry no checksum of their config and vocabulary)" if version == 1 else ""
+        raise WeightsError(
+            f"{path}: format version {version}, this minibert reads version {FORMAT_VERSION}{why}",
+            f"{RECONVERT} with this version of minibert",
+        )
 
 
 def _attr(obj, where, key, kind, path):
@@ -432,15 +424,36 @@ def _read_checked(f, path):
     return config, heads, datasets, tokens, do_lower_case
 
 
-def _guarded(path, read):
-    """Run ``read(f)`` on the opened file; damaged HDF5 structures become a WeightsError."""
-    with _open(path) as f:
+def _read_metadata(f, path):
+    """Everything but the tensor bytes: what the bounded first pass reads."""
+    config, heads, datasets, tokens, do_lower_case = _read_checked(f, path)
+    for key in ("source", "minibert_version"):
+        _attr(f, "/", key, str, path)
+    _json_attr(f, "/", "source_sha256", dict, path)
+    return config
+
+
+def _run(path, read):
+    """Open the file, check its format, run ``read(f)``; damaged HDF5 structures become a WeightsError."""
+    path = Path(path)
+    hint = f"convert a checkpoint first: `minibert convert SRC {path}`" if not path.exists() else \
+        "to convert a Hugging Face directory run `minibert convert DIR OUT.h5`" if path.is_dir() else \
+        f"the file is truncated or of another kind; {RECONVERT}"
+    with hdf5.open_file(path, WeightsError, hint) as f:
         try:
+            _check_format(f, path)
             return read(f)
         except MinibertError:
             raise
         except hdf5.H5_ERRORS as e:
             raise WeightsError(f"{path}: the file is damaged ({type(e).__name__}: {e})", RECONVERT) from None
+
+
+def _guarded(path, read):
+    """``_run(path, read)`` after a metadata pass bounded in time and memory (``hdf5.bounded``)."""
+    path = Path(path)
+    hdf5.bounded(lambda: _run(path, lambda f: _read_metadata(f, path)), path, WeightsError, RECONVERT)
+    return _run(path, read)
 
 
 def read_config(path):

@@ -247,6 +247,8 @@ def save(path, weights):
     path = Path(path)
     if path.is_dir():
         raise WeightsError(f"{path}: is a directory", f"give the output file's name, e.g. {path / 'model.h5'}")
+    check_encoder_tensors(weights.tensors, weights.config, path)  # never write a file load() would refuse
+    check_head_tensors(weights.tensors, weights.config, weights.heads, path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
@@ -277,7 +279,11 @@ def save(path, weights):
             f.attrs["metadata_sha256"] = metadata_sha256(
                 weights.config, weights.vocab, weights.do_lower_case, weights.heads, manifest)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it a normal file's mode
-        load(tmp, verify=True)  # read back: never report success for a file we did not verify
+        try:
+            load(tmp, verify=True)  # read back: never report success for a file we did not verify
+        except WeightsError as e:
+            raise WeightsError(f"{path}: the written file fails verification: {e.message.replace(tmp, str(path))}",
+                               "check the disk (space, errors) and convert again") from None
         os.replace(tmp, path)  # atomic: the real name only ever holds a complete, verified file
     except BaseException:  # an error, Ctrl-C: leave nothing behind
         Path(tmp).unlink(missing_ok=True)

@@ -5,6 +5,7 @@ and the command exits with status 1.
 """
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -17,10 +18,20 @@ from .model import BACKENDS, DEFAULT_BACKEND
 def cmd_convert(args):
     from .convert import convert
 
+    from . import weights
+
     do_lower_case = {None: None, "uncased": True, "cased": False}[args.case]
     path = convert(args.src, args.dest, config=args.config, do_lower_case=do_lower_case)
-    print(f"wrote {path}")
-    return cmd_inspect(argparse.Namespace(file=path, verify=False))
+    if args.verbose:
+        print(f"wrote {path}")
+        return cmd_inspect(argparse.Namespace(file=path, verify=False))
+    w = weights.load(path, verify=False)
+    c = w.config
+    n_params = sum(int(np.prod(t.shape)) for t in w.tensors.values())
+    print(f"wrote {path}: {len(w.tensors)} tensors ({n_params:,} values, verified), L={c.num_hidden_layers} H={c.hidden_size} "
+          f"A={c.num_attention_heads} I={c.intermediate_size}, vocabulary {len(w.vocab)} tokens, "
+          f"heads: {', '.join(w.heads) if w.heads else 'none'} (--verbose or `minibert inspect` for the table)")
+    return 0
 
 
 def cmd_inspect(args):
@@ -59,6 +70,39 @@ def read_text_arg(text, file):
     return text
 
 
+def encode_texts(tokenizer, texts, pairs, max_length, truncate):
+    """The one truncation rule of every text-taking command: ([B, T] int64 arrays, tokens dropped).
+
+    A text (or pair) longer than the model's ``max_length`` positions is refused, with the fix
+    ``--truncate``; with ``truncate=True`` each row is cut to ``max_length`` tokens (pairs
+    longest-first, as transformers) and the number of tokens dropped is returned.
+    """
+    from .errors import InputError
+
+    pairs = list(pairs) if pairs is not None else None
+    lengths = [len(tokenizer.encode(t, None if pairs is None else pairs[i])["input_ids"]) for i, t in enumerate(texts)]
+    if max(lengths) > max_length and not truncate:
+        raise InputError(f"the text is {max(lengths)} tokens long, the model reads at most {max_length} (max_position_embeddings)",
+                         f"pass --truncate to keep the first {max_length} tokens, or shorten the text")
+    batch = tokenizer.encode_batch(list(texts), pairs, max_length=max_length, truncation=True)
+    return batch, sum(max(0, n - max_length) for n in lengths)
+
+
+def check_output_path(path, option):
+    """Refuse, before any work, an output path that is a directory or lies in a missing directory."""
+    import os
+
+    from .errors import InputError
+
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError(f"{option} {path}: is a directory", f"give a file name, e.g. {option} {os.path.join(path, 'out')}")
+    if not os.path.isdir(parent):
+        raise InputError(f"{option} {path}: the directory {parent} does not exist", f"create it first (mkdir -p {parent}) or choose another path")
+
+
 def cmd_encode(args):
     """Tokenize a text (and optional pair), run the encoder, print tokens, ids and outputs."""
     import json
@@ -67,10 +111,15 @@ def cmd_encode(args):
     from .model import load
     from .tokenizer import Tokenizer
 
+    check_output_path(args.json, "--json")
     text = read_text_arg(args.text, args.file)
-    tokenizer = Tokenizer.from_file(args.model)
     model = load(args.model, dtype=args.dtype, backend=args.backend)
-    enc = tokenizer.encode(text, args.pair, max_length=model.config.max_position_embeddings, truncation=True)
+    tokenizer = Tokenizer.from_file(args.model)
+    batch, dropped = encode_texts(tokenizer, [text], None if args.pair is None else [args.pair],
+                                  model.config.max_position_embeddings, args.truncate)
+    enc = {k: v[0].tolist() for k, v in batch.items()}
+    if dropped:
+        print(f"truncated to {model.config.max_position_embeddings} tokens: {dropped} tokens dropped", file=sys.stderr)
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"])
     batch = {k: np.array([v]) for k, v in enc.items()}  # [1, T]
     out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
@@ -109,8 +158,13 @@ def model_inputs(args):
     if args.text is None:
         raise MinibertError("no input: give a TEXT or --ids", 'e.g. minibert parity model.h5 "Hello world"')
     from .tokenizer import Tokenizer
+    from .weights import read_config
 
-    batch = Tokenizer.from_file(args.file).encode_batch([args.text], None if args.pair is None else [args.pair])  # [1, T] each
+    max_length = read_config(args.file).max_position_embeddings
+    batch, dropped = encode_texts(Tokenizer.from_file(args.file), [args.text], None if args.pair is None else [args.pair],
+                                  max_length, args.truncate)  # [1, T] each
+    if dropped:
+        print(f"truncated to {max_length} tokens: {dropped} tokens dropped", file=sys.stderr)
     return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
 
 
@@ -132,6 +186,9 @@ def cmd_trace(args):
     from . import trace as tracing
     from .model import load
 
+    check_output_path(args.out, "--out")
+    if args.plot is not None and os.path.exists(args.plot) and not os.path.isdir(args.plot):
+        raise MinibertError(f"--plot {args.plot}: is a file; --plot takes a directory for the PNG files", "give a directory name (it is created)")
     ids, mask, types = model_inputs(args)
     model = load(args.file, dtype=args.dtype, backend=args.backend)
     t = model.trace(ids, mask, types, only=args.only or None)
@@ -173,7 +230,8 @@ def cmd_fill_mask(args):
 
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="masked-lm")
     tokenizer = Tokenizer.from_file(args.model)
-    for i, candidates in enumerate(fill_mask(model, tokenizer, args.text, top_k=args.top_k), start=1):
+    encode_texts(tokenizer, [args.text], None, model.config.max_position_embeddings, args.truncate)  # the length rule
+    for i, candidates in enumerate(fill_mask(model, tokenizer, args.text, top_k=args.top_k, truncation=args.truncate), start=1):
         print(f"[MASK] {i}:")
         for token, p in candidates:
             print(f"  {p:8.4f}  {token}")
@@ -187,7 +245,9 @@ def cmd_classify(args):
 
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="classification")
     tokenizer = Tokenizer.from_file(args.model)
-    scores = classify(model, tokenizer, args.text, args.pair)
+    encode_texts(tokenizer, [args.text], None if args.pair is None else [args.pair],
+                 model.config.max_position_embeddings, args.truncate)  # the length rule
+    scores = classify(model, tokenizer, args.text, args.pair, truncation=args.truncate)
     width = max(len(label) for label, _ in scores)
     for label, p in sorted(scores, key=lambda item: -item[1]):
         print(f"{label:<{width}}  {p:.4f}")
@@ -201,7 +261,8 @@ def cmd_similarity(args):
 
     model = load(args.model, dtype=args.dtype, backend=args.backend)  # the encoder: any file, with or without heads
     tokenizer = Tokenizer.from_file(args.model)
-    a, b = sentence_embeddings(model, tokenizer.encode_batch([args.text_a, args.text_b]))  # [H], [H], unit length
+    batch, _ = encode_texts(tokenizer, [args.text_a, args.text_b], None, model.config.max_position_embeddings, args.truncate)
+    a, b = sentence_embeddings(model, batch)  # [H], [H], unit length
     print(f"cosine similarity: {float(a @ b):.4f}")
     return 0
 
@@ -221,6 +282,7 @@ def build_parser():
     p.add_argument("dest", help="output .h5 path")
     p.add_argument("--config", help="config.json, when SRC is a single checkpoint file")
     p.add_argument("--case", choices=["uncased", "cased"], help="override the tokenizer's lower-casing")
+    p.add_argument("--verbose", action="store_true", help="print the config and the tensor table after converting")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("encode", help="tokenize a text, run the encoder, print tokens, ids and outputs")
@@ -229,6 +291,7 @@ def build_parser():
     p.add_argument("--pair", help="a second text (segment B), as for NLI or next-sentence")
     p.add_argument("--file", help="read the text from this UTF-8 file instead")
     p.add_argument("--json", metavar="PATH", help="write tokens, ids and the embeddings to this JSON file")
+    p.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions (default: refuse it)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
     p.set_defaults(func=cmd_encode)
@@ -253,6 +316,7 @@ def build_parser():
         p.add_argument("text", nargs="?", help="input text (tokenized with the file's vocabulary)")
         p.add_argument("--pair", help="second segment of a text pair")
         p.add_argument("--ids", help="token ids instead of text, e.g. 101,7592,102")
+        p.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions (default: refuse it)")
         p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
         p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
         p.set_defaults(func=func)
@@ -265,6 +329,7 @@ def build_parser():
     p.add_argument("model", help="a minibert .h5 file with a masked-lm head")
     p.add_argument("text", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
     p.add_argument("--top-k", type=int, default=5, help="how many tokens to list per [MASK] (default 5)")
+    p.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions (default: refuse it)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
     p.set_defaults(func=cmd_fill_mask)
@@ -273,6 +338,7 @@ def build_parser():
     p.add_argument("model", help="a minibert .h5 file with a classification head")
     p.add_argument("text", help="the text (the premise, for a pair)")
     p.add_argument("--pair", help="the second text of a pair (the hypothesis)")
+    p.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions (default: refuse it)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
     p.set_defaults(func=cmd_classify)
@@ -281,6 +347,7 @@ def build_parser():
     p.add_argument("model", help="a minibert .h5 file (an encoder; e.g. all-MiniLM-L6-v2)")
     p.add_argument("text_a")
     p.add_argument("text_b")
+    p.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions (default: refuse it)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
     p.set_defaults(func=cmd_similarity)

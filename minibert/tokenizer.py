@@ -351,7 +351,7 @@ class Tokenizer:
     def from_file(cls, path, do_lower_case=None):
         """Load a ``vocab.txt`` (uncased unless ``do_lower_case=False``) or a minibert ``.h5``."""
         path = os.fspath(path)
-        if not os.path.isfile(path):
+        if not path.endswith((".h5", ".hdf5")) and not os.path.isfile(path):  # a .h5: the weights reader says what is wrong
             raise InputError(
                 f"vocabulary file '{path}' does not exist",
                 hint="pass the path of a BERT vocab.txt or of a minibert .h5 file",

@@ -354,7 +354,28 @@ def build_parser():
     return parser
 
 
+def numba_cache_error(exc):
+    """A MinibertError when ``exc`` was raised while Numba read its on-disk cache, else None.
+
+    A truncated ``.nbi``/``.nbc`` file makes every kernel call fail while unpickling; the fix is
+    to delete the cache directory (Numba rebuilds it) or to run without the kernels.
+    """
+    tb, directory = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(os.path.join("numba", "core", "caching.py")):
+            directory = directory or getattr(tb.tb_frame.f_locals.get("self"), "_cache_path", None)
+            if directory is None:
+                directory = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+        tb = tb.tb_next
+    if directory is None:
+        return None
+    return MinibertError(f"Numba's on-disk cache of minibert's kernels is damaged ({type(exc).__name__}: {exc})",
+                         f"delete the cache files in {directory} (Numba rebuilds them on the next run), or use --backend numpy")
+
+
 def main(argv=None):
+    import bdb
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -364,11 +385,20 @@ def main(argv=None):
         if e.hint:
             print(f"fix: {e.hint}", file=sys.stderr)
         return 1
+    except bdb.BdbQuit:  # `q` at a MINIBERT_BREAK stop: the user asked to stop
+        print("stopped: quit from the debugger", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0
+    except Exception as e:  # only a damaged Numba cache is turned into an error here; anything else is a bug
+        damaged = numba_cache_error(e)
+        if damaged is None:
+            raise
+        print(f"error: {damaged.message}\nfix: {damaged.hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def torch_model(weights, dtype="float32"):
         layer_norm_eps=c.layer_norm_eps, hidden_act=c.hidden_act, pad_token_id=c.pad_token_id,
     )
     hf_config._attn_implementation = "eager"  # SDPA returns no attention probabilities
-    model = transformers.BertModel(hf_config, add_pooling_layer=True)
+    # Built with the file's layout: BertForMaskedLM checkpoints have no pooler, and neither does their reference.
+    model = transformers.BertModel(hf_config, add_pooling_layer=weights_format.has_pooler(w.tensors))
     encoder_names = set(model.state_dict())
     state = {name: torch.from_numpy(np.ascontiguousarray(t)) for name, t in w.tensors.items() if name in encoder_names}
     model.load_state_dict(state, strict=True)  # every encoder tensor must come from the file
@@ -117,8 +118,9 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
         on(p + "intermediate", output_hook(p + "intermediate.gelu"))  # dense, then the activation
         on(p + "output.dense", output_hook(p + "output.dense"))
         on(p + "output.LayerNorm", output_hook(p + "output.LayerNorm"))
-    on("pooler.dense", output_hook("pooler.dense"))
-    on("pooler.activation", output_hook("pooler"))
+    if model.pooler is not None:  # a masked-LM file has none
+        on("pooler.dense", output_hook("pooler.dense"))
+        on("pooler.activation", output_hook("pooler"))
 
     try:
         with torch.inference_mode():

@@ -88,7 +88,7 @@ def read_header(path):
             keys = sorted(info) if isinstance(info, dict) else type(info).__name__
             raise _bad(path, f"{where} must have exactly the keys dtype, shape, data_offsets (found {keys})")
         dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise _bad(path, f"{where} has unsupported dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
         if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
             raise _bad(path, f"{where} has shape {shape!r}, expected a list of non-negative integers")

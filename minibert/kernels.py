@@ -3,9 +3,10 @@
 Each public function here has the name and signature of the NumPy function in ``ops`` that it
 accelerates, and a docstring naming its twin; ``tests/test_kernels.py`` holds every pair equal
 on random inputs (float32 and float64, T=1, odd sizes, fully masked rows, large values).
-Functions not worth a kernel are re-exported from ``ops`` (the import below), so this module is a
-complete backend: ``BertModel(..., backend="numba")`` swaps ``ops`` for ``kernels`` and
-nothing else changes.
+The Numba backend, ``kernels.backend`` (built at the end of this file), is ``ops`` with these
+kernels in place of their twins; the functions not worth a kernel (embedding lookup, head
+split and merge, the mask bias, tanh, ...) stay ``ops``'. ``BertModel(..., backend="numba")``
+computes with it and nothing else changes.
 
 How a kernel is laid out: a thin Python wrapper flattens the leading axes to rows
 (``[..., H] -> [N, H]``), allocates the output and calls a jitted core that loops over rows.
@@ -29,15 +30,12 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .ops import (  # re-exported unchanged: no kernel needed (see each note)
-    attention_mask_bias,  # one [B, T] array per forward pass, a few microseconds
-    embedding,  # one fancy-indexing gather
-    erf,  # used only by ops.gelu; kernels.gelu has its own
-    merge_heads,  # a view + one copy
-    position_ids,  # np.arange
-    softmax,  # masked_softmax is the kernel the model calls
-    split_heads,  # a view, no copy
-)
+from . import ops
+
+__all__ = [
+    "add_layer_norm", "attention_context", "attention_scores", "backend", "gelu", "layer_norm", "linear",
+    "masked_softmax",
+]
 
 # Below this many elements a kernel runs on one thread. A parallel launch costs ~4 us against
 # ~1 us for a serial call, and worse: right after a BLAS product, OpenBLAS's threads are still
@@ -421,3 +419,41 @@ def masked_softmax(scores, mask_bias):  # [B, A, T, T], [B, 1, 1, T] -> [B, A, T
     core = _masked_softmax_parallel if _parallel(s.size) else _masked_softmax_serial
     core(s, bias, out)
     return out.reshape(B, A, T, K)
+
+
+# ---------------------------------------------------------------------------------------
+# The Numba backend: ops, with the functions above in place of their twins
+# ---------------------------------------------------------------------------------------
+
+
+class Backend:
+    """A backend built as "``ops``, with these functions replaced".
+
+    ``backend.linear`` is the kernel; a function without a kernel (``backend.embedding``) is
+    looked up in ``ops`` when it is used, so ``ops`` stays its only definition.
+    """
+
+    def __init__(self, name, overrides):
+        self.__name__ = name
+        self.overrides = dict(overrides)  # function name -> kernel
+        vars(self).update(overrides)
+
+    def __getattr__(self, name):  # only for names not replaced: ops' function
+        return getattr(ops, name)
+
+    def __dir__(self):
+        return sorted(set(ops.__all__) | set(self.overrides))
+
+    def __repr__(self):
+        return f"<backend {self.__name__}: ops with {', '.join(sorted(self.overrides))} from kernels>"
+
+
+backend = Backend("minibert.kernels.backend", {
+    "linear": linear,
+    "attention_scores": attention_scores,
+    "attention_context": attention_context,
+    "layer_norm": layer_norm,
+    "add_layer_norm": add_layer_norm,
+    "gelu": gelu,
+    "masked_softmax": masked_softmax,
+})

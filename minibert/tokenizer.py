@@ -27,6 +27,7 @@ import re
 import unicodedata
 
 from .errors import InputError
+from .weights import read_vocab
 
 # The special tokens BERT's vocabulary must contain, in the order transformers lists them.
 UNK, SEP, PAD, CLS, MASK = "[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]"
@@ -357,9 +358,7 @@ class Tokenizer:
                 hint="pass the path of a BERT vocab.txt or of a minibert .h5 file",
             )
         if path.endswith((".h5", ".hdf5")):
-            from .weights import read_vocab  # the one reader of the .h5 format
-
-            tokens, stored_lower_case = read_vocab(path)
+            tokens, stored_lower_case = read_vocab(path)  # weights.py: the one reader of the .h5 format
             if do_lower_case is None:
                 do_lower_case = stored_lower_case
         else:

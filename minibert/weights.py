@@ -26,6 +26,7 @@ import numpy as np
 
 from .config import BertConfig
 from .errors import ConfigError, WeightsError
+from .version import __version__
 
 FORMAT_NAME = "minibert-bert"
 FORMAT_VERSION = 1
@@ -196,8 +197,6 @@ def _h5py():
 def save(path, weights):
     """Write a WeightsFile to ``path`` (.h5). Tensors are stored in their own dtype."""
     h5py = _h5py()
-    from . import __version__
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")

@@ -17,9 +17,9 @@ from conftest import padded_inputs
 from minibert import Trace, compare, ops, reference
 from minibert.cli import main
 from minibert.errors import InputError
-from minibert.trace import (
-    ALIAS_BEGIN, ALIAS_END, DOC_BEGIN, DOC_END, Recorder, alias_table, hook_points, hook_table, resolve_name,
-)
+from minibert.cli import ALIAS_BEGIN, ALIAS_END, DOC_BEGIN, DOC_END, alias_table, hook_table
+from minibert.hooks import hook_points
+from minibert.trace import Recorder, resolve_name
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "debugging.md"
 DTYPES = ["float32", "float64"]
@@ -59,8 +59,10 @@ def test_transformerlens_aliases_resolve():
     assert resolve_name("blocks.0.attn.hook_pattern") == "encoder.layer.0.attention.self.probs"
     assert resolve_name("blocks.*.attn.hook_z") == "encoder.layer.*.attention.self.context"
     assert resolve_name("blocks.3.mlp.hook_post") == "encoder.layer.3.intermediate.gelu"
-    assert resolve_name("hook_embed") == "embeddings.word_embeddings"
-    assert resolve_name("hook_pos_embed") == "embeddings.position_embeddings"
+    assert resolve_name("embed.hook_embed") == "embeddings.word_embeddings"
+    assert resolve_name("embed.hook_pos_embed") == "embeddings.position_embeddings"
+    assert resolve_name("blocks.2.ln1.hook_normalized") == "encoder.layer.2.attention.output.LayerNorm"
+    assert resolve_name("blocks.0.hook_resid_mid") == "blocks.0.hook_resid_mid"  # TL's sum before LayerNorm: no twin
     assert resolve_name("encoder.layer.0.*") == "encoder.layer.0.*"  # our names pass through
 
 
@@ -370,7 +372,7 @@ def test_cli_trace_saves_and_plots(minilm_h5, tmp_path, capsys):
 
 
 def test_plot_size_follows_the_head_count(tiny, tmp_path):
-    from minibert.trace import plot_attention
+    from minibert.plot import plot_attention
 
     t = minibert.load(tiny).trace(*padded_inputs(), only="*.probs")
     paths = plot_attention(t, tmp_path)

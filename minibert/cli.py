@@ -104,11 +104,15 @@ def model_inputs(args):
         try:
             ids = [int(part) for part in args.ids.split(",")]
         except ValueError:
-            raise MinibertError(f"--ids {args.ids!r} is not a comma-separated list of integers", "write e.g. --ids 101,7592,102") from None
+            raise MinibertError(
+                f"--ids {args.ids!r} is not a comma-separated list of integers", "write e.g. --ids 101,7592,102"
+            ) from None
         return np.array([ids]), None, None
     if args.text is None:
         raise MinibertError("no input: give a TEXT or --ids", 'e.g. minibert parity model.h5 "Hello world"')
-    batch = Tokenizer.from_file(args.file).encode_batch([args.text], None if args.pair is None else [args.pair])  # [1, T] each
+    batch = Tokenizer.from_file(args.file).encode_batch(
+        [args.text], None if args.pair is None else [args.pair]
+    )  # [1, T] each
     return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
 
 
@@ -117,7 +121,10 @@ def cmd_parity(args):
     ours = load(args.file, dtype=args.dtype, backend=args.backend).trace(ids, mask, types)
     ref = reference.trace(args.file, ids, mask, types, dtype=args.dtype)
     result = compare(ours, ref, dtype=args.dtype)
-    print(f"{args.file}: minibert ({args.backend}) against {ref.meta['producer']}, {args.dtype}, input shape {tuple(ours.meta['inputs']['input_ids'].shape)}")
+    print(
+        f"{args.file}: minibert ({args.backend}) against {ref.meta['producer']}, {args.dtype}, "
+        f"input shape {tuple(ours.meta['inputs']['input_ids'].shape)}"
+    )
     print(result.table())
     return 0 if result.passed else 1
 
@@ -174,7 +181,9 @@ _STEP_NOTES = {
     "encoder.layer.{i}.intermediate.dense": "widen to I",
     "encoder.layer.{i}.intermediate.gelu": "exact (erf) GELU",
     "encoder.layer.{i}.output.dense": "back to H",
-    "encoder.layer.{i}.output.LayerNorm": "LayerNorm(dense + attention output): the layer's output (hidden_states[i+1])",
+    "encoder.layer.{i}.output.LayerNorm": (
+        "LayerNorm(dense + attention output): the layer's output (hidden_states[i+1])"
+    ),
     "pooler.dense": "dense on the [CLS] token",
     "pooler": "tanh: pooler_output",
 }
@@ -287,7 +296,9 @@ def build_parser():
     p = sub.add_parser("hooks", help="list every hook point (step name and shape) of the forward pass")
     p.add_argument("file", nargs="?", help="minibert .h5 file (default: the --preset shape)")
     p.add_argument("--preset", default="bert-tiny", help="preset shape when no file is given")
-    p.add_argument("--write-doc", metavar="MD", help="rewrite the generated hook table in this markdown file (docs/debugging.md)")
+    p.add_argument(
+        "--write-doc", metavar="MD", help="rewrite the generated hook table in this markdown file (docs/debugging.md)"
+    )
     p.set_defaults(func=cmd_hooks)
 
     for verb, helptext, func in (
@@ -302,7 +313,9 @@ def build_parser():
         add_model_options(p)
         p.set_defaults(func=func)
         if verb == "trace":
-            p.add_argument("--only", action="append", help="glob of steps to keep (repeatable), e.g. 'encoder.layer.0.*'")
+            p.add_argument(
+                "--only", action="append", help="glob of steps to keep (repeatable), e.g. 'encoder.layer.0.*'"
+            )
             p.add_argument("--out", help="write the trace to this .h5 file")
             p.add_argument("--plot", metavar="DIR", help="write PNG heat maps of every layer's attention into DIR")
 

@@ -61,7 +61,9 @@ class Comparison:
 
     def table(self):
         width = max([len(r.name) for r in self.rows] + [10])
-        lines = [f"{'hook point':<{width}}  {'shape':<16} {'max abs err':>11} {'max rel err':>11} {'tolerance':>9}  status"]
+        lines = [
+            f"{'hook point':<{width}}  {'shape':<16} {'max abs err':>11} {'max rel err':>11} {'tolerance':>9}  status"
+        ]
         for r in self.rows:
             lines.append(
                 f"{r.name:<{width}}  {str(r.shape):<16} {r.max_abs_error:>11.2e} {r.max_rel_error:>11.2e} "
@@ -71,7 +73,9 @@ class Comparison:
         n_ok = sum(r.passed for r in self.rows)
         lines.append(f"{n_ok}/{len(self.rows)} hook points within tolerance ({self.dtype})")
         if first is not None:
-            lines.append(f"first failing point: {first.name} (max abs err {first.max_abs_error:.2e} > {first.tolerance:.1e})")
+            lines.append(
+                f"first failing point: {first.name} (max abs err {first.max_abs_error:.2e} > {first.tolerance:.1e})"
+            )
         return "\n".join(lines)
 
     __str__ = table

@@ -51,7 +51,8 @@ HEAD_SOURCES = {
 def check_head_available(head, heads_in_file, path):
     """Raise HeadError unless ``head`` is a known head that the file at ``path`` holds."""
     if head not in HEAD_SOURCES:
-        raise HeadError(f"unknown head {head!r}", f"use one of {', '.join(HEAD_SOURCES)} (or head=None for the encoder)")
+        hint = f"use one of {', '.join(HEAD_SOURCES)} (or head=None for the encoder)"
+        raise HeadError(f"unknown head {head!r}", hint)
     if head not in heads_in_file:
         held = ", ".join(heads_in_file) if heads_in_file else "none (encoder only)"
         raise HeadError(
@@ -159,7 +160,8 @@ class BertForMaskedLM(BertHeadModel):
         h = tap(p + "dense", F.linear(x, w[p + "dense.weight"], w[p + "dense.bias"]))  # [..., H]
         h = tap(p + "transform_act_fn", F.gelu(h))  # [..., H], exact GELU (config.hidden_act)
         h = tap(p + "LayerNorm", F.layer_norm(h, w[p + "LayerNorm.weight"], w[p + "LayerNorm.bias"], eps))  # [..., H]
-        return tap("cls.predictions", F.linear(h, self.decoder_weight, self.decoder_bias))  # [..., H] @ [H, V] -> [..., V]
+        logits = F.linear(h, self.decoder_weight, self.decoder_bias)  # [..., H] @ [H, V] -> [..., V]
+        return tap("cls.predictions", logits)  # [..., V]
 
     @staticmethod
     def check_positions(positions, shape):  # [B, T] bool -> [B, T] bool
@@ -167,7 +169,8 @@ class BertForMaskedLM(BertHeadModel):
         positions = given[None, :] if given.ndim == 1 else given  # one sequence: a batch of one
         if positions.dtype != bool or positions.shape != tuple(shape):
             raise InputError(
-                f"positions has dtype {given.dtype} and shape {given.shape}, expected a bool array of shape {tuple(shape)}",
+                f"positions has dtype {given.dtype} and shape {given.shape}, "
+                f"expected a bool array of shape {tuple(shape)}",
                 "pass a [batch, seq_len] boolean array, e.g. positions=input_ids == tokenizer.mask_token_id",
             )
         return positions
@@ -234,7 +237,10 @@ def fill_mask(model, tokenizer, text, top_k=5):
     ids = np.array([enc["input_ids"]], dtype=np.int64)  # [1, T]
     positions = ids == tokenizer.mask_token_id  # [1, T]
     if not positions.any():
-        raise InputError(f"the text has no [MASK] token: {text!r}", "write [MASK] (upper case, with brackets) where a word should be predicted")
+        raise InputError(
+            f"the text has no [MASK] token: {text!r}",
+            "write [MASK] (upper case, with brackets) where a word should be predicted",
+        )
     out = model(ids, np.array([enc["attention_mask"]]), np.array([enc["token_type_ids"]]), positions=positions)
     probs = ops.softmax(out.logits.astype(np.float64))  # [N, V]
     k = min(top_k, probs.shape[-1])

@@ -91,7 +91,9 @@ def _batch_shaped(name, value, shape, default):  # None, [T] or [B, T] -> [B, T]
     if a.ndim == 1:
         a = a[None, :]
     if a.shape != shape:
-        raise InputError(f"{name} has shape {a.shape} but input_ids has shape {shape}", f"give {name} the same shape as input_ids")
+        raise InputError(
+            f"{name} has shape {a.shape} but input_ids has shape {shape}", f"give {name} the same shape as input_ids"
+        )
     return a
 
 
@@ -108,5 +110,7 @@ def as_int_array(name, value):
         if is_whole and name == "attention_mask":
             a = a.astype(np.int64)  # a float 0/1 mask, as some pipelines build it
         else:
-            raise InputError(f"{name} has dtype {a.dtype}, expected integers", f"pass {name} as an integer array (np.int64)")
+            raise InputError(
+                f"{name} has dtype {a.dtype}, expected integers", f"pass {name} as an integer array (np.int64)"
+            )
     return a.astype(np.int64, copy=False)

@@ -14,8 +14,10 @@ import math
 import numpy as np
 
 __all__ = [
-    "linear", "layer_norm", "add_layer_norm", "erf", "gelu", "tanh", "softmax", "embedding", "position_ids",
-    "split_heads", "merge_heads", "attention_mask_bias", "attention_scores", "masked_softmax", "attention_context",
+    "linear", "layer_norm", "add_layer_norm", "erf", "gelu", "tanh", "softmax",
+    "embedding", "position_ids",
+    "split_heads", "merge_heads", "attention_mask_bias", "attention_scores", "masked_softmax",
+    "attention_context",
 ]
 
 # ---------------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ def plot_attention(trace, out_dir, tokens=None, batch_index=0):
     try:
         import matplotlib
     except ImportError:
-        raise MinibertError("plotting needs matplotlib", "pip install 'minibert[viz]' (or: pip install matplotlib)") from None
+        raise MinibertError(
+            "plotting needs matplotlib", "pip install 'minibert[viz]' (or: pip install matplotlib)"
+        ) from None
     matplotlib.use("Agg")  # files only, no window
     import matplotlib.pyplot as plt
 
@@ -37,14 +39,18 @@ def plot_attention(trace, out_dir, tokens=None, batch_index=0):
     out_dir.mkdir(parents=True, exist_ok=True)
     layers = [n for n in trace if re.fullmatch(r"encoder\.layer\.\d+\.attention\.self\.probs", n)]
     if not layers:
-        raise InputError("the trace holds no attention probabilities", "trace without only=, or include '*.attention.self.probs'")
+        raise InputError(
+            "the trace holds no attention probabilities", "trace without only=, or include '*.attention.self.probs'"
+        )
     paths = []
     for name in layers:
         probs = trace[name][batch_index]  # [A, T, T]
         A, T, _ = probs.shape
         labels = list(tokens) if tokens is not None else [str(t) for t in range(T)]
         rows, cols = plot_grid(A)
-        fig, axes = plt.subplots(rows, cols, figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES), dpi=PLOT_DPI, squeeze=False)
+        fig, axes = plt.subplots(
+            rows, cols, figsize=(cols * PANEL_INCHES, rows * PANEL_INCHES), dpi=PLOT_DPI, squeeze=False
+        )
         fontsize = max(3, min(8, 160 // T))
         for h, ax in enumerate(axes.flat):
             if h >= A:
@@ -57,7 +63,9 @@ def plot_attention(trace, out_dir, tokens=None, batch_index=0):
             ax.set_xticks(range(T), labels if last_in_column else [], rotation=90, fontsize=fontsize)
             ax.set_yticks(range(T), labels if h % cols == 0 else [], fontsize=fontsize)
         layer = name.split(".")[2]
-        fig.suptitle(f"layer {layer} attention probabilities (rows: queries, columns: keys; dark 0, yellow 1)", fontsize=10)
+        fig.suptitle(
+            f"layer {layer} attention probabilities (rows: queries, columns: keys; dark 0, yellow 1)", fontsize=10
+        )
         fig.subplots_adjust(left=0.1, right=0.98, bottom=0.14, top=0.9, wspace=0.15, hspace=0.25)
         path = out_dir / f"attention-layer-{layer}.png"
         fig.savefig(path, dpi=PLOT_DPI)  # no bbox_inches="tight": the size stays as set

@@ -46,21 +46,20 @@ def _import_torch():
 
 
 def hf_config(config: BertConfig, **overrides):
-    """The transformers ``BertConfig`` of a minibert ``BertConfig`` (eager attention).
+    """The transformers ``BertConfig`` with the sizes of a minibert ``BertConfig``.
 
-    ``overrides``: more transformers config fields (e.g. ``num_labels``).
+    ``overrides``: other transformers config fields (e.g. ``id2label``). The attention
+    implementation is left at transformers' default; ``torch_model`` asks for eager attention.
     """
     _, transformers = _import_torch()
     c = config
-    hf = transformers.BertConfig(**{
+    return transformers.BertConfig(**{
         "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers,
         "num_attention_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
         "max_position_embeddings": c.max_position_embeddings, "type_vocab_size": c.type_vocab_size,
         "layer_norm_eps": c.layer_norm_eps, "hidden_act": c.hidden_act, "pad_token_id": c.pad_token_id,
         **overrides,
     })
-    hf._attn_implementation = "eager"  # SDPA returns no attention probabilities
-    return hf
 
 
 def torch_model(weights, dtype="float32"):
@@ -70,9 +69,13 @@ def torch_model(weights, dtype="float32"):
     """
     torch, transformers = _import_torch()
     if dtype not in TORCH_DTYPES:
-        raise MinibertError(f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}")
+        raise MinibertError(
+            f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}"
+        )
     w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
-    model = transformers.BertModel(hf_config(w.config), add_pooling_layer=True)
+    config = hf_config(w.config)
+    config._attn_implementation = "eager"  # SDPA returns no attention probabilities
+    model = transformers.BertModel(config, add_pooling_layer=True)
     encoder_names = set(model.state_dict())
     state = {name: torch.from_numpy(np.ascontiguousarray(t)) for name, t in w.tensors.items() if name in encoder_names}
     model.load_state_dict(state, strict=True)  # every encoder tensor must come from the file
@@ -88,7 +91,9 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
     """
     torch, transformers = _import_torch()
     if dtype not in TORCH_DTYPES:
-        raise MinibertError(f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}")
+        raise MinibertError(
+            f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}"
+        )
     if model is None:
         w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
         model = torch_model(w, dtype)
@@ -113,7 +118,9 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
 
     for part in ("word_embeddings", "token_type_embeddings", "position_embeddings"):
         on(f"embeddings.{part}", output_hook(f"embeddings.{part}"))
-    handles.append(modules["embeddings.LayerNorm"].register_forward_pre_hook(lambda module, args: keep("embeddings.sum", args[0])))
+    handles.append(
+        modules["embeddings.LayerNorm"].register_forward_pre_hook(lambda module, args: keep("embeddings.sum", args[0]))
+    )
     on("embeddings.LayerNorm", output_hook("embeddings.LayerNorm"))
 
     for i in range(config.num_hidden_layers):

@@ -50,12 +50,21 @@ BREAK_ENV = "MINIBERT_BREAK"  # e.g. MINIBERT_BREAK=encoder.layer.1.attention.se
 # post-LN), which minibert does not tap; hook_resid_pre is the previous layer's output.
 TRANSFORMERLENS_ALIASES = {
     "embed.hook_embed": ("embeddings.word_embeddings", "same value"),
-    "embed.hook_pos_embed": ("embeddings.position_embeddings", "same values; TL repeats them [B, T, H], here [1, T, H]"),
+    "embed.hook_pos_embed": (
+        "embeddings.position_embeddings",
+        "same values; TL repeats them [B, T, H], here [1, T, H]",
+    ),
     "embed.hook_token_type_embed": ("embeddings.token_type_embeddings", "same value"),
     "hook_full_embed": ("embeddings.LayerNorm", "same value"),
-    "blocks.{i}.attn.hook_q": ("encoder.layer.{i}.attention.self.query", "same values; TL [B, T, A, D], here [B, T, H]"),
+    "blocks.{i}.attn.hook_q": (
+        "encoder.layer.{i}.attention.self.query",
+        "same values; TL [B, T, A, D], here [B, T, H]",
+    ),
     "blocks.{i}.attn.hook_k": ("encoder.layer.{i}.attention.self.key", "same values; TL [B, T, A, D], here [B, T, H]"),
-    "blocks.{i}.attn.hook_v": ("encoder.layer.{i}.attention.self.value", "same values; TL [B, T, A, D], here [B, T, H]"),
+    "blocks.{i}.attn.hook_v": (
+        "encoder.layer.{i}.attention.self.value",
+        "same values; TL [B, T, A, D], here [B, T, H]",
+    ),
     "blocks.{i}.attn.hook_attn_scores": (
         "encoder.layer.{i}.attention.self.scores",
         "TL adds the mask (-1e5 on padding) first, here before the mask: equal where no key is padding",
@@ -64,7 +73,10 @@ TRANSFORMERLENS_ALIASES = {
         "encoder.layer.{i}.attention.self.probs",
         "same value, except a fully masked row (uniform here and in transformers, not in TL)",
     ),
-    "blocks.{i}.attn.hook_z": ("encoder.layer.{i}.attention.self.context", "same values; TL [B, T, A, D], here [B, T, H]"),
+    "blocks.{i}.attn.hook_z": (
+        "encoder.layer.{i}.attention.self.context",
+        "same values; TL [B, T, A, D], here [B, T, H]",
+    ),
     "blocks.{i}.hook_attn_out": ("encoder.layer.{i}.attention.output.dense", "same value"),
     "blocks.{i}.ln1.hook_normalized": ("encoder.layer.{i}.attention.output.LayerNorm", "same value"),
     "blocks.{i}.mlp.hook_pre": ("encoder.layer.{i}.intermediate.dense", "same value"),
@@ -115,12 +127,12 @@ class Trace(Mapping):
     ``meta`` says what produced it: the inputs, dtype, backend, model file, source file.
     """
 
-    def __init__(self, values=None, meta=None, output=None):
+    def __init__(self, values: "dict[str, np.ndarray] | None" = None, meta: "dict | None" = None, output=None):
         self.values = dict(values or {})  # insertion order = execution order
         self.meta = dict(meta or {})
         self.output = output  # the BertOutput of the traced pass (from capture; not saved)
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> np.ndarray:
         resolved = resolve_name(name)
         if resolved not in self.values:
             close = [n for n in self.values if n.endswith(resolved.split(".")[-1])][:3]
@@ -137,11 +149,11 @@ class Trace(Mapping):
         return f"<Trace of {len(self)} steps from {self.meta.get('producer', '?')}>"
 
     @property
-    def shapes(self):
+    def shapes(self) -> "dict[str, tuple]":
         """name -> shape tuple, in execution order."""
         return {name: tuple(v.shape) for name, v in self.values.items()}
 
-    def summary(self, values=4):
+    def summary(self, values: int = 4) -> str:
         """A readable table: name, shape, mean, std, min, max and the first few values."""
         width = max([len(n) for n in self.values] + [4])
         lines = [f"{'name':<{width}}  {'shape':<18} {'mean':>10} {'std':>10} {'min':>10} {'max':>10}  first values"]
@@ -160,7 +172,7 @@ class Trace(Mapping):
     #   /inputs/<n>   input_ids, attention_mask, token_type_ids
     #   /values/<n>   one dataset per step, <n> its name, stored in its own dtype
 
-    def save(self, path):
+    def save(self, path: "str | Path") -> Path:
         """Write the trace to an .h5 file; ``Trace.load`` gives back the same names, order, dtypes, meta."""
         import h5py
 
@@ -182,22 +194,30 @@ class Trace(Mapping):
         return path
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: "str | Path") -> "Trace":
         """Read a trace written by ``Trace.save``."""
         import h5py
 
         path = Path(path)
         if not path.is_file():
-            raise InputError(f"{path}: trace file not found", "write one with `minibert trace MODEL.h5 TEXT --out FILE.h5`")
+            raise InputError(
+                f"{path}: trace file not found", "write one with `minibert trace MODEL.h5 TEXT --out FILE.h5`"
+            )
         try:
             f = h5py.File(path, "r")
         except OSError as e:
             raise InputError(f"{path}: not a readable HDF5 file ({e})", "pass a file written by Trace.save") from None
         with f:
             if f.attrs.get("format") != TRACE_FORMAT:
-                raise InputError(f"{path}: not a minibert trace (format {f.attrs.get('format')!r})", "pass a file written by Trace.save")
+                raise InputError(
+                    f"{path}: not a minibert trace (format {f.attrs.get('format')!r})",
+                    "pass a file written by Trace.save",
+                )
             if int(f.attrs["format_version"]) != TRACE_FORMAT_VERSION:
-                raise InputError(f"{path}: trace format version {f.attrs['format_version']}, expected {TRACE_FORMAT_VERSION}", "re-record the trace")
+                raise InputError(
+                    f"{path}: trace format version {f.attrs['format_version']}, expected {TRACE_FORMAT_VERSION}",
+                    "re-record the trace",
+                )
             meta = json.loads(f.attrs["meta"])
             meta["inputs"] = {name: d[()] for name, d in f["inputs"].items()}
             values = {name: f["values"][name][()] for name in json.loads(f.attrs["order"])}

@@ -147,7 +147,7 @@ def check_head_tensors(tensors, config, heads, source):
         reason = HEAD_REASONS[head].format(H=config.hidden_size, V=config.vocab_size, N=config.num_labels)
         if head in ("next-sentence", "classification") and not has_pooler(tensors):
             raise WeightsError(f"{source}: the {head} head reads the pooler output, but the file has no pooler.dense tensors", RECONVERT)
-        for name, shape in required.items():
+        for name in required:
             if name not in tensors:
                 raise WeightsError(f"{source}: tensor {name} of the {head} head is missing", RECONVERT)
         for name, shape in {**required, **optional}.items():

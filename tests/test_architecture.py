@@ -136,7 +136,8 @@ def test_layers_test_catches_an_upward_import(tmp_path, monkeypatch):
     """The checker itself: an ops.py importing model.py is reported, with the line."""
     for p in PACKAGE.glob("*.py"):
         (tmp_path / p.name).write_text(p.read_text(encoding="utf-8"), encoding="utf-8")
-    (tmp_path / "ops.py").write_text("import numpy as np\n\ndef f():\n    from .model import BertModel\n", encoding="utf-8")
+    upward = "import numpy as np\n\ndef f():\n    from .model import BertModel\n"
+    (tmp_path / "ops.py").write_text(upward, encoding="utf-8")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path)
     with pytest.raises(AssertionError, match=r"minibert/ops.py:4 imports 'model'"):
         test_imports_only_go_down_the_layers()
@@ -151,8 +152,14 @@ def test_import_minibert_leaves_the_heavy_dependencies_unimported():
         "print(' '.join(m for m in ('numba', 'torch', 'transformers', 'matplotlib', 'h5py') if m in sys.modules))"
     )
     env_path = str(PACKAGE.parent)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=env_path, env={**os.environ, "PYTHONPATH": env_path})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=env_path,
+        env={**os.environ, "PYTHONPATH": env_path},
+    )
     assert out.stdout.strip() == ""
 
 
@@ -160,3 +167,17 @@ def test_architecture_doc_names_every_module():
     text = ARCHITECTURE_DOC.read_text(encoding="utf-8")
     missing = [m for m in modules() if f"`{m}.py`" not in text]
     assert not missing, f"docs/architecture.md does not describe {missing}: add one line per module"
+
+
+STUDENT_PATH = ["ops.py", "model.py"]  # read top to bottom by students: one step per short line
+STUDENT_LINE_LENGTH = 100  # the rest of the repo: ruff's line-length (pyproject.toml)
+
+
+def test_the_student_path_has_short_lines():
+    long_lines = [
+        f"minibert/{name}:{i}: {len(line)} characters"
+        for name in STUDENT_PATH
+        for i, line in enumerate((PACKAGE / name).read_text(encoding="utf-8").splitlines(), start=1)
+        if len(line) > STUDENT_LINE_LENGTH
+    ]
+    assert not long_lines, f"lines over {STUDENT_LINE_LENGTH} characters:\n" + "\n".join(long_lines)

@@ -292,7 +292,8 @@ def check_tensor_values(tensors, config, heads, source):
                                   "the checkpoint is damaged (or was saved from a diverged training run); use a good checkpoint")
 
 
-def convert(src, dst, config=None, do_lower_case=None):
+def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = None,
+            do_lower_case: "bool | None" = None) -> Path:
     """Convert a Hugging Face BERT checkpoint to a minibert .h5 file; returns its path.
 
     ``src``: model directory, checkpoint file (with ``config``), or hub id.

@@ -32,6 +32,7 @@ import numpy as np
 from . import hdf5
 from .config import BertConfig
 from .errors import ConfigError, MinibertError, WeightsError
+from .version import __version__
 
 FORMAT_NAME = "minibert-bert"
 FORMAT_VERSION = 2  # 2: /metadata_sha256 covers config, vocabulary, heads and the tensor list
@@ -152,7 +153,7 @@ def check_head_tensors(tensors, config, heads, source):
         reason = HEAD_REASONS[head].format(H=config.hidden_size, V=config.vocab_size, N=config.num_labels)
         if head in ("next-sentence", "classification") and not has_pooler(tensors):
             raise WeightsError(f"{source}: the {head} head reads the pooler output, but the file has no pooler.dense tensors", RECONVERT)
-        for name, shape in required.items():
+        for name in required:
             if name not in tensors:
                 raise WeightsError(f"{source}: tensor {name} of the {head} head is missing", RECONVERT)
         for name, shape in {**required, **optional}.items():
@@ -242,8 +243,6 @@ def save(path, weights):
     and only then renamed to ``path``. On any failure or Ctrl-C the temporary file is removed.
     """
     h5py = _h5py()
-    from . import __version__
-
     path = Path(path)
     if path.is_dir():
         raise WeightsError(f"{path}: is a directory", f"give the output file's name, e.g. {path / 'model.h5'}")

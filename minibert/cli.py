@@ -251,7 +251,11 @@ def _replace_between(text, begin, end, body, path):
 def write_hook_table(doc_path):
     """Rewrite the generated hook table and alias table of a markdown file (docs/debugging.md)."""
     path = Path(doc_path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else (e.strerror or type(e).__name__).lower()
+        raise MinibertError(f"{path}: cannot read it ({why})", "pass the markdown file that holds the generated tables (docs/debugging.md)") from None
     text = _replace_between(text, DOC_BEGIN, DOC_END, hook_table(), path)
     text = _replace_between(text, ALIAS_BEGIN, ALIAS_END, alias_table(), path)
     path.write_text(text, encoding="utf-8")
@@ -268,9 +272,18 @@ def cmd_hooks(args):
     if args.write_doc:
         print(f"wrote the hook table into {write_hook_table(args.write_doc)}")
         return 0
-    config = BertConfig.preset(args.preset) if args.file is None else weights.read_config(args.file)
+    if args.file is None:
+        for name, shape in hook_points(BertConfig.preset(args.preset)):
+            print(f"{name:<48} {shape}")
+        return 0
+    config = weights.read_config(args.file)  # the file's own shapes: B and T stay letters (they come with the input)
+    pooler = weights.has_pooler(weights.read_tensor_names(args.file))
+    sizes = {"A": config.num_attention_heads, "D": config.head_size, "H": config.hidden_size, "I": config.intermediate_size}
     for name, shape in hook_points(config):
-        print(f"{name:<48} {shape}")
+        if name.startswith("pooler") and not pooler:  # a masked-LM file has no pooler
+            continue
+        concrete = "[" + ", ".join(str(sizes.get(axis, axis)) for axis in shape.strip("[]").split(", ")) + "]"
+        print(f"{name:<48} {concrete}")
     return 0
 
 

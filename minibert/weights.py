@@ -477,6 +477,11 @@ def read_vocab(path):
     return _guarded(path, read)
 
 
+def read_tensor_names(path):
+    """The names of the tensors a minibert .h5 file holds (metadata checksum verified, no data read)."""
+    return _guarded(path, lambda f: sorted(_read_checked(f, path)[2]))
+
+
 def load(path, verify=True):
     """Read a minibert .h5 file into a WeightsFile, checking format, layout, shapes and checksums.
 

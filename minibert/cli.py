@@ -37,9 +37,12 @@ def cmd_convert(args):
     w = weights.load(path, verify=False)
     c = w.config
     n_params = sum(int(np.prod(t.shape)) for t in w.tensors.values())
-    print(f"wrote {path}: {len(w.tensors)} tensors ({n_params:,} values, verified), L={c.num_hidden_layers} H={c.hidden_size} "
-          f"A={c.num_attention_heads} I={c.intermediate_size}, vocabulary {len(w.vocab)} tokens, "
-          f"heads: {', '.join(w.heads) if w.heads else 'none'} (--verbose or `minibert inspect` for the table)")
+    print(
+        f"wrote {path}: {len(w.tensors)} tensors ({n_params:,} values, verified), "
+        f"L={c.num_hidden_layers} H={c.hidden_size} "
+        f"A={c.num_attention_heads} I={c.intermediate_size}, vocabulary {len(w.vocab)} tokens, "
+        f"heads: {', '.join(w.heads) if w.heads else 'none'} (--verbose or `minibert inspect` for the table)"
+    )
     return 0
 
 
@@ -84,8 +87,10 @@ def encode_texts(tokenizer, texts, pairs, max_length, truncate):
     pairs = list(pairs) if pairs is not None else None
     lengths = [len(tokenizer.encode(t, None if pairs is None else pairs[i])["input_ids"]) for i, t in enumerate(texts)]
     if max(lengths) > max_length and not truncate:
-        raise InputError(f"the text is {max(lengths)} tokens long, the model reads at most {max_length} (max_position_embeddings)",
-                         f"pass --truncate to keep the first {max_length} tokens, or shorten the text")
+        raise InputError(
+            f"the text is {max(lengths)} tokens long, the model reads at most {max_length} (max_position_embeddings)",
+            f"pass --truncate to keep the first {max_length} tokens, or shorten the text",
+        )
     batch = tokenizer.encode_batch(list(texts), pairs, max_length=max_length, truncation=True)
     return batch, sum(max(0, n - max_length) for n in lengths)
 
@@ -96,9 +101,14 @@ def check_output_path(path, option):
         return
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise InputError(f"{option} {path}: is a directory", f"give a file name, e.g. {option} {os.path.join(path, 'out')}")
+        raise InputError(
+            f"{option} {path}: is a directory", f"give a file name, e.g. {option} {os.path.join(path, 'out')}"
+        )
     if not os.path.isdir(parent):
-        raise InputError(f"{option} {path}: the directory {parent} does not exist", f"create it first (mkdir -p {parent}) or choose another path")
+        raise InputError(
+            f"{option} {path}: the directory {parent} does not exist",
+            f"create it first (mkdir -p {parent}) or choose another path",
+        )
 
 
 def cmd_encode(args):
@@ -107,8 +117,13 @@ def cmd_encode(args):
     text = read_text_arg(args.text, args.file)
     model = load(args.model, dtype=args.dtype, backend=args.backend)
     tokenizer = Tokenizer.from_file(args.model)
-    batch, dropped = encode_texts(tokenizer, [text], None if args.pair is None else [args.pair],
-                                  model.config.max_position_embeddings, args.truncate)
+    batch, dropped = encode_texts(
+        tokenizer,
+        [text],
+        None if args.pair is None else [args.pair],
+        model.config.max_position_embeddings,
+        args.truncate,
+    )
     enc = {k: v[0].tolist() for k, v in batch.items()}
     if dropped:
         print(f"truncated to {model.config.max_position_embeddings} tokens: {dropped} tokens dropped", file=sys.stderr)
@@ -119,15 +134,24 @@ def cmd_encode(args):
     print(f"tokens ({len(tokens)}): {' '.join(tokens)}")
     print(f"input_ids: {' '.join(map(str, enc['input_ids']))}")
     print(f"token_type_ids: {' '.join(map(str, enc['token_type_ids']))}")
-    for name, value in (("last_hidden_state", out.last_hidden_state), ("pooler_output", out.pooler_output),
-                        ("mean-pooled embedding", mean_pooled)):
+    for name, value in (
+        ("last_hidden_state", out.last_hidden_state),
+        ("pooler_output", out.pooler_output),
+        ("mean-pooled embedding", mean_pooled),
+    ):
         if value is None:  # a masked-LM file has no pooler
             continue
-        print(f"{name}: shape {list(value.shape)}, L2 norm {np.linalg.norm(value):.6f}, "
-              f"first values {np.array2string(value.reshape(-1)[:4], precision=4)}")
+        print(
+            f"{name}: shape {list(value.shape)}, L2 norm {np.linalg.norm(value):.6f}, "
+            f"first values {np.array2string(value.reshape(-1)[:4], precision=4)}"
+        )
     if args.json:
         record = {
-            "model": str(args.model), "text": text, "pair": args.pair, "dtype": args.dtype, "tokens": tokens,
+            "model": str(args.model),
+            "text": text,
+            "pair": args.pair,
+            "dtype": args.dtype,
+            "tokens": tokens,
             **{k: list(map(int, v)) for k, v in enc.items()},
             "last_hidden_state": out.last_hidden_state[0].tolist(),  # [T, H]
             "pooler_output": None if out.pooler_output is None else out.pooler_output[0].tolist(),  # [H]
@@ -152,8 +176,13 @@ def model_inputs(args):
     if args.text is None:
         raise MinibertError("no input: give a TEXT or --ids", 'e.g. minibert parity model.h5 "Hello world"')
     max_length = weights.read_config(args.file).max_position_embeddings
-    batch, dropped = encode_texts(Tokenizer.from_file(args.file), [args.text], None if args.pair is None else [args.pair],
-                                  max_length, args.truncate)  # [1, T] each
+    batch, dropped = encode_texts(
+        Tokenizer.from_file(args.file),
+        [args.text],
+        None if args.pair is None else [args.pair],
+        max_length,
+        args.truncate,
+    )  # [1, T] each
     if dropped:
         print(f"truncated to {max_length} tokens: {dropped} tokens dropped", file=sys.stderr)
     return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
@@ -175,7 +204,10 @@ def cmd_parity(args):
 def cmd_trace(args):
     check_output_path(args.out, "--out")
     if args.plot is not None and os.path.exists(args.plot) and not os.path.isdir(args.plot):
-        raise MinibertError(f"--plot {args.plot}: is a file; --plot takes a directory for the PNG files", "give a directory name (it is created)")
+        raise MinibertError(
+            f"--plot {args.plot}: is a file; --plot takes a directory for the PNG files",
+            "give a directory name (it is created)",
+        )
     ids, mask, types = model_inputs(args)
     model = load(args.file, dtype=args.dtype, backend=args.backend)
     t = model.trace(ids, mask, types, only=args.only or None)
@@ -255,7 +287,10 @@ def write_hook_table(doc_path):
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else (e.strerror or type(e).__name__).lower()
-        raise MinibertError(f"{path}: cannot read it ({why})", "pass the markdown file that holds the generated tables (docs/debugging.md)") from None
+        raise MinibertError(
+            f"{path}: cannot read it ({why})",
+            "pass the markdown file that holds the generated tables (docs/debugging.md)",
+        ) from None
     text = _replace_between(text, DOC_BEGIN, DOC_END, hook_table(), path)
     text = _replace_between(text, ALIAS_BEGIN, ALIAS_END, alias_table(), path)
     path.write_text(text, encoding="utf-8")
@@ -278,7 +313,12 @@ def cmd_hooks(args):
         return 0
     config = weights.read_config(args.file)  # the file's own shapes: B and T stay letters (they come with the input)
     pooler = weights.has_pooler(weights.read_tensor_names(args.file))
-    sizes = {"A": config.num_attention_heads, "D": config.head_size, "H": config.hidden_size, "I": config.intermediate_size}
+    sizes = {
+        "A": config.num_attention_heads,
+        "D": config.head_size,
+        "H": config.hidden_size,
+        "I": config.intermediate_size,
+    }
     for name, shape in hook_points(config):
         if name.startswith("pooler") and not pooler:  # a masked-LM file has no pooler
             continue
@@ -291,7 +331,9 @@ def cmd_fill_mask(args):
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="masked-lm")
     tokenizer = Tokenizer.from_file(args.model)
     encode_texts(tokenizer, [args.text], None, model.config.max_position_embeddings, args.truncate)  # the length rule
-    for i, candidates in enumerate(fill_mask(model, tokenizer, args.text, top_k=args.top_k, truncation=args.truncate), start=1):
+    for i, candidates in enumerate(
+        fill_mask(model, tokenizer, args.text, top_k=args.top_k, truncation=args.truncate), start=1
+    ):
         print(f"[MASK] {i}:")
         for token, p in candidates:
             print(f"  {p:8.4f}  {token}")
@@ -301,8 +343,13 @@ def cmd_fill_mask(args):
 def cmd_classify(args):
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="classification")
     tokenizer = Tokenizer.from_file(args.model)
-    encode_texts(tokenizer, [args.text], None if args.pair is None else [args.pair],
-                 model.config.max_position_embeddings, args.truncate)  # the length rule
+    encode_texts(
+        tokenizer,
+        [args.text],
+        None if args.pair is None else [args.pair],
+        model.config.max_position_embeddings,
+        args.truncate,
+    )  # the length rule
     scores = classify(model, tokenizer, args.text, args.pair, truncation=args.truncate)
     width = max(len(label) for label, _ in scores)
     for label, p in sorted(scores, key=lambda item: -item[1]):
@@ -313,7 +360,9 @@ def cmd_classify(args):
 def cmd_similarity(args):
     model = load(args.model, dtype=args.dtype, backend=args.backend)  # the encoder: any file, with or without heads
     tokenizer = Tokenizer.from_file(args.model)
-    batch, _ = encode_texts(tokenizer, [args.text_a, args.text_b], None, model.config.max_position_embeddings, args.truncate)
+    batch, _ = encode_texts(
+        tokenizer, [args.text_a, args.text_b], None, model.config.max_position_embeddings, args.truncate
+    )
     a, b = sentence_embeddings(model, batch)  # [H], [H], unit length
     print(f"cosine similarity: {float(a @ b):.4f}")
     return 0
@@ -328,7 +377,9 @@ def add_model_options(p):
     """--dtype, --backend and --truncate, the same for every verb that runs the model on text."""
     p.add_argument("--dtype", choices=list(DTYPES), default="float32")
     p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
-    p.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions (default: refuse it)")
+    p.add_argument(
+        "--truncate", action="store_true", help="cut a text longer than the model's positions (default: refuse it)"
+    )
 
 
 def build_parser():
@@ -418,12 +469,16 @@ def numba_cache_error(exc):
         if tb.tb_frame.f_code.co_filename.endswith(os.path.join("numba", "core", "caching.py")):
             directory = directory or getattr(tb.tb_frame.f_locals.get("self"), "_cache_path", None)
             if directory is None:
-                directory = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__")
+                directory = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+                    os.path.dirname(os.path.abspath(__file__)), "__pycache__"
+                )
         tb = tb.tb_next
     if directory is None:
         return None
-    return MinibertError(f"Numba's on-disk cache of minibert's kernels is damaged ({type(exc).__name__}: {exc})",
-                         f"delete the cache files in {directory} (Numba rebuilds them on the next run), or use --backend numpy")
+    return MinibertError(
+        f"Numba's on-disk cache of minibert's kernels is damaged ({type(exc).__name__}: {exc})",
+        f"delete the cache files in {directory} (Numba rebuilds them on the next run), or use --backend numpy",
+    )
 
 
 def main(argv=None):

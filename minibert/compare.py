@@ -74,7 +74,9 @@ class Comparison:
         n_ok = sum(r.passed for r in self.rows)
         lines.append(f"{n_ok}/{len(self.rows)} hook points within tolerance ({self.dtype})")
         if self.left_out:
-            lines.append(f"not compared: {len(self.left_out)} steps held by one trace only (the other was taken with only=)")
+            lines.append(
+                f"not compared: {len(self.left_out)} steps held by one trace only (the other was taken with only=)"
+            )
         if first is not None:
             lines.append(
                 f"first failing point: {first.name} (max abs err {first.max_abs_error:.2e} > {first.tolerance:.1e})"

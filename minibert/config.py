@@ -63,15 +63,20 @@ class BertConfig:
                 raise ConfigError(f"config value {name}={value!r} must be an integer from 1 to {limit:,}", CHECK_CONFIG)
         eps = self.layer_norm_eps
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not (math.isfinite(eps) and 0 < eps < 1):
-            raise ConfigError(f"config value layer_norm_eps={eps!r} must be a finite number between 0 and 1 (BERT: 1e-12)", CHECK_CONFIG)
+            raise ConfigError(
+                f"config value layer_norm_eps={eps!r} must be a finite number between 0 and 1 (BERT: 1e-12)",
+                CHECK_CONFIG,
+            )
         self.layer_norm_eps = float(eps)
         pad = self.pad_token_id
         if not isinstance(pad, int) or isinstance(pad, bool) or not 0 <= pad < self.vocab_size:
-            raise ConfigError(f"config value pad_token_id={pad!r} must be a token id in [0, vocab_size={self.vocab_size})", CHECK_CONFIG)
+            raise ConfigError(
+                f"config value pad_token_id={pad!r} must be a token id in [0, vocab_size={self.vocab_size})",
+                CHECK_CONFIG,
+            )
         if self.hidden_size % self.num_attention_heads != 0:
             raise ConfigError(
-                f"hidden_size={self.hidden_size} is not a multiple of "
-                f"num_attention_heads={self.num_attention_heads}",
+                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}",
                 "check the config.json the model came from",
             )
         if not isinstance(self.hidden_act, str) or self.hidden_act not in SUPPORTED_ACTIVATIONS:
@@ -112,7 +117,6 @@ class BertConfig:
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{source}: {e}", "check the values in the config") from None
 
-
     @classmethod
     def from_json(cls, path):
         """Read a Hugging Face config.json."""
@@ -152,7 +156,9 @@ def _id2label(value):
     if not isinstance(value, dict):
         raise ConfigError(f"config value id2label={value!r} must be an object {{id: label}}", CHECK_CONFIG)
     if len(value) > MAX_LABELS:
-        raise ConfigError(f"config value id2label has {len(value):,} labels, at most {MAX_LABELS:,} are supported", CHECK_CONFIG)
+        raise ConfigError(
+            f"config value id2label has {len(value):,} labels, at most {MAX_LABELS:,} are supported", CHECK_CONFIG
+        )
     out = {}
     for key, label in value.items():
         try:
@@ -160,8 +166,13 @@ def _id2label(value):
         except (TypeError, ValueError):
             index = None
         if index is None or isinstance(key, bool) or not isinstance(label, str):
-            raise ConfigError(f"config value id2label has the entry {key!r}: {label!r}; expected an integer id and a string label", CHECK_CONFIG)
+            raise ConfigError(
+                f"config value id2label has the entry {key!r}: {label!r}; expected an integer id and a string label",
+                CHECK_CONFIG,
+            )
         out[index] = label
     if sorted(out) != list(range(len(out))):
-        raise ConfigError(f"config value id2label has ids {sorted(out)[:8]}..., expected 0 to {len(out) - 1}", CHECK_CONFIG)
+        raise ConfigError(
+            f"config value id2label has ids {sorted(out)[:8]}..., expected 0 to {len(out) - 1}", CHECK_CONFIG
+        )
     return out

@@ -23,7 +23,15 @@ from .config import BertConfig
 from .errors import ConfigError, ConversionError, InputError, WeightsError
 from .safetensors import read_safetensors
 from .tokenizer import SPECIAL_TOKENS, read_vocab_txt
-from .weights import WeightsFile, check_encoder_tensors, check_head_tensors, encoder_shapes, file_sha256, head_shapes, save
+from .weights import (
+    WeightsFile,
+    check_encoder_tensors,
+    check_head_tensors,
+    encoder_shapes,
+    file_sha256,
+    head_shapes,
+    save,
+)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HUB_FILES = ["config.json", "vocab.txt", "tokenizer_config.json", "model.safetensors", "pytorch_model.bin"]

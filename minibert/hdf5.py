@@ -35,7 +35,9 @@ def open_file(path, error, hint):
     if not path.exists():
         raise error(f"{path}: file not found", hint)
     if not path.is_file():
-        raise error(f"{path}: is a directory, not an HDF5 file" if path.is_dir() else f"{path}: not a regular file", hint)
+        raise error(
+            f"{path}: is a directory, not an HDF5 file" if path.is_dir() else f"{path}: not a regular file", hint
+        )
     try:
         return h5py.File(path, "r", locking=False)
     except H5_ERRORS as e:
@@ -50,8 +52,14 @@ def members(group, path, error, hint):
     for name in group.keys():
         link = group.get(name, getlink=True)
         if not isinstance(link, h5py.HardLink):
-            kind = "an external link to another file" if isinstance(link, h5py.ExternalLink) else f"a {type(link).__name__}"
-            raise error(f"{path}: {group.name.rstrip('/')}/{name} is {kind}; minibert files hold their data themselves", hint)
+            kind = (
+                "an external link to another file"
+                if isinstance(link, h5py.ExternalLink)
+                else f"a {type(link).__name__}"
+            )
+            raise error(
+                f"{path}: {group.name.rstrip('/')}/{name} is {kind}; minibert files hold their data themselves", hint
+            )
         out[name] = group[name]
     return out
 
@@ -74,15 +82,22 @@ def check_dataset(d, path, error, hint):
     if layout not in (h5py.h5d.CONTIGUOUS, h5py.h5d.COMPACT) or dcpl.get_nfilters() > 0:
         raise error(f"{where} is chunked or filtered; minibert writes plain contiguous datasets", hint)
     nbytes = int(d.dtype.itemsize) * _product(d.shape)
-    variable = h5py.check_vlen_dtype(d.dtype) is not None or h5py.check_string_dtype(d.dtype) is not None and d.dtype.kind == "O"
+    variable = (
+        h5py.check_vlen_dtype(d.dtype) is not None
+        or h5py.check_string_dtype(d.dtype) is not None
+        and d.dtype.kind == "O"
+    )
     file_size = os.path.getsize(path)
     if layout == h5py.h5d.CONTIGUOUS:
         stored = d.id.get_storage_size()
         offset = d.id.get_offset()
         wrong_size = stored != nbytes and not variable  # variable-length strings store 16-byte heap references
         if nbytes and (wrong_size or offset is None or offset + stored > file_size):
-            raise error(f"{where} declares shape {d.shape} ({nbytes:,} bytes) but the file stores {stored:,} bytes "
-                        f"at offset {offset} of its {file_size:,}", hint)
+            raise error(
+                f"{where} declares shape {d.shape} ({nbytes:,} bytes) but the file stores {stored:,} bytes "
+                f"at offset {offset} of its {file_size:,}",
+                hint,
+            )
     elif nbytes > 64 * 1024:  # compact data lives in the object header, at most 64 KiB
         raise error(f"{where} declares {nbytes:,} bytes of compact data (at most 65,536 exist)", hint)
     return nbytes
@@ -137,7 +152,10 @@ def bounded(check, path, error, hint):
             except MinibertError as e:
                 report = [e.message, e.hint]
             except MemoryError:
-                report = [f"{path}: the file is damaged (reading its metadata needs more than {METADATA_MEMORY >> 20} MiB)", hint]
+                report = [
+                    f"{path}: the file is damaged (reading its metadata needs more than {METADATA_MEMORY >> 20} MiB)",
+                    hint,
+                ]
             except BaseException as e:  # noqa: BLE001 - anything else means damaged structures
                 report = [f"{path}: the file is damaged ({type(e).__name__}: {str(e)[:300]})", hint]
             os.write(w, json.dumps(report).encode("utf-8")[:60000])
@@ -151,7 +169,10 @@ def bounded(check, path, error, hint):
             if left <= 0 or not select.select([r], [], [], left)[0]:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-                raise error(f"{path}: the file is damaged (reading its metadata did not finish within {METADATA_TIMEOUT:g} s)", hint)
+                raise error(
+                    f"{path}: the file is damaged (reading its metadata did not finish within {METADATA_TIMEOUT:g} s)",
+                    hint,
+                )
             chunk = os.read(r, 65536)
             if not chunk:
                 break

@@ -235,7 +235,8 @@ def fill_mask(model, tokenizer, text, top_k=5, truncation=False):
     """
     if top_k < 1:
         raise InputError(f"top_k={top_k} must be at least 1", "ask for --top-k 1 or more")
-    enc = tokenizer.encode(text, max_length=model.config.max_position_embeddings if truncation else None, truncation=truncation)
+    max_length = model.config.max_position_embeddings if truncation else None
+    enc = tokenizer.encode(text, max_length=max_length, truncation=truncation)
     ids = np.array([enc["input_ids"]], dtype=np.int64)  # [1, T]
     positions = ids == tokenizer.mask_token_id  # [1, T]
     if not positions.any():
@@ -259,7 +260,9 @@ def classify(model, tokenizer, text, text_pair=None, truncation=False):
     Softmax over the labels; with a single label, the sigmoid of its logit (as transformers'
     text-classification pipeline does). ``truncation=True`` cuts a text longer than the model's positions.
     """
-    enc = tokenizer.encode(text, text_pair, max_length=model.config.max_position_embeddings if truncation else None, truncation=truncation)
+    enc = tokenizer.encode(
+        text, text_pair, max_length=model.config.max_position_embeddings if truncation else None, truncation=truncation
+    )
     out = model(np.array([enc["input_ids"]]), np.array([enc["attention_mask"]]), np.array([enc["token_type_ids"]]))
     logits = out.logits.astype(np.float64)[0]  # [N]
     probs = 1.0 / (1.0 + np.exp(-logits)) if logits.shape[0] == 1 else ops.softmax(logits)  # [N]

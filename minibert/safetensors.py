@@ -24,8 +24,18 @@ from .errors import ConversionError
 
 # safetensors dtype -> NumPy dtype (little-endian). BF16 is widened to float32 on read.
 DTYPES = {
-    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2",
-    "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1",
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "BF16": "<u2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
     "BOOL": "?",
 }
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
@@ -64,8 +74,11 @@ def read_header(path):
             raise _bad(path, f"{size} bytes, too short for the 8-byte header size")
         n = int.from_bytes(prefix, "little")
         if n > MAX_HEADER_SIZE or 8 + n > size:
-            raise _bad(path, f"the header size {n} is larger than the file ({size} bytes) allows"
-                       + (" or than the 100 MB limit" if n > MAX_HEADER_SIZE else ""))
+            raise _bad(
+                path,
+                f"the header size {n} is larger than the file ({size} bytes) allows"
+                + (" or than the 100 MB limit" if n > MAX_HEADER_SIZE else ""),
+            )
         raw = f.read(n)
     if not raw.startswith(b"{"):
         raise _bad(path, "the header does not start with '{'")
@@ -99,17 +112,26 @@ def read_header(path):
             raise _bad(path, f"{where} has data_offsets [{begin}, {end}]: BEGIN is after END")
         nbytes = int(np.prod(shape, dtype=object)) * np.dtype(DTYPES[dtype]).itemsize  # Python ints: no overflow
         if end - begin != nbytes:
-            raise _bad(path, f"{where} spans {end - begin} bytes but dtype {dtype} and shape {tuple(shape)} need {nbytes}")
+            raise _bad(
+                path, f"{where} spans {end - begin} bytes but dtype {dtype} and shape {tuple(shape)} need {nbytes}"
+            )
         entries[name] = (dtype, tuple(shape), begin, end)
     position = 0  # the spans must tile the buffer exactly: in order, no hole, no overlap, nothing after
     for name, (_, _, begin, end) in sorted(entries.items(), key=lambda item: (item[1][2], item[1][3])):
         if begin != position:
-            what = "overlaps the tensor before it" if begin < position else f"leaves a hole of {begin - position} bytes before it"
+            what = (
+                "overlaps the tensor before it"
+                if begin < position
+                else f"leaves a hole of {begin - position} bytes before it"
+            )
             raise _bad(path, f"tensor {name!r} at data_offsets [{begin}, {end}] {what}")
         position = end
     if position != buffer_size:
-        what = "runs past the end of the file (truncated download?)" if position > buffer_size else \
-            f"leaves {buffer_size - position} bytes after the last tensor"
+        what = (
+            "runs past the end of the file (truncated download?)"
+            if position > buffer_size
+            else f"leaves {buffer_size - position} bytes after the last tensor"
+        )
         raise _bad(path, f"the data section is {buffer_size} bytes but the tensors cover {position}: the file {what}")
     return entries, metadata, 8 + n
 

@@ -210,7 +210,9 @@ class Trace(Mapping):
         path = Path(path)
         hint = "pass a file written by Trace.save (`minibert trace MODEL.h5 TEXT --out FILE.h5`)"
         if not path.exists():
-            raise InputError(f"{path}: trace file not found", "write one with `minibert trace MODEL.h5 TEXT --out FILE.h5`")
+            raise InputError(
+                f"{path}: trace file not found", "write one with `minibert trace MODEL.h5 TEXT --out FILE.h5`"
+            )
         hdf5.bounded(lambda: _read_trace(path, hint, data=False), path, InputError, hint)
         return cls(*_read_trace(path, hint, data=True))
 
@@ -238,7 +240,9 @@ def _trace_attr(f, key, kind, path, hint):
         except (ValueError, RecursionError):
             value = None
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise InputError(f"{path}: the trace attribute {key!r} is missing or not a {kind.__name__} ({str(value)[:60]!r})", hint)
+        raise InputError(
+            f"{path}: the trace attribute {key!r} is missing or not a {kind.__name__} ({str(value)[:60]!r})", hint
+        )
     return value
 
 
@@ -249,7 +253,9 @@ def _read_trace_file(f, path, hint, data):
         raise InputError(f"{path}: not a minibert trace (format {f.attrs.get('format')!r})", hint)
     version = f.attrs.get("format_version")
     if not isinstance(version, (int, np.integer)) or int(version) != TRACE_FORMAT_VERSION:
-        raise InputError(f"{path}: trace format version {version!r}, expected {TRACE_FORMAT_VERSION}", "re-record the trace")
+        raise InputError(
+            f"{path}: trace format version {version!r}, expected {TRACE_FORMAT_VERSION}", "re-record the trace"
+        )
     order = _trace_attr(f, "order", list, path, hint)
     meta = _trace_attr(f, "meta", dict, path, hint)
     if not all(isinstance(n, str) for n in order) or len(set(order)) != len(order):
@@ -262,7 +268,9 @@ def _read_trace_file(f, path, hint, data):
     if sorted(values) != sorted(order):
         raise InputError(f"{path}: /values holds {len(values)} steps but 'order' lists {len(order)}", hint)
     if set(inputs) != {"input_ids", "attention_mask", "token_type_ids"}:
-        raise InputError(f"{path}: /inputs must hold input_ids, attention_mask, token_type_ids (found {sorted(inputs)})", hint)
+        raise InputError(
+            f"{path}: /inputs must hold input_ids, attention_mask, token_type_ids (found {sorted(inputs)})", hint
+        )
     total = 0
     for where, group, kinds in (("/inputs", inputs, "iu"), ("/values", values, "f")):
         for name, d in group.items():
@@ -273,7 +281,9 @@ def _read_trace_file(f, path, hint, data):
                 raise InputError(f"{path}: {where}/{name} has dtype {d.dtype}, expected {expected}", hint)
             total += hdf5.check_dataset(d, path, InputError, hint)
     if total > os.path.getsize(path):
-        raise InputError(f"{path}: the datasets declare {total:,} bytes but the file has {os.path.getsize(path):,}", hint)
+        raise InputError(
+            f"{path}: the datasets declare {total:,} bytes but the file has {os.path.getsize(path):,}", hint
+        )
     if not data:
         return None
     meta["inputs"] = {name: d[()] for name, d in inputs.items()}
@@ -335,8 +345,12 @@ def warn_unmatched_break(pattern, seen):
     if pattern in _WARNED_BREAKS:
         return
     _WARNED_BREAKS.add(pattern)
-    warnings.warn(f"{BREAK_ENV}={pattern!r} matches no step of the forward pass, so it never stops"
-                  f"{closest_steps(pattern, seen)} (list them with `minibert hooks`)", UserWarning, stacklevel=3)
+    warnings.warn(
+        f"{BREAK_ENV}={pattern!r} matches no step of the forward pass, so it never stops"
+        f"{closest_steps(pattern, seen)} (list them with `minibert hooks`)",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def capture(model, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None) -> Trace:

@@ -48,8 +48,11 @@ def safetensors_answer(path):
 
 def same_tensors(ours, theirs):
     return ours.keys() == theirs.keys() and all(
-        ours[k].dtype == theirs[k].dtype and ours[k].shape == theirs[k].shape and np.array_equal(ours[k], theirs[k], equal_nan=True)
-        for k in ours)
+        ours[k].dtype == theirs[k].dtype
+        and ours[k].shape == theirs[k].shape
+        and np.array_equal(ours[k], theirs[k], equal_nan=True)
+        for k in ours
+    )
 
 
 def main(original_h5, original_safetensors):
@@ -75,7 +78,11 @@ def main(original_h5, original_safetensors):
         except MinibertError as e:
             answer = {"outcome": "minibert-error", "message": e.message}
         except BaseException as e:  # noqa: BLE001 - exactly what the fuzz test looks for
-            answer = {"outcome": "other-exception", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+            answer = {
+                "outcome": "other-exception",
+                "error": f"{type(e).__name__}: {e}",
+                "traceback": traceback.format_exc(),
+            }
         print(json.dumps(answer), flush=True)
 
 

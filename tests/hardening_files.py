@@ -39,8 +39,11 @@ def safetensors_bytes(tensors, edit=None, dtype_names=None):
     header, chunks, offset = {}, [], 0
     for name, array in tensors.items():
         raw = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<")).tobytes()
-        header[name] = {"dtype": (dtype_names or {}).get(name, names[array.dtype]), "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": (dtype_names or {}).get(name, names[array.dtype]),
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         chunks.append(raw)
         offset += len(raw)
     header["__metadata__"] = {"format": "pt"}

@@ -27,8 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```", re.S | re.M)
 NOT_RUN = re.compile(r"<!-- not run: (\S.*?) -->\s*$")
-MNLI = dict(num_labels=3, id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
-            label2id={"entailment": 0, "neutral": 1, "contradiction": 2})
+MNLI = dict(
+    num_labels=3,
+    id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
+    label2id={"entailment": 0, "neutral": 1, "contradiction": 2},
+)
 
 
 def python_blocks(path):
@@ -38,10 +41,10 @@ def python_blocks(path):
     for m in FENCE.finditer(text):
         if m.group(1) != "python":
             continue
-        before = text[:m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1]
         if NOT_RUN.search(before):
             continue
-        blocks.append((text[:m.start()].count("\n") + 1, m.group(2)))
+        blocks.append((text[: m.start()].count("\n") + 1, m.group(2)))
     return blocks
 
 
@@ -60,8 +63,10 @@ def scratch(minilm_dir, minilm_h5, preset_model, tmp_path_factory):
         os.symlink(minilm_h5, root / name)
     shutil.copy(minilm_dir / "vocab.txt", root / "vocab.txt")
     (root / "path" / "to").mkdir(parents=True)
-    for name, model_class, overrides in (("bert-pretraining", "BertForPreTraining", {}),
-                                         ("mnli", "BertForSequenceClassification", MNLI)):
+    for name, model_class, overrides in (
+        ("bert-pretraining", "BertForPreTraining", {}),
+        ("mnli", "BertForSequenceClassification", MNLI),
+    ):
         _, hf_dir, _ = preset_model("bert-tiny", model_class, **overrides)
         d = root / f"{name}-src"
         shutil.copytree(hf_dir, d, ignore=shutil.ignore_patterns("*.h5"))
@@ -82,7 +87,9 @@ def test_python_blocks_run_as_written(doc, scratch, monkeypatch):
         try:
             exec(compile(code, f"{doc.name}:{line}", "exec"), namespace)
         except Exception as e:  # report which block, then the error
-            raise AssertionError(f"{doc.relative_to(ROOT)}, the python block at line {line}: {type(e).__name__}: {e}") from e
+            raise AssertionError(
+                f"{doc.relative_to(ROOT)}, the python block at line {line}: {type(e).__name__}: {e}"
+            ) from e
 
 
 def test_readme_inline_compare_line_needs_only_import_minibert(tmp_path):
@@ -91,6 +98,11 @@ def test_readme_inline_compare_line_needs_only_import_minibert(tmp_path):
     import sys
 
     code = "import minibert; print(minibert.compare.__name__, minibert.reference.trace.__name__)"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
     assert r.returncode == 0 and r.stdout.split() == ["compare", "trace"], r.stderr

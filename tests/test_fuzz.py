@@ -27,25 +27,30 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hardening_files import safetensors_bytes, small_hf_dir
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import minibert
 
-from hardening_files import safetensors_bytes, small_hf_dir
-
 HERE = Path(__file__).resolve().parent
 EXAMPLES = int(os.environ.get("MINIBERT_FUZZ_EXAMPLES", "60"))
 COUNTS = collections.Counter()
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                    suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 
 
 class Worker:
     def __init__(self, h5, safetensors):
         env = dict(os.environ, PYTHONPATH=f"{HERE.parent}{os.pathsep}{HERE}")
-        self.process = subprocess.Popen([sys.executable, str(HERE / "fuzz_worker.py"), str(h5), str(safetensors)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.process = subprocess.Popen(
+            [sys.executable, str(HERE / "fuzz_worker.py"), str(h5), str(safetensors)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         self.ready = json.loads(self.process.stdout.readline())
 
     def ask(self, kind, path):
@@ -65,7 +70,11 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
     source = small_hf_dir(root / "model")
     h5 = minibert.convert(source, root / "model.h5")
-    small = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(4, np.float32), "c": np.arange(3, dtype=np.int64)}
+    small = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "b": np.ones(4, np.float32),
+        "c": np.arange(3, dtype=np.int64),
+    }
     st_path = root / "small.safetensors"
     st_path.write_bytes(safetensors_bytes(small))
     return root, Path(h5), st_path, small
@@ -87,16 +96,29 @@ def record(kind, answer):
 
 # --- the .h5 file ----------------------------------------------------------------------
 
-ATTRIBUTES = [("/", "format"), ("/", "format_version"), ("/", "heads"), ("/", "metadata_sha256"), ("/", "source"),
-              ("/", "source_sha256"), ("/vocab", "do_lower_case"), ("/weights/pooler.dense.bias", "sha256"),
-              ("/weights/embeddings.word_embeddings.weight", "sha256")] + \
-             [("/config", k) for k in minibert.BertConfig.__dataclass_fields__]
+ATTRIBUTES = [
+    ("/", "format"),
+    ("/", "format_version"),
+    ("/", "heads"),
+    ("/", "metadata_sha256"),
+    ("/", "source"),
+    ("/", "source_sha256"),
+    ("/vocab", "do_lower_case"),
+    ("/weights/pooler.dense.bias", "sha256"),
+    ("/weights/embeddings.word_embeddings.weight", "sha256"),
+] + [("/config", k) for k in minibert.BertConfig.__dataclass_fields__]
 
 values = st.one_of(
-    st.integers(-2 ** 63, 2 ** 63 - 1), st.sampled_from([0, 1, 2, 31, 32, 33, 10 ** 7, -1]),
-    st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.text(max_size=40),
-    st.sampled_from(["[]", "{}", '["masked-lm"]', '{"0": "a"}', "[1, 2]", "null", "gelu", "relu", "minibert-bert", "[" * 50]),
-    st.binary(max_size=20).map(np.void), st.lists(st.integers(-5, 5), min_size=1, max_size=4).map(np.array),
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([0, 1, 2, 31, 32, 33, 10**7, -1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=40),
+    st.sampled_from(
+        ["[]", "{}", '["masked-lm"]', '{"0": "a"}', "[1, 2]", "null", "gelu", "relu", "minibert-bert", "[" * 50]
+    ),
+    st.binary(max_size=20).map(np.void),
+    st.lists(st.integers(-5, 5), min_size=1, max_size=4).map(np.array),
 )
 
 
@@ -105,9 +127,14 @@ def set_attribute(path, where, key, value):
         f[where].attrs[key] = value
 
 
-TENSORS = ["embeddings.word_embeddings.weight", "embeddings.LayerNorm.bias", "encoder.layer.1.output.dense.weight",
-           "pooler.dense.weight", "encoder.layer.0.extra"]
-dims = st.one_of(st.integers(0, 70), st.sampled_from([1000, 2 ** 20, 2 ** 31]))
+TENSORS = [
+    "embeddings.word_embeddings.weight",
+    "embeddings.LayerNorm.bias",
+    "encoder.layer.1.output.dense.weight",
+    "pooler.dense.weight",
+    "encoder.layer.0.extra",
+]
+dims = st.one_of(st.integers(0, 70), st.sampled_from([1000, 2**20, 2**31]))
 
 
 def replace_dataset(path, name, shape, dtype, allocate, keep_digest):
@@ -145,8 +172,13 @@ def test_fuzz_h5_attributes(files, worker, tmp_path_factory, where_key, value, d
 
 
 @SETTINGS
-@given(name=st.sampled_from(TENSORS), shape=st.lists(dims, max_size=3).map(tuple),
-       dtype=st.sampled_from(["<f4", "<f8", ">f4", "<i4", "<f2", "<c8", "u1"]), allocate=st.booleans(), keep_digest=st.booleans())
+@given(
+    name=st.sampled_from(TENSORS),
+    shape=st.lists(dims, max_size=3).map(tuple),
+    dtype=st.sampled_from(["<f4", "<f8", ">f4", "<i4", "<f2", "<c8", "u1"]),
+    allocate=st.booleans(),
+    keep_digest=st.booleans(),
+)
 def test_fuzz_h5_shapes_and_dtypes(files, worker, name, shape, dtype, allocate, keep_digest):
     root, h5, _, _ = files
     path = root / "case.h5"
@@ -167,8 +199,8 @@ def test_fuzz_h5_bytes(files, worker, data, mode, metadata_region):
     else:
         n = data.draw(st.integers(1, 32))
         patch = bytes(n) if mode == "zero" else data.draw(st.binary(min_size=n, max_size=n))
-        raw[offset:offset + n] = patch
-        raw = raw[:len(h5.read_bytes())]
+        raw[offset : offset + n] = patch
+        raw = raw[: len(h5.read_bytes())]
     path = root / "case.h5"
     path.write_bytes(bytes(raw))
     record("h5 bytes", worker.ask("h5", path))
@@ -176,10 +208,13 @@ def test_fuzz_h5_bytes(files, worker, data, mode, metadata_region):
 
 # --- the .safetensors file --------------------------------------------------------------
 
-offsets = st.one_of(st.integers(-10, 80), st.sampled_from([2 ** 31, 2 ** 63, 2 ** 64 + 1]))
+offsets = st.one_of(st.integers(-10, 80), st.sampled_from([2**31, 2**63, 2**64 + 1]))
 st_values = st.one_of(
-    offsets, st.lists(offsets, max_size=3), st.lists(st.one_of(st.integers(-2, 70), st.sampled_from([2 ** 40])), max_size=3),
-    st.sampled_from(["F32", "F64", "F16", "I64", "I32", "U8", "BOOL", "C64", "", None]), st.text(max_size=5),
+    offsets,
+    st.lists(offsets, max_size=3),
+    st.lists(st.one_of(st.integers(-2, 70), st.sampled_from([2**40])), max_size=3),
+    st.sampled_from(["F32", "F64", "F16", "I64", "I32", "U8", "BOOL", "C64", "", None]),
+    st.text(max_size=5),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 
@@ -215,9 +250,9 @@ def test_fuzz_safetensors_lengths(files, worker, data, mode):
     raw = bytearray(st_path.read_bytes())
     (n,) = struct.unpack("<Q", raw[:8])
     if mode == "header-size":
-        raw[:8] = struct.pack("<Q", data.draw(st.one_of(st.integers(0, 2 * n), st.integers(0, 2 ** 64 - 1))))
+        raw[:8] = struct.pack("<Q", data.draw(st.one_of(st.integers(0, 2 * n), st.integers(0, 2**64 - 1))))
     elif mode == "truncate":
-        raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
     elif mode == "append":
         raw += data.draw(st.binary(min_size=1, max_size=16))
     else:

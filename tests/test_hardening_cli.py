@@ -5,7 +5,6 @@ ones about tracebacks, pdb and Numba's cache run a real ``python -m minibert`` s
 """
 
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -14,13 +13,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hardening_files import TINY, small_hf_dir, vocab_lines
 
 import minibert
 from minibert import InputError, compare
 from minibert.cli import main
 from minibert.trace import Trace
-
-from hardening_files import TINY, small_hf_dir, vocab_lines
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -47,8 +45,14 @@ def cli_error(capsys, *args):
 
 def subprocess_cli(*args, env=None, stdin=None):
     full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
-    return subprocess.run([sys.executable, "-m", "minibert", *map(str, args)], capture_output=True, text=True,
-                          env=full_env, input=stdin, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "minibert", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=stdin,
+        timeout=300,
+    )
 
 
 LONG = " ".join(["tok7"] * 80)  # 82 tokens with [CLS] and [SEP], the model reads 64
@@ -68,17 +72,33 @@ def test_item11_trace_round_trip_still_works(trace_file):
     assert list(t)[0] == "encoder.layer.0.attention.self.query" and t.meta["only"] == ["encoder.layer.0.*"]
 
 
-@pytest.mark.parametrize("change,match", [
-    (lambda f: f.attrs.__delitem__("order"), "the trace attribute 'order' is missing"),
-    (lambda f: f.attrs.__setitem__("meta", "{not json"), "the trace attribute 'meta' is missing or not a dict"),
-    (lambda f: f.attrs.__setitem__("format_version", "x"), "trace format version 'x'"),
-    (lambda f: f["inputs"].__delitem__("attention_mask"), "/inputs must hold input_ids, attention_mask, token_type_ids"),
-    (lambda f: (f["values"].__delitem__("encoder.layer.0.attention.self.key"),
-                f["values"].create_dataset("encoder.layer.0.attention.self.key", data=np.array([b"ab"] * 3))),
-     "has dtype |S2, expected floating point"),
-    (lambda f: (f["inputs"].__delitem__("input_ids"), f["inputs"].create_dataset("input_ids", data=np.zeros((1, 4)))),
-     "/inputs/input_ids has dtype float64, expected integers"),
-], ids=["missing-order", "bad-json", "format-version", "missing-input", "string-values", "float-ids"])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (lambda f: f.attrs.__delitem__("order"), "the trace attribute 'order' is missing"),
+        (lambda f: f.attrs.__setitem__("meta", "{not json"), "the trace attribute 'meta' is missing or not a dict"),
+        (lambda f: f.attrs.__setitem__("format_version", "x"), "trace format version 'x'"),
+        (
+            lambda f: f["inputs"].__delitem__("attention_mask"),
+            "/inputs must hold input_ids, attention_mask, token_type_ids",
+        ),
+        (
+            lambda f: (
+                f["values"].__delitem__("encoder.layer.0.attention.self.key"),
+                f["values"].create_dataset("encoder.layer.0.attention.self.key", data=np.array([b"ab"] * 3)),
+            ),
+            "has dtype |S2, expected floating point",
+        ),
+        (
+            lambda f: (
+                f["inputs"].__delitem__("input_ids"),
+                f["inputs"].create_dataset("input_ids", data=np.zeros((1, 4))),
+            ),
+            "/inputs/input_ids has dtype float64, expected integers",
+        ),
+    ],
+    ids=["missing-order", "bad-json", "format-version", "missing-input", "string-values", "float-ids"],
+)
 def test_item11_damaged_trace_files_are_clear_errors(trace_file, change, match):
     with h5py.File(trace_file, "a") as f:
         change(f)
@@ -91,7 +111,9 @@ def test_item9_a_trace_declaring_a_huge_step_is_refused_before_reading(trace_fil
         del f["values"]["encoder.layer.0.attention.self.key"]
         f["values"].create_dataset("encoder.layer.0.attention.self.key", shape=(200_000, 100_000), dtype=np.float32)
     assert trace_file.stat().st_size < 1 << 20
-    with pytest.raises(InputError, match=r"declares shape \(200000, 100000\) \(80,000,000,000 bytes\) but the file stores 0"):
+    with pytest.raises(
+        InputError, match=r"declares shape \(200000, 100000\) \(80,000,000,000 bytes\) but the file stores 0"
+    ):
         Trace.load(trace_file)
 
 
@@ -159,8 +181,16 @@ def test_item11_a_damaged_numba_cache_names_the_directory(small_h5, tmp_path):
 
 
 def test_item11_quitting_pdb_at_a_break_is_quiet(small_h5):
-    r = subprocess_cli("trace", small_h5, "--ids", "2,10,3", "--backend", "numpy",
-                       env={"MINIBERT_BREAK": "encoder.layer.0.attention.self.probs"}, stdin="q\n")
+    r = subprocess_cli(
+        "trace",
+        small_h5,
+        "--ids",
+        "2,10,3",
+        "--backend",
+        "numpy",
+        env={"MINIBERT_BREAK": "encoder.layer.0.attention.self.probs"},
+        stdin="q\n",
+    )
     assert r.returncode == 1
     assert "BdbQuit" not in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert "stopped: quit from the debugger" in r.stderr
@@ -189,7 +219,7 @@ def test_item12_a_random_bytes_bin_is_not_a_valid_checkpoint(tmp_path, capsys):
 def test_item12_a_uint64_id_is_reported_as_itself():
     model = minibert.load(TINY, backend="numpy")
     with pytest.raises(InputError, match=r"input_ids\[0, 1\] = 18446744073709551615 is too large"):
-        model(np.array([[1, 2 ** 64 - 1]], dtype=np.uint64))
+        model(np.array([[1, 2**64 - 1]], dtype=np.uint64))
 
 
 def test_item13_fill_mask_on_an_encoder_only_file_says_how_to_get_a_head(small_h5, capsys):
@@ -218,9 +248,13 @@ def test_item14_text_longer_than_the_positions_is_refused_with_the_truncate_fix(
 def test_item14_parity_and_heads_follow_the_rule(preset_model, capsys):
     """parity, fill-mask and classify on bert-tiny-shaped files (512 positions) with a real vocabulary."""
     _, hf_dir, _ = preset_model("bert-tiny", "BertForMaskedLM")
-    _, cls_dir, _ = preset_model("bert-tiny", "BertForSequenceClassification", num_labels=3,
-                                 id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
-                                 label2id={"entailment": 0, "neutral": 1, "contradiction": 2})
+    _, cls_dir, _ = preset_model(
+        "bert-tiny",
+        "BertForSequenceClassification",
+        num_labels=3,
+        id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
+        label2id={"entailment": 0, "neutral": 1, "contradiction": 2},
+    )
     vocab = vocab_lines(30522)
     files = {}
     for name, d in (("mlm", hf_dir), ("cls", cls_dir)):
@@ -229,8 +263,11 @@ def test_item14_parity_and_heads_follow_the_rule(preset_model, capsys):
         (d / "vocab.txt").unlink()
     capsys.readouterr()  # drop what building the checkpoints printed
     long = "tok9 " * 600
-    for args in (["parity", files["mlm"], long], ["fill-mask", files["mlm"], long + "[MASK]"],
-                 ["classify", files["cls"], long]):
+    for args in (
+        ["parity", files["mlm"], long],
+        ["fill-mask", files["mlm"], long + "[MASK]"],
+        ["classify", files["cls"], long],
+    ):
         assert "fix: pass --truncate to keep the first 512 tokens" in cli_error(capsys, *args)
     code, out, err = run(capsys, "fill-mask", files["mlm"], "[MASK] " + long, "--truncate")
     assert code == 0 and "[MASK] 1:" in out, err
@@ -269,7 +306,10 @@ def test_item15_a_mistyped_break_warns_once_with_the_closest_names(small_h5, mon
         model.trace(np.array([[2, 10, 3]]))
     messages = [str(w.message) for w in caught if "MINIBERT_BREAK" in str(w.message)]
     assert len(messages) == 1, messages
-    assert "matches no step of the forward pass, so it never stops; closest: encoder.layer.0.attention.self.probs" in messages[0]
+    assert (
+        "matches no step of the forward pass, so it never stops; closest: encoder.layer.0.attention.self.probs"
+        in messages[0]
+    )
 
 
 def test_item16_compare_a_partial_trace_with_a_full_one(small_h5):

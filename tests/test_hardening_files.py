@@ -18,13 +18,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hardening_files import TINY, safetensors_bytes, small_hf_dir, tiny_config_dict, tiny_tensors, vocab_lines
 
 import minibert
 from minibert import ConversionError, WeightsError, hdf5, weights
 from minibert.cli import main
 from minibert.safetensors import read_safetensors
-
-from hardening_files import TINY, safetensors_bytes, small_hf_dir, tiny_config_dict, tiny_tensors, vocab_lines
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -90,8 +89,16 @@ def test_item2_temporary_name_is_unique_and_a_stale_partial_is_untouched(src, tm
 def test_item2_two_concurrent_converts_both_succeed_with_a_verified_file(src, tmp_path):
     out = tmp_path / "out.h5"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    runs = [subprocess.Popen([sys.executable, "-m", "minibert", "convert", str(src), str(out)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "minibert", "convert", str(src), str(out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = [r.communicate(timeout=120) + (r.returncode,) for r in runs]
     assert [code for _, _, code in results] == [0, 0], results
     assert weights.load(out, verify=True).config.num_hidden_layers == 2
@@ -150,13 +157,18 @@ def edit(path, change):
         change(f)
 
 
-@pytest.mark.parametrize("change", [
-    pytest.param(lambda f: f["config"].attrs.__setitem__("num_hidden_layers", 1), id="num_hidden_layers-2-to-1"),
-    pytest.param(lambda f: f["config"].attrs.__setitem__("layer_norm_eps", 1e-5), id="layer_norm_eps"),
-    pytest.param(lambda f: f["config"].attrs.__setitem__("pad_token_id", 3), id="pad_token_id"),
-    pytest.param(lambda f: f["config"].attrs.__setitem__("id2label", '{"0": "x"}'), id="id2label"),
-    pytest.param(lambda f: (f["weights"]["pooler.dense.weight"].attrs.__setitem__("sha256", "0" * 64)), id="tensor-digest"),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda f: f["config"].attrs.__setitem__("num_hidden_layers", 1), id="num_hidden_layers-2-to-1"),
+        pytest.param(lambda f: f["config"].attrs.__setitem__("layer_norm_eps", 1e-5), id="layer_norm_eps"),
+        pytest.param(lambda f: f["config"].attrs.__setitem__("pad_token_id", 3), id="pad_token_id"),
+        pytest.param(lambda f: f["config"].attrs.__setitem__("id2label", '{"0": "x"}'), id="id2label"),
+        pytest.param(
+            lambda f: f["weights"]["pooler.dense.weight"].attrs.__setitem__("sha256", "0" * 64), id="tensor-digest"
+        ),
+    ],
+)
 def test_item6_edited_config_values_fail_the_metadata_checksum(h5, change):
     edit(h5, change)
     with pytest.raises(WeightsError, match="the config, vocabulary, heads or tensor list fail their SHA-256 check"):
@@ -198,7 +210,9 @@ def test_item6_nan_eps_in_the_file_is_refused_on_load(h5):
 
 def test_item6_format_version_1_is_refused_with_the_fix(h5):
     edit(h5, lambda f: f.attrs.__setitem__("format_version", 1))
-    with pytest.raises(WeightsError, match=r"format version 1, this minibert reads version 2 \(version 1 files carry no checksum") as e:
+    with pytest.raises(
+        WeightsError, match=r"format version 1, this minibert reads version 2 \(version 1 files carry no checksum"
+    ) as e:
         minibert.load(h5)
     assert "minibert convert" in e.value.hint
 
@@ -214,15 +228,23 @@ def entry_edit(name, **fields):
     def change(header):
         header[name].update(fields)
         return header
+
     return change
 
 
-@pytest.mark.parametrize("change,match", [
-    (entry_edit("a", data_offsets=[-8, 16]), "expected \\[BEGIN, END\\], two non-negative integers"),
-    (entry_edit("b", data_offsets=[16, 32]), "overlaps the tensor before it"),
-    (entry_edit("b", data_offsets=[32, 48]), "leaves a hole of 8 bytes"),
-    (lambda h: json.dumps(h)[:-1] + ', "a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}', "appears twice in the header"),
-], ids=["negative-offset", "overlap", "hole", "duplicate-key"])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (entry_edit("a", data_offsets=[-8, 16]), "expected \\[BEGIN, END\\], two non-negative integers"),
+        (entry_edit("b", data_offsets=[16, 32]), "overlaps the tensor before it"),
+        (entry_edit("b", data_offsets=[32, 48]), "leaves a hole of 8 bytes"),
+        (
+            lambda h: json.dumps(h)[:-1] + ', "a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}',
+            "appears twice in the header",
+        ),
+    ],
+    ids=["negative-offset", "overlap", "hole", "duplicate-key"],
+)
 def test_item7_lying_safetensors_headers_are_refused(tmp_path, change, match):
     p = tmp_path / "m.safetensors"
     p.write_bytes(safetensors_bytes(small_tensors(), edit=change))
@@ -262,16 +284,19 @@ def test_item7_an_integer_dtype_for_a_float_weight_is_refused(tmp_path):
 # --- 8. side files --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case,match", [
-    ("empty-vocab", "the vocabulary is empty"),
-    ("vocab-is-a-directory", "vocab.txt: is not a file"),
-    ("vocab-without-mask", r"lacks the special token\(s\) \[MASK\]"),
-    ("vocab-with-nul", "line 7 holds a NUL byte"),
-    ("pad-token-id-string", "pad_token_id='x' must be a token id"),
-    ("tie-word-embeddings-string", "tie_word_embeddings='false' must be true or false"),
-    ("nan-weight", "tensor encoder.layer.1.output.dense.weight holds 1 NaN or infinite value"),
-    ("inf-weight", "tensor embeddings.LayerNorm.bias holds 1 NaN or infinite value"),
-])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("empty-vocab", "the vocabulary is empty"),
+        ("vocab-is-a-directory", "vocab.txt: is not a file"),
+        ("vocab-without-mask", r"lacks the special token\(s\) \[MASK\]"),
+        ("vocab-with-nul", "line 7 holds a NUL byte"),
+        ("pad-token-id-string", "pad_token_id='x' must be a token id"),
+        ("tie-word-embeddings-string", "tie_word_embeddings='false' must be true or false"),
+        ("nan-weight", "tensor encoder.layer.1.output.dense.weight holds 1 NaN or infinite value"),
+        ("inf-weight", "tensor embeddings.LayerNorm.bias holds 1 NaN or infinite value"),
+    ],
+)
 def test_item8_bad_side_files_are_refused(tmp_path, case, match):
     d = small_hf_dir(tmp_path / "m")
     if case == "empty-vocab":
@@ -304,7 +329,7 @@ def test_item8_bad_side_files_are_refused(tmp_path, case, match):
 
 def test_item9_huge_num_hidden_layers_in_config_json_is_refused_at_once(tmp_path):
     cfg = tiny_config_dict()
-    cfg["num_hidden_layers"] = 10 ** 7
+    cfg["num_hidden_layers"] = 10**7
     d = small_hf_dir(tmp_path / "m", config=cfg)
     start = time.perf_counter()
     with pytest.raises(ConversionError, match="num_hidden_layers=10000000 must be an integer from 1 to 256"):
@@ -313,7 +338,7 @@ def test_item9_huge_num_hidden_layers_in_config_json_is_refused_at_once(tmp_path
 
 
 def test_item9_huge_num_hidden_layers_in_the_h5_config_is_refused(h5):
-    edit(h5, lambda f: f["config"].attrs.__setitem__("num_hidden_layers", 10 ** 7))
+    edit(h5, lambda f: f["config"].attrs.__setitem__("num_hidden_layers", 10**7))
     with pytest.raises(WeightsError, match="num_hidden_layers=10000000 must be an integer from 1 to 256"):
         weights.load(h5)
 
@@ -321,15 +346,26 @@ def test_item9_huge_num_hidden_layers_in_the_h5_config_is_refused(h5):
 def test_item9_a_small_file_declaring_a_12_gib_tensor_is_refused_before_reading(h5):
     def add_huge(f):  # declared, never written: HDF5 allocates contiguous storage late, so the file stays small
         f["weights"].create_dataset("encoder.layer.0.extra.weight", shape=(50_000, 65_536), dtype=np.float32)
+
     edit(h5, add_huge)
     assert h5.stat().st_size < 1 << 20
-    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
-            "from minibert import weights, WeightsError\n"
-            "try:\n    weights.load(sys.argv[1])\nexcept WeightsError as e:\n    print(e.message)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(h5)], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    code = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+        "from minibert import weights, WeightsError\n"
+        "try:\n    weights.load(sys.argv[1])\nexcept WeightsError as e:\n    print(e.message)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(h5)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
-    assert "encoder.layer.0.extra.weight declares shape (50000, 65536) (13,107,200,000 bytes) but the file stores 0 bytes" in r.stdout
+    assert (
+        "encoder.layer.0.extra.weight declares shape (50000, 65536) (13,107,200,000 bytes) but the file stores 0 bytes"
+        in r.stdout
+    )
 
 
 # --- 10. no external links, external storage or virtual datasets ------------------------
@@ -339,8 +375,13 @@ def test_item10_an_external_link_is_refused(h5, tmp_path):
     other = tmp_path / "other.h5"
     with h5py.File(other, "w") as f:
         f["t"] = np.zeros((32,), np.float32)
-    edit(h5, lambda f: (f["weights"].__delitem__("pooler.dense.bias"),
-                        f["weights"].__setitem__("pooler.dense.bias", h5py.ExternalLink(str(other), "t"))))
+    edit(
+        h5,
+        lambda f: (
+            f["weights"].__delitem__("pooler.dense.bias"),
+            f["weights"].__setitem__("pooler.dense.bias", h5py.ExternalLink(str(other), "t")),
+        ),
+    )
     with pytest.raises(WeightsError, match="/weights/pooler.dense.bias is an external link to another file"):
         weights.load(h5)
 
@@ -351,7 +392,10 @@ def test_item10_external_storage_is_refused(h5, tmp_path):
 
     def swap(f):
         del f["weights"]["pooler.dense.bias"]
-        f["weights"].create_dataset("pooler.dense.bias", shape=(32,), dtype=np.float32, external=[(str(outside), 0, 128)])
+        f["weights"].create_dataset(
+            "pooler.dense.bias", shape=(32,), dtype=np.float32, external=[(str(outside), 0, 128)]
+        )
+
     edit(h5, swap)
     with pytest.raises(WeightsError, match="dataset /weights/pooler.dense.bias keeps its bytes in external files"):
         weights.load(h5)
@@ -367,6 +411,7 @@ def test_item10_a_virtual_dataset_is_refused(h5, tmp_path):
         layout[:] = h5py.VirtualSource(str(other), "t", shape=(32,))
         del f["weights"]["pooler.dense.bias"]
         f["weights"].create_virtual_dataset("pooler.dense.bias", layout)
+
     edit(h5, swap)
     with pytest.raises(WeightsError, match="dataset /weights/pooler.dense.bias is a virtual dataset"):
         weights.load(h5)
@@ -375,17 +420,32 @@ def test_item10_a_virtual_dataset_is_refused(h5, tmp_path):
 # --- 11. tracebacks become MinibertErrors: safetensors, config, .h5 --------------------
 
 
-@pytest.mark.parametrize("change,match", [
-    (entry_edit("a", shape=[4, 4]), "spans 24 bytes but dtype F32 and shape \\(4, 4\\) need 64"),
-    (entry_edit("a", data_offsets=[24, 0]), "BEGIN is after END"),
-    (entry_edit("a", shape=[2 ** 40, 2 ** 40]), "need 4835703278458516698824704"),
-    (entry_edit("a", shape=[5], data_offsets=[0, 24], dtype="F32"), "need 20"),
-    (lambda h: (h["a"].pop("data_offsets"), h)[1], "must have exactly the keys dtype, shape, data_offsets"),
-    (lambda h: [1, 2, 3], "does not start with"),
-    (lambda h: "{" + '"a":' * 0 + '"x": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested too deeply|must have exactly"),
-    (entry_edit("a", dtype="C64"), "unsupported dtype 'C64'"),
-], ids=["size-shape-mismatch", "start-after-end", "huge-shape", "not-a-multiple", "missing-offsets", "header-list",
-        "deep-nesting", "unknown-dtype"])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (entry_edit("a", shape=[4, 4]), "spans 24 bytes but dtype F32 and shape \\(4, 4\\) need 64"),
+        (entry_edit("a", data_offsets=[24, 0]), "BEGIN is after END"),
+        (entry_edit("a", shape=[2**40, 2**40]), "need 4835703278458516698824704"),
+        (entry_edit("a", shape=[5], data_offsets=[0, 24], dtype="F32"), "need 20"),
+        (lambda h: (h["a"].pop("data_offsets"), h)[1], "must have exactly the keys dtype, shape, data_offsets"),
+        (lambda h: [1, 2, 3], "does not start with"),
+        (
+            lambda h: "{" + '"a":' * 0 + '"x": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "nested too deeply|must have exactly",
+        ),
+        (entry_edit("a", dtype="C64"), "unsupported dtype 'C64'"),
+    ],
+    ids=[
+        "size-shape-mismatch",
+        "start-after-end",
+        "huge-shape",
+        "not-a-multiple",
+        "missing-offsets",
+        "header-list",
+        "deep-nesting",
+        "unknown-dtype",
+    ],
+)
 def test_item11_safetensors_errors_are_minibert_errors(tmp_path, change, match):
     p = tmp_path / "m.safetensors"
     p.write_bytes(safetensors_bytes(small_tensors(), edit=change))
@@ -396,16 +456,19 @@ def test_item11_safetensors_errors_are_minibert_errors(tmp_path, change, match):
 def test_item11_safetensors_header_size_2_to_63(tmp_path):
     p = tmp_path / "m.safetensors"
     data = safetensors_bytes(small_tensors())
-    p.write_bytes((2 ** 63).to_bytes(8, "little") + data[8:])
+    p.write_bytes((2**63).to_bytes(8, "little") + data[8:])
     with pytest.raises(ConversionError, match="the header size 9223372036854775808 is larger than the file"):
         read_safetensors(p)
 
 
-@pytest.mark.parametrize("key,value,match", [
-    ("layer_norm_eps", "abc", "layer_norm_eps='abc' must be a finite number"),
-    ("id2label", ["a", "b"], r"id2label=\['a', 'b'\] must be an object"),
-    ("pad_token_id", 10 ** 30, "pad_token_id=1000000000000000000000000000000 must be a token id"),
-])
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("layer_norm_eps", "abc", "layer_norm_eps='abc' must be a finite number"),
+        ("id2label", ["a", "b"], r"id2label=\['a', 'b'\] must be an object"),
+        ("pad_token_id", 10**30, "pad_token_id=1000000000000000000000000000000 must be a token id"),
+    ],
+)
 def test_item11_bad_config_values_are_conversion_errors(tmp_path, capsys, key, value, match):
     cfg = tiny_config_dict()
     cfg[key] = value
@@ -415,19 +478,45 @@ def test_item11_bad_config_values_are_conversion_errors(tmp_path, capsys, key, v
     assert "must be" in cli_error(capsys, "convert", d, tmp_path / "out.h5")
 
 
-@pytest.mark.parametrize("change,match", [
-    (lambda f: f.attrs.__setitem__("format_version", "one"), "attribute 'format_version' of / is 'one', expected a int"),
-    (lambda f: f.attrs.__setitem__("heads", "[not json"), "attribute 'heads' of / is not valid JSON"),
-    (lambda f: f["config"].attrs.__setitem__("id2label", "{bad"), "attribute 'id2label' of /config is not valid JSON"),
-    (lambda f: f["vocab"].attrs.__delitem__("do_lower_case"), "attribute 'do_lower_case' of /vocab is missing"),
-    (lambda f: f["weights"].create_group("sub"), "/weights/sub is a group"),
-    (lambda f: (f["weights"].__delitem__("pooler.dense.bias"),
-                f["weights"].create_dataset("pooler.dense.bias", data=np.array(["x"] * 32, dtype="S4"))),
-     "tensor pooler.dense.bias has dtype |S4, expected float32 or float64"),
-    (lambda f: (f["weights"].__delitem__("pooler.dense.bias"),
-                f["weights"].create_dataset("pooler.dense.bias", data=np.zeros(32, np.complex64))),
-     "tensor pooler.dense.bias has dtype complex64, expected float32 or float64"),
-], ids=["format-version-one", "heads-bad-json", "id2label-bad-json", "missing-do-lower-case", "subgroup", "string-dtype", "complex-dtype"])
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        (
+            lambda f: f.attrs.__setitem__("format_version", "one"),
+            "attribute 'format_version' of / is 'one', expected a int",
+        ),
+        (lambda f: f.attrs.__setitem__("heads", "[not json"), "attribute 'heads' of / is not valid JSON"),
+        (
+            lambda f: f["config"].attrs.__setitem__("id2label", "{bad"),
+            "attribute 'id2label' of /config is not valid JSON",
+        ),
+        (lambda f: f["vocab"].attrs.__delitem__("do_lower_case"), "attribute 'do_lower_case' of /vocab is missing"),
+        (lambda f: f["weights"].create_group("sub"), "/weights/sub is a group"),
+        (
+            lambda f: (
+                f["weights"].__delitem__("pooler.dense.bias"),
+                f["weights"].create_dataset("pooler.dense.bias", data=np.array(["x"] * 32, dtype="S4")),
+            ),
+            "tensor pooler.dense.bias has dtype |S4, expected float32 or float64",
+        ),
+        (
+            lambda f: (
+                f["weights"].__delitem__("pooler.dense.bias"),
+                f["weights"].create_dataset("pooler.dense.bias", data=np.zeros(32, np.complex64)),
+            ),
+            "tensor pooler.dense.bias has dtype complex64, expected float32 or float64",
+        ),
+    ],
+    ids=[
+        "format-version-one",
+        "heads-bad-json",
+        "id2label-bad-json",
+        "missing-do-lower-case",
+        "subgroup",
+        "string-dtype",
+        "complex-dtype",
+    ],
+)
 def test_item11_h5_errors_are_weights_errors(with_vocab, capsys, change, match):
     edit(with_vocab, change)
     with pytest.raises(WeightsError, match=match):

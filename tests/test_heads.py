@@ -12,7 +12,6 @@ import json
 import shutil
 
 import h5py
-
 import numpy as np
 import pytest
 

@@ -536,3 +536,19 @@ def test_item11_corrupted_metadata_that_makes_hdf5_loop_is_bounded(tiny, tmp_pat
     with pytest.raises(WeightsError, match="the file is damaged"):
         weights.load(path)
     assert time.perf_counter() - start < 60
+
+
+@pytest.mark.parametrize("offset", [1100, 2089])
+def test_item11_flipped_metadata_bytes_of_minilm_are_a_weights_error(minilm_h5, tmp_path, capsys, offset):
+    """16 bytes flipped at offset ~1100 or ~2089 of the MiniLM .h5 gave OSError from h5py (or ran for 25 s)."""
+    path = tmp_path / "damaged.h5"
+    shutil.copy(minilm_h5, path)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        flipped = bytes(b ^ 0xFF for b in f.read(16))
+        f.seek(offset)
+        f.write(flipped)
+    with pytest.raises(WeightsError, match="the file is damaged"):
+        weights.load(path)
+    for args in (("encode", path, "hello"), ("inspect", path, "--verify")):
+        assert "the file is damaged" in cli_error(capsys, *args)

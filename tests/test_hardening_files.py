@@ -246,17 +246,19 @@ def entry_edit(name, **fields):
     ids=["negative-offset", "overlap", "hole", "duplicate-key"],
 )
 def test_item7_lying_safetensors_headers_are_refused(tmp_path, change, match):
+    assert_refused(tmp_path, safetensors_bytes(small_tensors(), edit=change), match)
+
+
+def assert_refused(tmp_path, data, match):
+    """A .safetensors file of these bytes is a ConversionError matching ``match``."""
     p = tmp_path / "m.safetensors"
-    p.write_bytes(safetensors_bytes(small_tensors(), edit=change))
+    p.write_bytes(data)
     with pytest.raises(ConversionError, match=match):
         read_safetensors(p)
 
 
 def test_item7_trailing_garbage_is_refused(tmp_path):
-    p = tmp_path / "m.safetensors"
-    p.write_bytes(safetensors_bytes(small_tensors()) + b"junk")
-    with pytest.raises(ConversionError, match="leaves 4 bytes after the last tensor"):
-        read_safetensors(p)
+    assert_refused(tmp_path, safetensors_bytes(small_tensors()) + b"junk", "leaves 4 bytes after the last tensor")
 
 
 def test_item7_a_valid_file_reads_as_the_safetensors_package_reads_it(tmp_path):
@@ -447,10 +449,7 @@ def test_item10_a_virtual_dataset_is_refused(h5, tmp_path):
     ],
 )
 def test_item11_safetensors_errors_are_minibert_errors(tmp_path, change, match):
-    p = tmp_path / "m.safetensors"
-    p.write_bytes(safetensors_bytes(small_tensors(), edit=change))
-    with pytest.raises(ConversionError, match=match):
-        read_safetensors(p)
+    assert_refused(tmp_path, safetensors_bytes(small_tensors(), edit=change), match)
 
 
 def test_item11_safetensors_header_size_2_to_63(tmp_path):

@@ -18,6 +18,7 @@ import os
 import select
 import signal
 import time
+import warnings
 from pathlib import Path
 
 from .errors import MinibertError
@@ -141,7 +142,9 @@ def bounded(check, path, error, hint):
         check()
         return
     r, w = os.pipe()
-    pid = os.fork()
+    with warnings.catch_warnings():  # Python >= 3.12 warns on fork() with threads; the child only reads HDF5
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:  # the child: check, report, exit without running the parent's exit handlers
         try:
             os.close(r)

@@ -7,6 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["minibert", "minibert.*"]),
+    package_data={"minibert": ["view_assets/*"]},  # the attention page's HTML, JS and CSS (minibert/view.py)
     python_requires=">=3.10",
     install_requires=["numpy", "numba", "h5py"],
     extras_require={
@@ -19,6 +20,9 @@ setup(
             "torch==2.13.0",
             "transformers==5.23.0",
             "safetensors",
+            # tests/test_view.py drives the system Chromium (Debian package `chromium`, not
+            # Playwright's own browser download) through Playwright.
+            "playwright",
         ],
         # `minibert trace --plot`: attention heat maps as static PNG files.
         "viz": ["matplotlib"],

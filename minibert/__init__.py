@@ -15,6 +15,7 @@ from .errors import (  # noqa: E402
 from .model import BertModel, BertOutput, load  # noqa: E402
 from .tokenizer import Tokenizer  # noqa: E402
 from .trace import Trace, compare  # noqa: E402
+from .view import view  # noqa: E402
 from .heads import (  # noqa: E402
     BertForMaskedLM,
     BertForNextSentencePrediction,

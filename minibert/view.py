@@ -91,11 +91,13 @@ def view(model_or_trace, text_or_ids=None, pair=None, *, truncate=False, layers=
             raise InputError("view() needs the input to show", 'pass a text, e.g. minibert.view(model, "The cat sat.")')
         tokenizer = tokenizer or (_tokenizer_of(getattr(model, "path", None)) if isinstance(text_or_ids, str) else None)
         inputs = model_inputs(model, tokenizer, text_or_ids, pair, truncate)
+        cfg = model.config  # refuse a page too large before running the model
+        check_size(range(cfg.num_hidden_layers) if layers is None else list(layers), cfg.num_attention_heads,
+                   np.shape(inputs["input_ids"])[-1], max_mb, warn=False)
         trace = model.trace(inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids"))
         text = text_or_ids if isinstance(text_or_ids, str) else None
     data = view_data(trace, layers=layers, tokens=tokens, tokenizer=tokenizer, batch_index=batch_index,
-                     threshold=threshold, text=text, pair=pair, title=title)
-    check_size(data, max_mb)
+                     threshold=threshold, text=text, pair=pair, title=title, max_mb=max_mb)
     return AttentionView(data)
 
 
@@ -227,8 +229,11 @@ def attention_layers(trace):
 
 
 def view_data(trace, layers=None, tokens=None, tokenizer=None, batch_index=0, threshold=DEFAULT_THRESHOLD,
-              text=None, pair=None, title=None):
-    """The JSON-able dict a page embeds: tokens, segments, padding, attention, step statistics."""
+              text=None, pair=None, title=None, max_mb=MAX_MB):
+    """The JSON-able dict a page embeds: tokens, segments, padding, attention, step statistics.
+
+    Refuses (before encoding anything) attention larger than ``max_mb``; see ``check_size``.
+    """
     found = attention_layers(trace)
     if not found:
         raise InputError("the trace holds no attention probabilities",
@@ -236,6 +241,8 @@ def view_data(trace, layers=None, tokens=None, tokenizer=None, batch_index=0, th
     if layers is None:
         layers = list(found)
     layers = sorted({int(i) for i in layers})
+    if not layers:
+        raise InputError("no layers chosen", f"choose --layers among {' '.join(map(str, found))}, or all (the default)")
     missing = [i for i in layers if i not in found]
     if missing:
         raise InputError(f"layer(s) {missing} not in the trace (it holds the attention of layers {list(found)})",
@@ -254,15 +261,15 @@ def view_data(trace, layers=None, tokens=None, tokenizer=None, batch_index=0, th
     if not 0 <= threshold <= 1:
         raise InputError(f"threshold {threshold} is outside [0, 1]", "use e.g. threshold=0.02")
 
+    num_heads = np.shape(trace[found[layers[0]]])[1]  # [B, A, T, T]
+    check_size(layers, num_heads, T, max_mb)
     attention = []
-    num_heads = None
     for i in layers:
         probs = np.asarray(trace[found[i]])[batch_index]  # [A, T, T]
         lo, hi = float(probs.min()), float(probs.max())
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1e-6 or hi > 1 + 1e-6:
             raise InputError(f"{found[i]} holds values in [{lo:.4g}, {hi:.4g}], not probabilities in [0, 1] (a patched trace?)",
                              "view a trace whose attention rows are probabilities, or choose other --layers")
-        num_heads = probs.shape[0]
         attention.append({"layer": i, "name": found[i], "data": encode_attention(np.clip(probs, 0.0, 1.0))})
 
     meta = trace.meta
@@ -340,10 +347,9 @@ def estimated_mb(num_layers, num_heads, seq_len):
     return num_layers * num_heads * seq_len**2 * 2 * 4 / 3 / 1e6
 
 
-def check_size(data, max_mb=MAX_MB):
-    """Refuse a page over ``max_mb`` (naming the layers that fit); warn over WARN_MB."""
-    T, A = len(data["tokens"]), data["num_heads"]
-    layers = [entry["layer"] for entry in data["attention"]]
+def check_size(layers, num_heads, seq_len, max_mb=MAX_MB, warn=True):
+    """Refuse attention over ``max_mb`` (naming the layers that fit); warn over WARN_MB."""
+    A, T, layers = num_heads, seq_len, list(layers)
     mb = estimated_mb(len(layers), A, T)
     if mb > max_mb:
         fit = int(max_mb // estimated_mb(1, A, T))
@@ -351,9 +357,9 @@ def check_size(data, max_mb=MAX_MB):
                f"or raise the limit with --max-mb" if fit else "use a shorter text, or raise the limit with --max-mb")
         raise InputError(f"the page would embed {mb:.1f} MB of attention ({len(layers)} layer(s) x {A} heads x {T}^2 "
                          f"values), more than {max_mb:g} MB", fix)
-    if mb > WARN_MB:
+    if warn and mb > WARN_MB:
         warnings.warn(f"the page embeds {mb:.1f} MB of attention ({len(layers)} layer(s) x {A} heads x {T}^2 values) "
-                      f"and may open slowly; fewer --layers or a shorter text make it smaller", ViewSizeWarning, stacklevel=3)
+                      f"and may open slowly; fewer --layers or a shorter text make it smaller", ViewSizeWarning, stacklevel=4)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 // minibert attention view: head view, model view, step view. Reads the JSON block
 // #minibert-data written by minibert/view.py; no library, no network.
-// T = tokens, A = heads; attention[layer] is a Float32Array [A, T, T] (query rows, key columns).
+// T = tokens, A = heads; attention[layer] is a Float64Array [A, T, T] (query rows, key columns).
 (function () {
   "use strict";
 
@@ -19,10 +19,10 @@
   const PAD_FILL = "#efefef";
   const headColour = (h) => (h < PALETTE.length ? PALETTE[h] : "hsl(" + ((h * 137.5) % 360) + ", 60%, 45%)");
 
-  // ---- the data: base64 of little-endian uint16 round(p * scale) -> Float32Array [A, T, T]
+  // ---- the data: base64 of little-endian uint16 round(p * scale) -> Float64Array [A, T, T]
   function decodeAttention(b64) {
     const bin = atob(b64);
-    const out = new Float32Array(bin.length / 2);
+    const out = new Float64Array(bin.length / 2); // float64: exactly the stored value q / scale
     for (let i = 0; i < out.length; i++) {
       out[i] = (bin.charCodeAt(2 * i) | (bin.charCodeAt(2 * i + 1) << 8)) / data.attention_scale;
     }
@@ -53,7 +53,7 @@
   }
   function colourOf(w, greyed) { // [r, g, b] of a weight; padding rows/columns washed out
     const c = LUT[Math.max(0, Math.min(255, Math.round(w * 255)))];
-    return greyed ? c.map((v) => Math.round(0.35 * v + 0.65 * 215)) : c;
+    return greyed ? c.map((v) => Math.round(0.25 * v + 0.75 * 222)) : c;
   }
 
   // ---- state
@@ -331,5 +331,5 @@
   buildModelView();
   buildStepView();
   drawAll();
-  window.minibertView = { data, state, weight, showView }; // for the console and the browser tests
+  window.minibertView = { data, state, weight, heat, showView }; // for the console and the browser tests
 })();

@@ -164,7 +164,7 @@ def model_inputs(model, tokenizer, text_or_ids, pair=None, truncate=False):
     """A text, ids ([T] or [B, T]) or an encoding dict -> dict of int64 arrays for ``model.trace``."""
     if isinstance(text_or_ids, str):
         if tokenizer is None:
-            raise InputError("this model has no file to read its vocabulary from",
+            raise InputError("no vocabulary to tokenize the text with (the model has no file, or its file holds none)",
                              "pass tokenizer=minibert.Tokenizer.from_file(...), or token ids instead of a text")
         return encode_text(tokenizer, text_or_ids, pair, model.config.max_position_embeddings, truncate)
     if pair is not None:
@@ -388,7 +388,7 @@ def render(data):
 
 def read_data(page):
     """The data dict embedded in a page written by ``render`` (for tests and tools)."""
-    m = re.search(r'<script type="application/json" id="minibert-data">(.*?)</script>', page, re.S)
+    m = re.search(r'<script type="application/json" id="minibert-data">(.*?)</script>', page, re.DOTALL)
     if m is None:
         raise InputError("not a minibert view page (no embedded data)", "pass the HTML written by minibert view")
     return json.loads(m.group(1))

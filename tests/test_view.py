@@ -23,8 +23,14 @@ import minibert
 from minibert.cli import main
 from minibert.errors import InputError
 from minibert.view import (
-    ATTENTION_MAX_ERROR, ATTENTION_SCALE, DEFAULT_THRESHOLD, HISTOGRAM_BINS, ViewSizeWarning, check_size,
-    decode_attention, read_data,
+    ATTENTION_MAX_ERROR,
+    ATTENTION_SCALE,
+    DEFAULT_THRESHOLD,
+    HISTOGRAM_BINS,
+    ViewSizeWarning,
+    check_size,
+    decode_attention,
+    read_data,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -177,6 +183,11 @@ def test_text_path_equals_trace_path(model, tokenizer):
     assert from_text["text"] == TEXT and from_text["pair"] == PAIR
 
 
+def test_a_saved_trace_shows_the_same_page(trace, tmp_path):
+    loaded = minibert.Trace.load(trace.save(tmp_path / "t.h5"))
+    assert minibert.view(loaded).html == minibert.view(trace).html
+
+
 def test_any_text_stays_inside_the_data_block(model):
     nasty = ['</script><script>alert(1)</script>', '{{data}}', '<!--', '"quoted" & <b>bold</b>', 'ünï ✓']
     ids = [101] + [1000 + i for i in range(len(nasty))] + [102]
@@ -218,7 +229,7 @@ def test_too_long_text_is_refused_with_the_truncate_fix(model, tokenizer, small_
     with pytest.raises(InputError) as e:
         minibert.view(model, text)
     assert "602 tokens" in e.value.message and "512" in e.value.message and "--truncate" in e.value.hint
-    with pytest.raises(InputError, match="no file to read its vocabulary"):
+    with pytest.raises(InputError, match="no vocabulary to tokenize the text with"):
         minibert.view(small_model, text, truncate=True)
     page = minibert.view(small_model, text, truncate=True, tokenizer=tokenizer)
     tokens = page.data["tokens"]
@@ -394,7 +405,7 @@ def test_step_view_table_and_histogram(opened, trace, screenshots):
 def test_jupyter_repr_is_the_same_page_in_a_frame(browser, trace, tmp_path):
     view = minibert.view(trace, layers=[0, 1])
     frame_html = view._repr_html_()
-    srcdoc = re.fullmatch(r'<iframe srcdoc="(.*?)" title=.*</iframe>', frame_html, re.S).group(1)
+    srcdoc = re.fullmatch(r'<iframe srcdoc="(.*?)" title=.*</iframe>', frame_html, re.DOTALL).group(1)
     assert html.unescape(srcdoc) == view.html
     notebook = tmp_path / "notebook.html"
     notebook.write_text(f"<!DOCTYPE html><html><body><p>cell output:</p>{frame_html}</body></html>", encoding="utf-8")

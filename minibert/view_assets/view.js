@@ -53,7 +53,9 @@
   }
   function colourOf(w, greyed) { // [r, g, b] of a weight; padding rows/columns washed out
     const c = LUT[Math.max(0, Math.min(255, Math.round(w * 255)))];
-    return greyed ? c.map((v) => Math.round(0.25 * v + 0.75 * 222)) : c;
+    if (!greyed) return c;
+    const g = Math.round(175 + 0.25 * (0.3 * c[0] + 0.59 * c[1] + 0.11 * c[2])); // grey, lighter for larger weights
+    return [g, g, g];
   }
 
   // ---- state

@@ -84,6 +84,8 @@ def screenshots(tmp_path_factory):
 def browser(tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
+    if not Path(CHROMIUM).is_file():  # a failure, not a skip: CI installs it
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium), as .ci/run does")
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(tmp_path_factory.mktemp("chromium-profile")),  # a fresh user-data-dir

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, MinibertError, WeightsError
+from .tokenizer import Tokenizer
+from .trace import Trace
 
 VIEW_FORMAT = "minibert-view"
 VIEW_FORMAT_VERSION = 1
@@ -72,8 +74,6 @@ def view(model_or_trace, text_or_ids=None, pair=None, *, truncate=False, layers=
     display threshold. ``max_mb``: refuse pages larger than this (the error names the layers
     that fit).
     """
-    from .trace import Trace
-
     if isinstance(model_or_trace, Trace):
         trace = model_or_trace
         if pair is not None or truncate:
@@ -133,7 +133,8 @@ class AttentionView:
     def __repr__(self):
         d = self.data
         layers = [entry["layer"] for entry in d["attention"]]
-        return f"<AttentionView: {len(d['tokens'])} tokens, layers {layers}, {d['num_heads']} heads, {self.nbytes / 1e6:.2f} MB>"
+        mb = self.nbytes / 1e6
+        return f"<AttentionView: {len(d['tokens'])} tokens, layers {layers}, {d['num_heads']} heads, {mb:.2f} MB>"
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,8 +181,6 @@ def model_inputs(model, tokenizer, text_or_ids, pair=None, truncate=False):
 
 def _tokenizer_of(path):
     """The Tokenizer of a model file, or None when there is no file or no vocabulary in it."""
-    from .tokenizer import Tokenizer
-
     if not path or not Path(path).is_file():
         return None
     try:
@@ -201,7 +200,8 @@ def _check_matches_trace(trace, text_or_ids, tokenizer):
         given = np.asarray(text_or_ids["input_ids"] if isinstance(text_or_ids, dict) else text_or_ids)
     given = np.atleast_2d(given)  # [B, T]
     if given.shape[-1] != ids.shape[-1] or not np.array_equal(given[0], ids[0]):
-        raise InputError(f"the input given ({given.shape[-1]} tokens) is not the input of this trace ({ids.shape[-1]} tokens)",
+        raise InputError(f"the input given ({given.shape[-1]} tokens) is not the input of this trace "
+                         f"({ids.shape[-1]} tokens)",
                          "pass the trace alone: it holds its own inputs")
 
 
@@ -268,7 +268,8 @@ def view_data(trace, layers=None, tokens=None, tokenizer=None, batch_index=0, th
         probs = np.asarray(trace[found[i]])[batch_index]  # [A, T, T]
         lo, hi = float(probs.min()), float(probs.max())
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1e-6 or hi > 1 + 1e-6:
-            raise InputError(f"{found[i]} holds values in [{lo:.4g}, {hi:.4g}], not probabilities in [0, 1] (a patched trace?)",
+            raise InputError(f"{found[i]} holds values in [{lo:.4g}, {hi:.4g}], not probabilities in [0, 1] "
+                             "(a patched trace?)",
                              "view a trace whose attention rows are probabilities, or choose other --layers")
         attention.append({"layer": i, "name": found[i], "data": encode_attention(np.clip(probs, 0.0, 1.0))})
 
@@ -327,7 +328,8 @@ def _token_labels(ids, tokens, tokenizer, model_file):
     if tokens is not None:
         tokens = [str(t) for t in tokens]
         if len(tokens) != len(ids):
-            raise InputError(f"tokens= has {len(tokens)} labels, the input has {len(ids)} tokens", "give one label per token")
+            raise InputError(f"tokens= has {len(tokens)} labels, the input has {len(ids)} tokens",
+                             "give one label per token")
         return tokens
     tokenizer = tokenizer or _tokenizer_of(model_file)
     if tokenizer is None:  # no vocabulary: label the tokens with their ids
@@ -353,13 +355,15 @@ def check_size(layers, num_heads, seq_len, max_mb=MAX_MB, warn=True):
     mb = estimated_mb(len(layers), A, T)
     if mb > max_mb:
         fit = int(max_mb // estimated_mb(1, A, T))
-        fix = (f"show fewer layers, e.g. --layers {' '.join(map(str, layers[:fit]))} (layers={layers[:fit]} in Python), "
-               f"or raise the limit with --max-mb" if fit else "use a shorter text, or raise the limit with --max-mb")
+        fits = layers[:fit]
+        fix = (f"show fewer layers, e.g. --layers {' '.join(map(str, fits))} (layers={fits} in Python), "
+               "or raise the limit with --max-mb" if fit else "use a shorter text, or raise the limit with --max-mb")
         raise InputError(f"the page would embed {mb:.1f} MB of attention ({len(layers)} layer(s) x {A} heads x {T}^2 "
                          f"values), more than {max_mb:g} MB", fix)
     if warn and mb > WARN_MB:
         warnings.warn(f"the page embeds {mb:.1f} MB of attention ({len(layers)} layer(s) x {A} heads x {T}^2 values) "
-                      f"and may open slowly; fewer --layers or a shorter text make it smaller", ViewSizeWarning, stacklevel=4)
+                      "and may open slowly; fewer --layers or a shorter text make it smaller",
+                      ViewSizeWarning, stacklevel=4)
 
 
 # ---------------------------------------------------------------------------------------
@@ -381,7 +385,8 @@ def render(data):
     # In a <script> element only "</script" and "<!--" can end or confuse it: escape every "<"
     # (it occurs only inside JSON strings, where \u003c is the same character).
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
-    parts = {"title": html.escape(data["title"]), "style": read_asset("view.css"), "script": read_asset("view.js"), "data": payload}
+    parts = {"title": html.escape(data["title"]), "style": read_asset("view.css"), "script": read_asset("view.js"),
+             "data": payload}
     # One pass: an inserted part is never scanned for markers (a text may contain "{{data}}").
     return re.sub(r"\{\{(title|style|script|data)\}\}", lambda m: parts[m.group(1)], read_asset("view.html"))
 

@@ -155,7 +155,9 @@ def encode_text(tokenizer, text, pair, max_length, truncate=False):
             raise InputError(
                 f"the text is {n} tokens long (with [CLS] and [SEP]); the model reads at most "
                 f"{max_length} (max_position_embeddings)",
-                f"pass --truncate (truncate=True in Python) to keep the first {max_length} tokens, or shorten the text",
+                f"pass --truncate (truncate=True in Python) to keep the first {max_length} tokens"
+                + (" (cutting the longer text first, as transformers)" if pair is not None else "")
+                + ", or shorten the text",
             )
         enc = tokenizer.encode(text, pair, max_length=max_length, truncation=True)
     return {name: np.array([values], np.int64) for name, values in enc.items()}  # [1, T] each

@@ -152,7 +152,10 @@ def check_head_tensors(tensors, config, heads, source):
         required, optional = head_shapes(config, head)
         reason = HEAD_REASONS[head].format(H=config.hidden_size, V=config.vocab_size, N=config.num_labels)
         if head in ("next-sentence", "classification") and not has_pooler(tensors):
-            raise WeightsError(f"{source}: the {head} head reads the pooler output, but the file has no pooler.dense tensors", RECONVERT)
+            raise WeightsError(
+                f"{source}: the {head} head reads the pooler output, but the file has no pooler.dense tensors",
+                RECONVERT,
+            )
         for name in required:
             if name not in tensors:
                 raise WeightsError(f"{source}: tensor {name} of the {head} head is missing", RECONVERT)
@@ -252,7 +255,9 @@ def save(path, weights):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     except OSError as e:
-        raise WeightsError(f"{path}: cannot write there ({e.strerror})", "choose a writable directory for the output") from None
+        raise WeightsError(
+            f"{path}: cannot write there ({e.strerror})", "choose a writable directory for the output"
+        ) from None
     os.close(fd)
     try:
         manifest = {}
@@ -267,7 +272,9 @@ def save(path, weights):
             for key, value in weights.config.to_dict().items():
                 g.attrs[key] = json.dumps({str(k): v for k, v in value.items()}) if key == "id2label" else value
             if weights.vocab:
-                v = f.create_dataset("vocab", data=np.array(weights.vocab, dtype=object), dtype=h5py.string_dtype("utf-8"))
+                v = f.create_dataset(
+                    "vocab", data=np.array(weights.vocab, dtype=object), dtype=h5py.string_dtype("utf-8")
+                )
                 v.attrs["do_lower_case"] = bool(weights.do_lower_case)
             w = f.create_group("weights")
             for name in sorted(weights.tensors):
@@ -276,13 +283,16 @@ def save(path, weights):
                 d.attrs["sha256"] = digest = tensor_sha256(array)
                 manifest[name] = manifest_entry(array, digest)
             f.attrs["metadata_sha256"] = metadata_sha256(
-                weights.config, weights.vocab, weights.do_lower_case, weights.heads, manifest)
+                weights.config, weights.vocab, weights.do_lower_case, weights.heads, manifest
+            )
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it a normal file's mode
         try:
             load(tmp, verify=True)  # read back: never report success for a file we did not verify
         except WeightsError as e:
-            raise WeightsError(f"{path}: the written file fails verification: {e.message.replace(tmp, str(path))}",
-                               "check the disk (space, errors) and convert again") from None
+            raise WeightsError(
+                f"{path}: the written file fails verification: {e.message.replace(tmp, str(path))}",
+                "check the disk (space, errors) and convert again",
+            ) from None
         os.replace(tmp, path)  # atomic: the real name only ever holds a complete, verified file
     except BaseException:  # an error, Ctrl-C: leave nothing behind
         Path(tmp).unlink(missing_ok=True)
@@ -294,7 +304,10 @@ def _check_format(f, path):
     """The format name and version of an open file; anything else is a WeightsError."""
     fmt = f.attrs.get("format")
     if fmt != FORMAT_NAME:
-        raise WeightsError(f"{path}: HDF5 file is not a minibert weights file (format attribute {fmt!r}, expected {FORMAT_NAME!r})", RECONVERT)
+        raise WeightsError(
+            f"{path}: HDF5 file is not a minibert weights file (format attribute {fmt!r}, expected {FORMAT_NAME!r})",
+            RECONVERT,
+        )
     version = _attr(f, "/", "format_version", int, path)
     if version != FORMAT_VERSION:
         why = " (version 1 files carry no checksum of their config and vocabulary)" if version == 1 else ""
@@ -313,10 +326,12 @@ def _attr(obj, where, key, kind, path):
         value = value.decode("utf-8")
     if isinstance(value, np.generic):
         value = value.item()
-    ok = {str: isinstance(value, str),
-          int: isinstance(value, int) and not isinstance(value, bool),
-          float: isinstance(value, (int, float)) and not isinstance(value, bool),
-          bool: isinstance(value, bool)}[kind]
+    ok = {
+        str: isinstance(value, str),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        bool: isinstance(value, bool),
+    }[kind]
     if not ok:
         raise WeightsError(f"{path}: attribute {key!r} of {where} is {value!r}, expected a {kind.__name__}", RECONVERT)
     return value
@@ -327,9 +342,14 @@ def _json_attr(obj, where, key, kind, path):
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
-        raise WeightsError(f"{path}: attribute {key!r} of {where} is not valid JSON: {text[:80]!r}", RECONVERT) from None
+        raise WeightsError(
+            f"{path}: attribute {key!r} of {where} is not valid JSON: {text[:80]!r}", RECONVERT
+        ) from None
     if not isinstance(value, kind):
-        raise WeightsError(f"{path}: attribute {key!r} of {where} is a JSON {type(value).__name__}, expected a {kind.__name__}", RECONVERT)
+        raise WeightsError(
+            f"{path}: attribute {key!r} of {where} is a JSON {type(value).__name__}, expected a {kind.__name__}",
+            RECONVERT,
+        )
     return value
 
 
@@ -371,7 +391,9 @@ def _check_layout(f, path, config, heads):
     members = hdf5.members(f, path, WeightsError, RECONVERT)
     unknown = sorted(set(members) - {"config", "vocab", "weights"})
     if unknown:
-        raise WeightsError(f"{path}: unexpected object(s) {', '.join('/' + n for n in unknown)} at the top level", RECONVERT)
+        raise WeightsError(
+            f"{path}: unexpected object(s) {', '.join('/' + n for n in unknown)} at the top level", RECONVERT
+        )
     if "weights" not in members or not isinstance(members["weights"], h5py.Group):
         raise WeightsError(f"{path}: the /weights group is missing", RECONVERT)
     datasets = hdf5.members(members["weights"], path, WeightsError, RECONVERT)
@@ -390,10 +412,18 @@ def _check_layout(f, path, config, heads):
         raise WeightsError(f"{path}: the tensors declare {total:,} bytes but the file has {size:,}", RECONVERT)
     vocab = members.get("vocab")
     if vocab is not None:
-        if not isinstance(vocab, h5py.Dataset) or h5py.check_string_dtype(vocab.dtype) is None or vocab.dtype.kind != "O":
+        if (
+            not isinstance(vocab, h5py.Dataset)
+            or h5py.check_string_dtype(vocab.dtype) is None
+            or vocab.dtype.kind != "O"
+        ):
             raise WeightsError(f"{path}: /vocab is not a dataset of variable-length strings", RECONVERT)
         if vocab.shape != (config.vocab_size,):
-            raise WeightsError(f"{path}: /vocab has shape {vocab.shape}, expected ({config.vocab_size},) for vocab_size={config.vocab_size}", RECONVERT)
+            raise WeightsError(
+                f"{path}: /vocab has shape {vocab.shape}, expected ({config.vocab_size},) "
+                f"for vocab_size={config.vocab_size}",
+                RECONVERT,
+            )
         hdf5.check_dataset(vocab, path, WeightsError, RECONVERT)
         _attr(vocab, "/vocab", "do_lower_case", bool, path)
     return datasets, vocab
@@ -409,7 +439,9 @@ def _read_vocab(vocab, path):
 
 def _check_metadata(f, path, config, tokens, do_lower_case, heads, datasets):
     """Compare /metadata_sha256 with the digest of what was read (config, vocabulary, heads, manifest)."""
-    manifest = {name: manifest_entry(d, _attr(d, f"/weights/{name}", "sha256", str, path)) for name, d in datasets.items()}
+    manifest = {
+        name: manifest_entry(d, _attr(d, f"/weights/{name}", "sha256", str, path)) for name, d in datasets.items()
+    }
     stored = _attr(f, "/", "metadata_sha256", str, path)
     if metadata_sha256(config, tokens, do_lower_case, heads, manifest) != stored:
         raise WeightsError(
@@ -441,9 +473,13 @@ def _read_metadata(f, path):
 def _run(path, read):
     """Open the file, check its format, run ``read(f)``; damaged HDF5 structures become a WeightsError."""
     path = Path(path)
-    hint = f"convert a checkpoint first: `minibert convert SRC {path}`" if not path.exists() else \
-        "to convert a Hugging Face directory run `minibert convert DIR OUT.h5`" if path.is_dir() else \
-        f"the file is truncated or of another kind; {RECONVERT}"
+    hint = (
+        f"convert a checkpoint first: `minibert convert SRC {path}`"
+        if not path.exists()
+        else "to convert a Hugging Face directory run `minibert convert DIR OUT.h5`"
+        if path.is_dir()
+        else f"the file is truncated or of another kind; {RECONVERT}"
+    )
     with hdf5.open_file(path, WeightsError, hint) as f:
         try:
             _check_format(f, path)
@@ -468,6 +504,7 @@ def read_config(path):
 
 def read_vocab(path):
     """(tokens, do_lower_case) stored in a minibert .h5 file (metadata checksum verified)."""
+
     def read(f):
         tokens, do_lower_case = _read_checked(f, path)[3:]
         if not tokens:

@@ -270,7 +270,7 @@ def save(path, weights):
             f.attrs["heads"] = json.dumps(list(weights.heads))
             g = f.create_group("config")
             for key, value in weights.config.to_dict().items():
-                g.attrs[key] = json.dumps({str(k): v for k, v in value.items()}) if key == "id2label" else value
+                g.attrs[key] = json.dumps({str(k): v for k, v in value.items()}) if isinstance(value, dict) else value
             if weights.vocab:
                 v = f.create_dataset(
                     "vocab", data=np.array(weights.vocab, dtype=object), dtype=h5py.string_dtype("utf-8")
@@ -353,7 +353,9 @@ def _json_attr(obj, where, key, kind, path):
     return value
 
 
-CONFIG_TYPES = {"hidden_act": str, "layer_norm_eps": float, "id2label": dict}  # every other field: int
+def _config_kinds():
+    """Field -> the Python type /config stores it as, read off BertConfig's defaults (a dict as JSON text)."""
+    return {name: type(value) for name, value in BertConfig().to_dict().items()}
 
 
 def _read_config(f, path):
@@ -362,9 +364,13 @@ def _read_config(f, path):
         raise WeightsError(f"{path}: the /config group is missing", RECONVERT)
     g = members["config"]
     d = {}
-    for name in BertConfig.__dataclass_fields__:
-        kind = CONFIG_TYPES.get(name, int)
-        d[name] = _json_attr(g, "/config", name, dict, path) if kind is dict else _attr(g, "/config", name, kind, path)
+    for name, kind in _config_kinds().items():
+        if kind is dict:
+            d[name] = _json_attr(g, "/config", name, dict, path)
+        elif kind in (str, int, float, bool):
+            d[name] = _attr(g, "/config", name, kind, path)
+        else:  # a field without a typed default (None): BertConfig checks it
+            d[name] = g.attrs.get(name)
     try:
         return BertConfig.from_dict(d, source=f"{path}:/config")
     except ConfigError as e:

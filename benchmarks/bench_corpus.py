@@ -2,7 +2,7 @@
 and Dask with 1 and 2 workers. Every figure in docs/corpus.md and docs/scaling.md comes from here.
 
     python benchmarks/bench_corpus.py speed  [--lines 4000] [--reps 2]   # MiniLM: minibert vs sentence-transformers
-    python benchmarks/bench_corpus.py memory [--sizes 10000 1000000]    # peak RSS of one run per size (max length 128, --truncate)
+    python benchmarks/bench_corpus.py memory [--sizes 10000 1000000]    # peak RSS of one run per size
     python benchmarks/bench_corpus.py dask   [--lines 100000]            # 1 process, Dask 1 worker, 2 workers
 
 speed: all-MiniLM-L6-v2 (real weights), max length 128, truncation on, 2 threads. minibert
@@ -47,20 +47,26 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run from a checkout; the corpus helpers live in tests/
-from corpus_helpers import seeded_model, write_corpus  # noqa: E402
-from tokenizer_corpus import vocab_path  # noqa: E402
-
 import minibert  # noqa: E402
 from minibert.corpus import encode_corpus  # noqa: E402
+
+from corpus_helpers import seeded_model, write_corpus  # noqa: E402
+from tokenizer_corpus import vocab_path  # noqa: E402
 
 THREADS = 2
 RESULTS = ROOT / "benchmarks" / "results"
 
 
 def machine():
-    return {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__, "minibert": minibert.__version__,
-            "command": " ".join(sys.argv)}
+    return {
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "minibert": minibert.__version__,
+        "command": " ".join(sys.argv),
+    }
 
 
 def save(mode, record):
@@ -99,8 +105,16 @@ def speed(args):
     st.max_seq_length = args.max_length
 
     def run_minibert(sort):
-        report = encode_corpus(model_h5, corpus, work / "out.h5", overwrite=True, progress=False,
-                               max_length=args.max_length, truncate=True, sort_by_length=sort)
+        report = encode_corpus(
+            model_h5,
+            corpus,
+            work / "out.h5",
+            overwrite=True,
+            progress=False,
+            max_length=args.max_length,
+            truncate=True,
+            sort_by_length=sort,
+        )
         return report.seconds, report.tokens
 
     def run_st():
@@ -122,19 +136,41 @@ def speed(args):
     rows = {}
     for name, ts in times.items():
         best = min(ts)
-        rows[name] = {"seconds": ts, "best_seconds": best, "lines_per_s": len(lines) / best, "tokens_per_s": tokens / best}
+        rows[name] = {
+            "seconds": ts,
+            "best_seconds": best,
+            "lines_per_s": len(lines) / best,
+            "tokens_per_s": tokens / best,
+        }
     ratio = rows["minibert"]["lines_per_s"] / rows["sentence-transformers"]["lines_per_s"]
     sorting = rows["minibert"]["lines_per_s"] / rows["minibert-unsorted"]["lines_per_s"]
     print(f"{len(lines)} lines, {tokens} tokens (max length {args.max_length}), best of {args.reps}:")
     for name, row in rows.items():
-        print(f"  {name:<22} {row['best_seconds']:7.2f} s  {row['lines_per_s']:8.1f} lines/s  {row['tokens_per_s']:9.0f} tokens/s")
-    print(f"  minibert / sentence-transformers: {ratio:.2f}x lines/s; sorted / unsorted: {sorting:.2f}x; "
-          f"max |minibert - sentence-transformers| = {diff:.1e}")
+        print(
+            f"  {name:<22} {row['best_seconds']:7.2f} s  {row['lines_per_s']:8.1f} lines/s"
+            f"  {row['tokens_per_s']:9.0f} tokens/s"
+        )
+    print(
+        f"  minibert / sentence-transformers: {ratio:.2f}x lines/s; sorted / unsorted: {sorting:.2f}x; "
+        f"max |minibert - sentence-transformers| = {diff:.1e}"
+    )
     import sentence_transformers
 
-    save("speed", {"machine": machine(), "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
-                   "lines": len(lines), "tokens": tokens, "max_length": args.max_length, "rows": rows,
-                   "ratio_minibert_to_st": ratio, "sorting_speedup": sorting, "max_abs_diff": diff})
+    save(
+        "speed",
+        {
+            "machine": machine(),
+            "torch": torch.__version__,
+            "sentence_transformers": sentence_transformers.__version__,
+            "lines": len(lines),
+            "tokens": tokens,
+            "max_length": args.max_length,
+            "rows": rows,
+            "ratio_minibert_to_st": ratio,
+            "sorting_speedup": sorting,
+            "max_abs_diff": diff,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -154,11 +190,22 @@ def seeded(work, name):
 
 def memory_child(args):
     """One run in this fresh process; prints JSON with its peak RSS."""
-    report = encode_corpus(args.model, args.corpus, args.out, overwrite=True, progress=False, max_length=128, truncate=True)
+    report = encode_corpus(
+        args.model, args.corpus, args.out, overwrite=True, progress=False, max_length=128, truncate=True
+    )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    print(json.dumps({"lines": report.line_count, "rows": report.rows, "seconds": report.seconds,
-                      "lines_per_s": report.lines_per_second, "peak_rss_mib": peak_mib,
-                      "output_mib": os.path.getsize(args.out) / 2**20}))
+    print(
+        json.dumps(
+            {
+                "lines": report.line_count,
+                "rows": report.rows,
+                "seconds": report.seconds,
+                "lines_per_s": report.lines_per_second,
+                "peak_rss_mib": peak_mib,
+                "output_mib": os.path.getsize(args.out) / 2**20,
+            }
+        )
+    )
 
 
 def memory(args):
@@ -167,13 +214,30 @@ def memory(args):
     rows = []
     for n in args.sizes:
         corpus = write_corpus(work / f"corpus-{n}.txt", n)
-        out = subprocess.run([sys.executable, __file__, "memory-child", "--model", str(model), "--corpus", str(corpus),
-                              "--out", str(work / f"out-{n}.h5")], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "memory-child",
+                "--model",
+                str(model),
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(work / f"out-{n}.h5"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         row = json.loads(out.stdout.strip().splitlines()[-1]) | {"input_mib": os.path.getsize(corpus) / 2**20}
         rows.append(row)
-        print(f"{n:>9} lines: peak RSS {row['peak_rss_mib']:.0f} MiB, input {row['input_mib']:.1f} MiB, "
-              f"output {row['output_mib']:.1f} MiB, {row['seconds']:.0f} s ({row['lines_per_s']:.0f} lines/s), "
-              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"{n:>9} lines: peak RSS {row['peak_rss_mib']:.0f} MiB, input {row['input_mib']:.1f} MiB, "
+            f"output {row['output_mib']:.1f} MiB, {row['seconds']:.0f} s ({row['lines_per_s']:.0f} lines/s), "
+            f"load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
         (work / f"out-{n}.h5").unlink()
         corpus.unlink()
     save("memory", {"machine": machine(), "model": args.model, "shape": MODELS[args.model], "rows": rows})
@@ -198,8 +262,15 @@ def dask(args):
     for workers in (1, 2):
         client, cluster = distributed.connect(f"local:{workers}")  # started outside the timing
         client.close()
-        report = distributed.encode_corpus(model, corpus, work / f"dask{workers}.h5", dask=cluster.scheduler_address,
-                                           progress=False, max_length=128, truncate=True)
+        report = distributed.encode_corpus(
+            model,
+            corpus,
+            work / f"dask{workers}.h5",
+            dask=cluster.scheduler_address,
+            progress=False,
+            max_length=128,
+            truncate=True,
+        )
         cluster.close()
         rows[f"Dask, {workers} worker(s) x 1 thread"] = report
         assert np.array_equal(h5_rows(work / f"dask{workers}.h5"), h5_rows(work / "single.h5")), "Dask output differs"
@@ -207,13 +278,29 @@ def dask(args):
         windows, size = -(-args.lines // int(f.attrs["window"])), f["embeddings"].nbytes
     record = {}
     for name, r in rows.items():
-        record[name] = {"seconds": r.seconds, "merge_seconds": r.merge_seconds, "lines_per_s": args.lines / r.seconds,
-                        "partitions": len(r.workers or [])}
-        print(f"  {name:<32} {r.seconds:7.1f} s  {args.lines / r.seconds:8.0f} lines/s  "
-              f"(merge {r.merge_seconds:.2f} s, {windows} windows)")
+        record[name] = {
+            "seconds": r.seconds,
+            "merge_seconds": r.merge_seconds,
+            "lines_per_s": args.lines / r.seconds,
+            "partitions": len(r.workers or []),
+        }
+        print(
+            f"  {name:<32} {r.seconds:7.1f} s  {args.lines / r.seconds:8.0f} lines/s  "
+            f"(merge {r.merge_seconds:.2f} s, {windows} windows)"
+        )
     print(f"  {size / 2**20:.0f} MiB of vectors; identical outputs; load {os.getloadavg()[0]:.1f}")
-    save("dask", {"machine": machine(), "lines": args.lines, "windows": windows, "model": args.model,
-                  "shape": MODELS[args.model], "rows": record, "embeddings_mib": size / 2**20})
+    save(
+        "dask",
+        {
+            "machine": machine(),
+            "lines": args.lines,
+            "windows": windows,
+            "model": args.model,
+            "shape": MODELS[args.model],
+            "rows": record,
+            "embeddings_mib": size / 2**20,
+        },
+    )
 
 
 def main():

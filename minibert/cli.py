@@ -5,27 +5,51 @@ and the command exits with status 1.
 """
 
 import argparse
+import json
+import os
+import re
 import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import MinibertError
-from .model import BACKENDS, DEFAULT_BACKEND
+from . import corpus, distributed, reference, weights
+from .api import load
+from .compare import compare
+from .config import BertConfig
+from .convert import convert
+from .errors import InputError, MinibertError, WeightsError
+from .heads import classify, fill_mask, mean_pooling, sentence_embeddings
+from .hooks import hook_points
+from .inputs import BACKENDS, DEFAULT_BACKEND, DTYPES
+from .plot import plot_attention
+from .search import search
+from .tokenizer import Tokenizer, read_text_file
+from .trace import TRANSFORMERLENS_ALIASES
+from .version import __version__
+from .view import view
 
 
 def cmd_convert(args):
-    from .convert import convert
-
     do_lower_case = {None: None, "uncased": True, "cased": False}[args.case]
     path = convert(args.src, args.dest, config=args.config, do_lower_case=do_lower_case)
-    print(f"wrote {path}")
-    return cmd_inspect(argparse.Namespace(file=path, verify=False))
+    if args.verbose:
+        print(f"wrote {path}")
+        return cmd_inspect(argparse.Namespace(file=path, verify=False))
+    w = weights.load(path, verify=False)
+    c = w.config
+    n_params = sum(int(np.prod(t.shape)) for t in w.tensors.values())
+    print(
+        f"wrote {path}: {len(w.tensors)} tensors ({n_params:,} values, verified), "
+        f"L={c.num_hidden_layers} H={c.hidden_size} "
+        f"A={c.num_attention_heads} I={c.intermediate_size}, vocabulary {len(w.vocab)} tokens, "
+        f"heads: {', '.join(w.heads) if w.heads else 'none'} (--verbose or `minibert inspect` for the table)"
+    )
+    return 0
 
 
 def cmd_inspect(args):
-    from . import weights
-
     w = weights.load(args.file, verify=args.verify)
     print(f"{args.file}: minibert weights, format version {w.format_version}")
     print(f"source: {w.source}")
@@ -49,9 +73,6 @@ def cmd_inspect(args):
 
 def read_text_arg(text, file):
     """The text to encode: the positional argument, or the contents of --file (UTF-8)."""
-    from .errors import InputError
-    from .tokenizer import read_text_file
-
     if file is not None:
         return read_text_file(file).rstrip("\n")
     if text is None:
@@ -59,21 +80,58 @@ def read_text_arg(text, file):
     return text
 
 
+def encode_texts(tokenizer, texts, pairs, max_length, truncate):
+    """The one truncation rule of every text-taking command: ([B, T] int64 arrays, tokens dropped).
+
+    A text (or pair) longer than the model's ``max_length`` positions is refused, with the fix
+    ``--truncate``; with ``truncate=True`` each row is cut to ``max_length`` tokens (pairs
+    longest-first, as transformers) and the number of tokens dropped is returned.
+    """
+    pairs = list(pairs) if pairs is not None else None
+    lengths = [len(tokenizer.encode(t, None if pairs is None else pairs[i])["input_ids"]) for i, t in enumerate(texts)]
+    if max(lengths) > max_length and not truncate:
+        raise InputError(
+            f"the text is {max(lengths)} tokens long, the model reads at most {max_length} (max_position_embeddings)",
+            f"pass --truncate to keep the first {max_length} tokens, or shorten the text",
+        )
+    batch = tokenizer.encode_batch(list(texts), pairs, max_length=max_length, truncation=True)
+    return batch, sum(max(0, n - max_length) for n in lengths)
+
+
+def check_output_path(path, option):
+    """Refuse, before any work, an output path that is a directory or lies in a missing directory."""
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError(
+            f"{option} {path}: is a directory", f"give a file name, e.g. {option} {os.path.join(path, 'out')}"
+        )
+    if not os.path.isdir(parent):
+        raise InputError(
+            f"{option} {path}: the directory {parent} does not exist",
+            f"create it first (mkdir -p {parent}) or choose another path",
+        )
+
+
 def cmd_encode(args):
     """Tokenize a text (and optional pair), run the encoder, print tokens, ids and outputs."""
-    import json
-
     if args.input is not None:
         return cmd_encode_corpus(args)
-
-    from .heads import mean_pooling
-    from .model import load
-    from .tokenizer import Tokenizer
-
+    check_output_path(args.json, "--json")
     text = read_text_arg(args.text, args.file)
-    tokenizer = Tokenizer.from_file(args.model)
     model = load(args.model, dtype=args.dtype, backend=args.backend)
-    enc = tokenizer.encode(text, args.pair, max_length=model.config.max_position_embeddings, truncation=True)
+    tokenizer = Tokenizer.from_file(args.model)
+    batch, dropped = encode_texts(
+        tokenizer,
+        [text],
+        None if args.pair is None else [args.pair],
+        model.config.max_position_embeddings,
+        args.truncate,
+    )
+    enc = {k: v[0].tolist() for k, v in batch.items()}
+    if dropped:
+        print(f"truncated to {model.config.max_position_embeddings} tokens: {dropped} tokens dropped", file=sys.stderr)
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"])
     batch = {k: np.array([v]) for k, v in enc.items()}  # [1, T]
     out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
@@ -81,15 +139,24 @@ def cmd_encode(args):
     print(f"tokens ({len(tokens)}): {' '.join(tokens)}")
     print(f"input_ids: {' '.join(map(str, enc['input_ids']))}")
     print(f"token_type_ids: {' '.join(map(str, enc['token_type_ids']))}")
-    for name, value in (("last_hidden_state", out.last_hidden_state), ("pooler_output", out.pooler_output),
-                        ("mean-pooled embedding", mean_pooled)):
+    for name, value in (
+        ("last_hidden_state", out.last_hidden_state),
+        ("pooler_output", out.pooler_output),
+        ("mean-pooled embedding", mean_pooled),
+    ):
         if value is None:  # a masked-LM file has no pooler
             continue
-        print(f"{name}: shape {list(value.shape)}, L2 norm {np.linalg.norm(value):.6f}, "
-              f"first values {np.array2string(value.reshape(-1)[:4], precision=4)}")
+        print(
+            f"{name}: shape {list(value.shape)}, L2 norm {np.linalg.norm(value):.6f}, "
+            f"first values {np.array2string(value.reshape(-1)[:4], precision=4)}"
+        )
     if args.json:
         record = {
-            "model": str(args.model), "text": text, "pair": args.pair, "dtype": args.dtype, "tokens": tokens,
+            "model": str(args.model),
+            "text": text,
+            "pair": args.pair,
+            "dtype": args.dtype,
+            "tokens": tokens,
             **{k: list(map(int, v)) for k, v in enc.items()},
             "last_hidden_state": out.last_hidden_state[0].tolist(),  # [T, H]
             "pooler_output": None if out.pooler_output is None else out.pooler_output[0].tolist(),  # [H]
@@ -111,13 +178,11 @@ def cmd_encode_corpus(args):
     options = dict(resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, batch_size=args.batch_size,
                    max_length=args.max_length, truncate=args.truncate, pooling=args.pooling, field=args.field,
                    errors=args.errors, backend=args.backend, dtype=args.dtype)
-    if args.dask:
-        from .distributed import encode_corpus
-        options["dask"] = args.dask
-    else:
-        from .corpus import encode_corpus
     try:
-        report = encode_corpus(args.model, args.input, args.out, **options)
+        if args.dask:
+            report = distributed.encode_corpus(args.model, args.input, args.out, dask=args.dask, **options)
+        else:
+            report = corpus.encode_corpus(args.model, args.input, args.out, **options)
     except KeyboardInterrupt:
         print(f"interrupted: the windows finished so far are kept in {args.out}.parts; "
               "run the same command with --resume to continue", file=sys.stderr)
@@ -132,8 +197,6 @@ def cmd_encode_corpus(args):
 
 
 def cmd_search(args):
-    from .search import search
-
     hits = search(args.embeddings, args.query, top_k=args.top_k, model=args.model, truncate=args.truncate)
     for h in hits:
         text = "(the input file changed or is missing: line not shown)" if h.text is None else h.text
@@ -147,34 +210,45 @@ def model_inputs(args):
         try:
             ids = [int(part) for part in args.ids.split(",")]
         except ValueError:
-            raise MinibertError(f"--ids {args.ids!r} is not a comma-separated list of integers", "write e.g. --ids 101,7592,102") from None
+            raise MinibertError(
+                f"--ids {args.ids!r} is not a comma-separated list of integers", "write e.g. --ids 101,7592,102"
+            ) from None
         return np.array([ids]), None, None
     if args.text is None:
         raise MinibertError("no input: give a TEXT or --ids", 'e.g. minibert parity model.h5 "Hello world"')
-    from .tokenizer import Tokenizer
-
-    batch = Tokenizer.from_file(args.file).encode_batch([args.text], None if args.pair is None else [args.pair])  # [1, T] each
+    max_length = weights.read_config(args.file).max_position_embeddings
+    batch, dropped = encode_texts(
+        Tokenizer.from_file(args.file),
+        [args.text],
+        None if args.pair is None else [args.pair],
+        max_length,
+        args.truncate,
+    )  # [1, T] each
+    if dropped:
+        print(f"truncated to {max_length} tokens: {dropped} tokens dropped", file=sys.stderr)
     return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
 
 
 def cmd_parity(args):
-    from . import reference
-    from .model import load
-    from .trace import compare
-
     ids, mask, types = model_inputs(args)
     ours = load(args.file, dtype=args.dtype, backend=args.backend).trace(ids, mask, types)
     ref = reference.trace(args.file, ids, mask, types, dtype=args.dtype)
     result = compare(ours, ref, dtype=args.dtype)
-    print(f"{args.file}: minibert ({args.backend}) against {ref.meta['producer']}, {args.dtype}, input shape {tuple(ours.meta['inputs']['input_ids'].shape)}")
+    print(
+        f"{args.file}: minibert ({args.backend}) against {ref.meta['producer']}, {args.dtype}, "
+        f"input shape {tuple(ours.meta['inputs']['input_ids'].shape)}"
+    )
     print(result.table())
     return 0 if result.passed else 1
 
 
 def cmd_trace(args):
-    from . import trace as tracing
-    from .model import load
-
+    check_output_path(args.out, "--out")
+    if args.plot is not None and os.path.exists(args.plot) and not os.path.isdir(args.plot):
+        raise MinibertError(
+            f"--plot {args.plot}: is a file; --plot takes a directory for the PNG files",
+            "give a directory name (it is created)",
+        )
     ids, mask, types = model_inputs(args)
     model = load(args.file, dtype=args.dtype, backend=args.backend)
     t = model.trace(ids, mask, types, only=args.only or None)
@@ -182,41 +256,125 @@ def cmd_trace(args):
     if args.out:
         print(f"wrote {t.save(args.out)} ({len(t)} steps)")
     if args.plot:
-        from .errors import WeightsError
-        from .weights import read_vocab
-
         try:
-            vocab, _ = read_vocab(args.file)
+            vocab, _ = weights.read_vocab(args.file)
             tokens = [vocab[i] for i in t.meta["inputs"]["input_ids"][0]]
         except WeightsError:  # a file without vocabulary: label the axes with the ids
             tokens = [str(i) for i in t.meta["inputs"]["input_ids"][0]]
-        for path in tracing.plot_attention(t, args.plot, tokens=tokens):
+        for path in plot_attention(t, args.plot, tokens=tokens):
             print(f"wrote {path}")
     return 0
 
 
-def cmd_hooks(args):
-    from . import trace as tracing
-    from .config import BertConfig
-    from .weights import read_config
+# ---------------------------------------------------------------------------------------
+# `minibert hooks`: the hook points, and the doc tables generated from them
+# ---------------------------------------------------------------------------------------
 
+
+def hook_table(config=None):
+    """The markdown table of hook points for docs/debugging.md (layer 0 shown as {i})."""
+    config = config or BertConfig.preset("bert-tiny")
+    rows, done = [], set()
+    for name, shape in hook_points(config):
+        generic = re.sub(r"^encoder\.layer\.\d+\.", "encoder.layer.{i}.", name)
+        if generic not in done:
+            done.add(generic)
+            rows.append(f"| `{generic}` | `{shape}` | {_STEP_NOTES.get(generic, '')} |")
+    return "\n".join(["| hook point | shape | value |", "|---|---|---|"] + rows)
+
+
+_STEP_NOTES = {
+    "embeddings.word_embeddings": "one row of the word table per token",
+    "embeddings.token_type_embeddings": "segment A/B rows",
+    "embeddings.position_embeddings": "rows 0..T-1, shared by the batch",
+    "embeddings.sum": "word + token type + position (transformers' order)",
+    "embeddings.LayerNorm": "the embeddings: input of layer 0",
+    "encoder.layer.{i}.attention.self.query": "Q = x Wq^T + bq (heads not yet split)",
+    "encoder.layer.{i}.attention.self.key": "K",
+    "encoder.layer.{i}.attention.self.value": "V",
+    "encoder.layer.{i}.attention.self.scores": "Q K^T / sqrt(D), before the padding mask",
+    "encoder.layer.{i}.attention.self.probs": "softmax(scores + mask) over keys",
+    "encoder.layer.{i}.attention.self.context": "probs @ V, heads merged",
+    "encoder.layer.{i}.attention.output.dense": "output projection",
+    "encoder.layer.{i}.attention.output.LayerNorm": "LayerNorm(dense + x): the attention block's output",
+    "encoder.layer.{i}.intermediate.dense": "widen to I",
+    "encoder.layer.{i}.intermediate.gelu": "exact (erf) GELU",
+    "encoder.layer.{i}.output.dense": "back to H",
+    "encoder.layer.{i}.output.LayerNorm": (
+        "LayerNorm(dense + attention output): the layer's output (hidden_states[i+1])"
+    ),
+    "pooler.dense": "dense on the [CLS] token",
+    "pooler": "tanh: pooler_output",
+}
+
+DOC_BEGIN = "<!-- hook table: generated by `python -m minibert hooks --write-doc docs/debugging.md`; do not edit -->"
+DOC_END = "<!-- end of hook table -->"
+ALIAS_BEGIN = "<!-- alias table: generated by `python -m minibert hooks --write-doc docs/debugging.md`; do not edit -->"
+ALIAS_END = "<!-- end of alias table -->"
+
+
+def _replace_between(text, begin, end, body, path):
+    if begin not in text or end not in text:
+        raise MinibertError(f"{path}: the generated-table markers are missing", f"add the lines {begin} and {end}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def write_hook_table(doc_path):
+    """Rewrite the generated hook table and alias table of a markdown file (docs/debugging.md)."""
+    path = Path(doc_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else (e.strerror or type(e).__name__).lower()
+        raise MinibertError(
+            f"{path}: cannot read it ({why})",
+            "pass the markdown file that holds the generated tables (docs/debugging.md)",
+        ) from None
+    text = _replace_between(text, DOC_BEGIN, DOC_END, hook_table(), path)
+    text = _replace_between(text, ALIAS_BEGIN, ALIAS_END, alias_table(), path)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def alias_table():
+    """The markdown table of TransformerLens aliases, for docs/debugging.md."""
+    rows = [f"| `{tl}` | `{hf}` | {note} |" for tl, (hf, note) in TRANSFORMERLENS_ALIASES.items()]
+    return "\n".join(["| TransformerLens | minibert | difference |", "|---|---|---|"] + rows)
+
+
+def cmd_hooks(args):
     if args.write_doc:
-        print(f"wrote the hook table into {tracing.write_hook_table(args.write_doc)}")
+        print(f"wrote the hook table into {write_hook_table(args.write_doc)}")
         return 0
-    config = BertConfig.preset(args.preset) if args.file is None else read_config(args.file)
-    for name, shape in tracing.hook_points(config):
-        print(f"{name:<48} {shape}")
+    if args.file is None:
+        for name, shape in hook_points(BertConfig.preset(args.preset)):
+            print(f"{name:<48} {shape}")
+        return 0
+    config = weights.read_config(args.file)  # the file's own shapes: B and T stay letters (they come with the input)
+    pooler = weights.has_pooler(weights.read_tensor_names(args.file))
+    sizes = {
+        "A": config.num_attention_heads,
+        "D": config.head_size,
+        "H": config.hidden_size,
+        "I": config.intermediate_size,
+    }
+    for name, shape in hook_points(config):
+        if name.startswith("pooler") and not pooler:  # a masked-LM file has no pooler
+            continue
+        concrete = "[" + ", ".join(str(sizes.get(axis, axis)) for axis in shape.strip("[]").split(", ")) + "]"
+        print(f"{name:<48} {concrete}")
     return 0
 
 
 def cmd_fill_mask(args):
-    from .heads import fill_mask
-    from .model import load
-    from .tokenizer import Tokenizer
-
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="masked-lm")
     tokenizer = Tokenizer.from_file(args.model)
-    for i, candidates in enumerate(fill_mask(model, tokenizer, args.text, top_k=args.top_k), start=1):
+    encode_texts(tokenizer, [args.text], None, model.config.max_position_embeddings, args.truncate)  # the length rule
+    for i, candidates in enumerate(
+        fill_mask(model, tokenizer, args.text, top_k=args.top_k, truncation=args.truncate), start=1
+    ):
         print(f"[MASK] {i}:")
         for token, p in candidates:
             print(f"  {p:8.4f}  {token}")
@@ -224,13 +382,16 @@ def cmd_fill_mask(args):
 
 
 def cmd_classify(args):
-    from .heads import classify
-    from .model import load
-    from .tokenizer import Tokenizer
-
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="classification")
     tokenizer = Tokenizer.from_file(args.model)
-    scores = classify(model, tokenizer, args.text, args.pair)
+    encode_texts(
+        tokenizer,
+        [args.text],
+        None if args.pair is None else [args.pair],
+        model.config.max_position_embeddings,
+        args.truncate,
+    )  # the length rule
+    scores = classify(model, tokenizer, args.text, args.pair, truncation=args.truncate)
     width = max(len(label) for label, _ in scores)
     for label, p in sorted(scores, key=lambda item: -item[1]):
         print(f"{label:<{width}}  {p:.4f}")
@@ -238,20 +399,46 @@ def cmd_classify(args):
 
 
 def cmd_similarity(args):
-    from .heads import sentence_embeddings
-    from .model import load
-    from .tokenizer import Tokenizer
-
     model = load(args.model, dtype=args.dtype, backend=args.backend)  # the encoder: any file, with or without heads
     tokenizer = Tokenizer.from_file(args.model)
-    a, b = sentence_embeddings(model, tokenizer.encode_batch([args.text_a, args.text_b]))  # [H], [H], unit length
+    batch, _ = encode_texts(
+        tokenizer, [args.text_a, args.text_b], None, model.config.max_position_embeddings, args.truncate
+    )
+    a, b = sentence_embeddings(model, batch)  # [H], [H], unit length
     print(f"cosine similarity: {float(a @ b):.4f}")
+    return 0
+
+
+def cmd_view(args):
+    """Write the interactive attention page (head view, model view, step view) of one input."""
+    text = read_text_arg(args.text, args.file)
+    model = load(args.model, dtype=args.dtype, backend=args.backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        page = view(model, text, pair=args.pair, truncate=args.truncate, layers=args.layers,
+                    tokenizer=Tokenizer.from_file(args.model), threshold=args.threshold, max_mb=args.max_mb)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    path = page.save(args.out)
+    d = page.data
+    layers = " ".join(str(a["layer"]) for a in d["attention"])
+    print(f"wrote {path} ({page.nbytes / 1e6:.2f} MB): {len(d['tokens'])} tokens, "
+          f"layers {layers} x {d['num_heads']} heads, {len(d['steps'])} steps; open it in a browser")
     return 0
 
 
 def natural_key(name):
     """Sort key putting encoder.layer.2 before encoder.layer.10."""
     return [int(part) if part.isdigit() else part for part in name.split(".")]
+
+
+def add_model_options(p):
+    """--dtype, --backend and --truncate, the same for every verb that runs the model on text."""
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    p.add_argument(
+        "--truncate", action="store_true", help="cut a text longer than the model's positions (default: refuse it)"
+    )
 
 
 def build_parser():
@@ -264,6 +451,7 @@ def build_parser():
     p.add_argument("dest", help="output .h5 path")
     p.add_argument("--config", help="config.json, when SRC is a single checkpoint file")
     p.add_argument("--case", choices=["uncased", "cased"], help="override the tokenizer's lower-casing")
+    p.add_argument("--verbose", action="store_true", help="print the config and the tensor table after converting")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("encode", help="tokenize a text, run the encoder, print tokens, ids and outputs")
@@ -272,29 +460,30 @@ def build_parser():
     p.add_argument("--pair", help="a second text (segment B), as for NLI or next-sentence")
     p.add_argument("--file", help="read the text from this UTF-8 file instead")
     p.add_argument("--json", metavar="PATH", help="write tokens, ids and the embeddings to this JSON file")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    add_model_options(p)
     p.set_defaults(func=cmd_encode)
-    corpus = p.add_argument_group("a whole corpus (--input): one row of sentence embeddings per line, see docs/corpus.md")
-    corpus.add_argument("--input", metavar="CORPUS", help="a text file (one text per line) or a .jsonl file (one object per line)")
-    corpus.add_argument("--out", metavar="OUT.h5", help="the embeddings file to write")
-    corpus.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
-    corpus.add_argument("--max-length", type=int, help="tokens per text, [CLS] and [SEP] included (default: the model's positions)")
-    corpus.add_argument("--truncate", action="store_true", help="cut texts longer than the max length (default: refuse them)")
-    corpus.add_argument("--pooling", choices=["mean", "cls"], default="mean", help="mean of the tokens (as sentence-transformers) or [CLS]; then L2-normalised")
-    corpus.add_argument("--field", help="the JSONL field holding the text (default: text)")
-    corpus.add_argument("--errors", choices=["fail", "skip"], default="fail", help="a line that is not UTF-8 (or a bad JSONL row): stop, or skip it and list it")
-    corpus.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished window")
-    corpus.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    corpus.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
-    corpus.add_argument("--dask", metavar="local:N|tcp://HOST:PORT", help="run on a Dask cluster (needs minibert[dask]); see docs/scaling.md")
+    g = p.add_argument_group("a whole corpus (--input): one row of sentence embeddings per line, docs/corpus.md")
+    g.add_argument("--input", metavar="CORPUS", help="a text file (one text per line) or .jsonl (one object per line)")
+    g.add_argument("--out", metavar="OUT.h5", help="the embeddings file to write")
+    g.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    g.add_argument("--max-length", type=int, help="tokens per text, [CLS] and [SEP] included (default: the model's)")
+    g.add_argument("--pooling", choices=["mean", "cls"], default="mean",
+                   help="mean of the tokens (as sentence-transformers) or [CLS]; then L2-normalised")
+    g.add_argument("--field", help="the JSONL field holding the text (default: text)")
+    g.add_argument("--errors", choices=["fail", "skip"], default="fail",
+                   help="a line that is not UTF-8 (or a bad JSONL row): stop, or skip it and list it")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished window")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
+    g.add_argument("--dask", metavar="local:N|tcp://HOST:PORT",
+                   help="run on a Dask cluster (needs minibert[dask]); see docs/scaling.md")
 
     p = sub.add_parser("search", help="the lines of an encoded corpus most similar to a query (exact cosine top-k)")
     p.add_argument("embeddings", help="a file written by `minibert encode MODEL --input CORPUS --out FILE`")
     p.add_argument("query", help="the text to look for")
     p.add_argument("--top-k", type=int, default=10, help="how many lines to print (default 10)")
     p.add_argument("--model", help="the model file, if it moved since the corpus was encoded (checked by SHA-256)")
-    p.add_argument("--truncate", action="store_true", help="cut a query longer than the corpus's max length (default: refuse it)")
+    p.add_argument("--truncate", action="store_true", help="cut a query longer than the corpus's max length")
     p.add_argument("--width", type=int, default=160, help="characters of each line to print (default 160)")
     p.set_defaults(func=cmd_search)
 
@@ -306,7 +495,9 @@ def build_parser():
     p = sub.add_parser("hooks", help="list every hook point (step name and shape) of the forward pass")
     p.add_argument("file", nargs="?", help="minibert .h5 file (default: the --preset shape)")
     p.add_argument("--preset", default="bert-tiny", help="preset shape when no file is given")
-    p.add_argument("--write-doc", metavar="MD", help="rewrite the generated hook table in this markdown file (docs/debugging.md)")
+    p.add_argument(
+        "--write-doc", metavar="MD", help="rewrite the generated hook table in this markdown file (docs/debugging.md)"
+    )
     p.set_defaults(func=cmd_hooks)
 
     for verb, helptext, func in (
@@ -318,41 +509,78 @@ def build_parser():
         p.add_argument("text", nargs="?", help="input text (tokenized with the file's vocabulary)")
         p.add_argument("--pair", help="second segment of a text pair")
         p.add_argument("--ids", help="token ids instead of text, e.g. 101,7592,102")
-        p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-        p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+        add_model_options(p)
         p.set_defaults(func=func)
         if verb == "trace":
-            p.add_argument("--only", action="append", help="glob of steps to keep (repeatable), e.g. 'encoder.layer.0.*'")
+            p.add_argument(
+                "--only", action="append", help="glob of steps to keep (repeatable), e.g. 'encoder.layer.0.*'"
+            )
             p.add_argument("--out", help="write the trace to this .h5 file")
             p.add_argument("--plot", metavar="DIR", help="write PNG heat maps of every layer's attention into DIR")
+
+    p = sub.add_parser("view", help="write an interactive attention page (head, model and step views) as one HTML file")
+    p.add_argument("model", help="a converted minibert .h5 file")
+    p.add_argument("text", nargs="?", help="the text to look at (or use --file)")
+    p.add_argument("--pair", help="a second text (segment B)")
+    p.add_argument("--file", help="read the text from this UTF-8 file instead")
+    p.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions (else refuse)")
+    p.add_argument("--layers", type=int, nargs="+", help="embed only these layers' attention (default: all)")
+    p.add_argument("--out", default="view.html", help="the HTML file to write (default view.html)")
+    p.add_argument("--threshold", type=float, default=0.02, help="head view: hide weights below this (default 0.02)")
+    p.add_argument("--max-mb", type=float, default=25.0, help="refuse a page larger than this many MB (default 25)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("fill-mask", help="the most likely tokens for each [MASK] (needs a masked-lm head)")
     p.add_argument("model", help="a minibert .h5 file with a masked-lm head")
     p.add_argument("text", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
     p.add_argument("--top-k", type=int, default=5, help="how many tokens to list per [MASK] (default 5)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    add_model_options(p)
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("classify", help="label probabilities of a text or pair (needs a classification head)")
     p.add_argument("model", help="a minibert .h5 file with a classification head")
     p.add_argument("text", help="the text (the premise, for a pair)")
     p.add_argument("--pair", help="the second text of a pair (the hypothesis)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    add_model_options(p)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("similarity", help="cosine similarity of two texts' mean-pooled embeddings")
     p.add_argument("model", help="a minibert .h5 file (an encoder; e.g. all-MiniLM-L6-v2)")
     p.add_argument("text_a")
     p.add_argument("text_b")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    add_model_options(p)
     p.set_defaults(func=cmd_similarity)
     return parser
 
 
+def numba_cache_error(exc):
+    """A MinibertError when ``exc`` was raised while Numba read its on-disk cache, else None.
+
+    A truncated ``.nbi``/``.nbc`` file makes every kernel call fail while unpickling; the fix is
+    to delete the cache directory (Numba rebuilds it) or to run without the kernels.
+    """
+    tb, directory = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(os.path.join("numba", "core", "caching.py")):
+            directory = directory or getattr(tb.tb_frame.f_locals.get("self"), "_cache_path", None)
+            if directory is None:
+                directory = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+                    os.path.dirname(os.path.abspath(__file__)), "__pycache__"
+                )
+        tb = tb.tb_next
+    if directory is None:
+        return None
+    return MinibertError(
+        f"Numba's on-disk cache of minibert's kernels is damaged ({type(exc).__name__}: {exc})",
+        f"delete the cache files in {directory} (Numba rebuilds them on the next run), or use --backend numpy",
+    )
+
+
 def main(argv=None):
+    import bdb
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -362,11 +590,20 @@ def main(argv=None):
         if e.hint:
             print(f"fix: {e.hint}", file=sys.stderr)
         return 1
+    except bdb.BdbQuit:  # `q` at a MINIBERT_BREAK stop: the user asked to stop
+        print("stopped: quit from the debugger", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0
+    except Exception as e:  # only a damaged Numba cache is turned into an error here; anything else is a bug
+        damaged = numba_cache_error(e)
+        if damaged is None:
+            raise
+        print(f"error: {damaged.message}\nfix: {damaged.hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -48,11 +48,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from .api import load
 from .errors import InputError
 from .heads import sentence_embeddings
-from .model import DEFAULT_BACKEND, load
+from .inputs import DEFAULT_BACKEND
 from .tokenizer import Tokenizer
+from .version import __version__
 from .weights import file_sha256, read_config
 
 # N = rows (encoded lines), H = hidden size, B = batch, T = longest text of the batch in tokens
@@ -140,23 +141,51 @@ def input_format(path, field):
     if str(path).endswith(JSONL_SUFFIXES):
         return "jsonl", field or "text"
     if field:
-        raise InputError(f"--field {field} is given but {path} is not a .jsonl file", "drop --field for a text file (one text per line), or name the file .jsonl")
+        raise InputError(
+            f"--field {field} is given but {path} is not a .jsonl file",
+            "drop --field for a text file (one text per line), or name the file .jsonl",
+        )
     return "text", ""
 
 
-def make_settings(model_path, input_path, plan, *, pooling="mean", max_length=None, truncate=False, field=None,
-                  errors="fail", batch_size=BATCH_SIZE, window=WINDOW, backend=DEFAULT_BACKEND, dtype="float32",
-                  sort_by_length=True):
+def make_settings(
+    model_path,
+    input_path,
+    plan,
+    *,
+    pooling="mean",
+    max_length=None,
+    truncate=False,
+    field=None,
+    errors="fail",
+    batch_size=BATCH_SIZE,
+    window=WINDOW,
+    backend=DEFAULT_BACKEND,
+    dtype="float32",
+    sort_by_length=True,
+):
     config = read_config(model_path)
     max_length = config.max_position_embeddings if max_length is None else max_length
     check_options(batch_size, max_length, pooling, errors, window, config.max_position_embeddings)
     fmt, field = input_format(input_path, field)
     return Settings(
-        model_path=str(Path(model_path).resolve()), model_sha256=file_sha256(model_path),
-        model_config=json.dumps(config.to_dict(), sort_keys=True), input_path=str(Path(input_path).resolve()),
-        input_sha256=plan.sha256, input_size=plan.size, input_format=fmt, field=field, pooling=pooling,
-        max_length=max_length, truncate=bool(truncate), errors=errors, batch_size=batch_size, window=window,
-        backend=backend, dtype=dtype, sort_by_length=bool(sort_by_length),
+        model_path=str(Path(model_path).resolve()),
+        model_sha256=file_sha256(model_path),
+        model_config=json.dumps(config.to_dict(), sort_keys=True),
+        input_path=str(Path(input_path).resolve()),
+        input_sha256=plan.sha256,
+        input_size=plan.size,
+        input_format=fmt,
+        field=field,
+        pooling=pooling,
+        max_length=max_length,
+        truncate=bool(truncate),
+        errors=errors,
+        batch_size=batch_size,
+        window=window,
+        backend=backend,
+        dtype=dtype,
+        sort_by_length=bool(sort_by_length),
     )
 
 
@@ -169,7 +198,10 @@ def scan_input(path, window=WINDOW):
     """One pass over the file: its SHA-256, size, line count and the byte offset of each window."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"input file '{path}' does not exist or is not a file", "pass a text file (one text per line) or a .jsonl file")
+        raise InputError(
+            f"input file '{path}' does not exist or is not a file",
+            "pass a text file (one text per line) or a .jsonl file",
+        )
     digest, size, newlines, starts = hashlib.sha256(), 0, 0, [0]
     last = b""
     with open(path, "rb") as f:
@@ -265,8 +297,11 @@ class Encoder:
             raise InputError(
                 f"{where} has {len(ids)} tokens, more than the max length {s.max_length}",
                 f"pass --truncate to keep the first {s.max_length} tokens of long lines (the count is recorded)"
-                + (f", or raise --max-length (the model has {self.model.config.max_position_embeddings} positions)"
-                   if s.max_length < self.model.config.max_position_embeddings else ""),
+                + (
+                    f", or raise --max-length (the model has {self.model.config.max_position_embeddings} positions)"
+                    if s.max_length < self.model.config.max_position_embeddings
+                    else ""
+                ),
             )
         return self.tokenizer.encode(text, max_length=s.max_length, truncation=True)["input_ids"], True
 
@@ -277,14 +312,18 @@ class Encoder:
         order = np.argsort(lengths, kind="stable") if s.sort_by_length else np.arange(len(rows))  # [n]
         out = np.empty((len(rows), self.model.config.hidden_size), np.float32)  # [n, H]
         for start in range(0, len(rows), s.batch_size):
-            index = order[start:start + s.batch_size]  # [B]
+            index = order[start : start + s.batch_size]  # [B]
             T = int(lengths[index].max())
             input_ids = np.full((len(index), T), self.tokenizer.pad_token_id, np.int64)  # [B, T]
             attention_mask = np.zeros((len(index), T), np.int64)  # [B, T]
             for b, i in enumerate(index):
-                input_ids[b, :lengths[i]] = rows[i]
-                attention_mask[b, :lengths[i]] = 1
-            batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}
+                input_ids[b, : lengths[i]] = rows[i]
+                attention_mask[b, : lengths[i]] = 1
+            batch = {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "token_type_ids": np.zeros_like(input_ids),
+            }
             out[index] = sentence_embeddings(self.model, batch, pooling=s.pooling)  # [B, H]
             if on_batch is not None:
                 on_batch(len(index), int(lengths[index].sum()))
@@ -303,7 +342,8 @@ class Encoder:
                 if s.errors == "fail":
                     raise InputError(
                         f"{s.input_path}: line {line_number} {problem}",
-                        "fix or remove that line, or pass --errors skip to skip bad lines (they are listed in the output)",
+                        "fix or remove that line, or pass --errors skip to skip bad lines "
+                        "(they are listed in the output)",
                     ) from None
                 skipped.append(line_number)
                 continue
@@ -318,8 +358,14 @@ class Encoder:
         H = self.model.config.hidden_size
         embeddings = self.embed(rows, on_batch) if rows else np.empty((0, H), np.float32)  # [n, H]
         return WindowResult(
-            embeddings=embeddings, line_numbers=np.array(numbers, np.int64), byte_offsets=np.array(row_offsets, np.int64),
-            lines=len(lines), empty=empty, truncated=truncated, tokens=sum(map(len, rows)), skipped_line_numbers=skipped,
+            embeddings=embeddings,
+            line_numbers=np.array(numbers, np.int64),
+            byte_offsets=np.array(row_offsets, np.int64),
+            lines=len(lines),
+            empty=empty,
+            truncated=truncated,
+            tokens=sum(map(len, rows)),
+            skipped_line_numbers=skipped,
         )
 
 
@@ -370,7 +416,9 @@ def write_part(directory, k, result):
 def write_manifest(directory, settings, plan):
     path = Path(directory) / "manifest.json"
     tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps({"settings": asdict(settings), "windows": plan.windows, "line_count": plan.line_count}, indent=1))
+    tmp.write_text(
+        json.dumps({"settings": asdict(settings), "windows": plan.windows, "line_count": plan.line_count}, indent=1)
+    )
     os.replace(tmp, path)
 
 
@@ -380,7 +428,9 @@ def read_manifest(directory):
         d = json.loads(path.read_text())
         return Settings(**d["settings"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{directory}: cannot read the interrupted run's manifest ({e})", "start again with --overwrite") from None
+        raise InputError(
+            f"{directory}: cannot read the interrupted run's manifest ({e})", "start again with --overwrite"
+        ) from None
 
 
 def done_windows(directory, plan):
@@ -395,7 +445,10 @@ def merge_parts(directory, plan, settings, out, hidden_size):
     paths = [part_path(directory, k) for k in range(plan.windows)]
     missing = [p.name for p in paths if not p.exists()]
     if missing:
-        raise InputError(f"{directory}: {len(missing)} window part(s) missing, e.g. {missing[0]}", "run the same command again with --resume")
+        raise InputError(
+            f"{directory}: {len(missing)} window part(s) missing, e.g. {missing[0]}",
+            "run the same command again with --resume",
+        )
     totals = dict(rows=0, lines=0, empty=0, truncated=0, tokens=0)
     for p in paths:
         with h5py.File(p, "r") as f:
@@ -403,22 +456,30 @@ def merge_parts(directory, plan, settings, out, hidden_size):
             for key in ("lines", "empty", "truncated", "tokens"):
                 totals[key] += int(f.attrs[key])
     if totals["lines"] != plan.line_count:
-        raise InputError(f"{directory}: the parts hold {totals['lines']} lines, the input {plan.line_count}", "start again with --overwrite")
+        raise InputError(
+            f"{directory}: the parts hold {totals['lines']} lines, the input {plan.line_count}",
+            "start again with --overwrite",
+        )
     N = totals["rows"]
     tmp = atomic_h5(out)
     try:
         with h5py.File(tmp, "w") as f:
-            embeddings = f.create_dataset("embeddings", shape=(N, hidden_size), dtype=np.float32,
-                                          chunks=(OUTPUT_CHUNK_ROWS, hidden_size), maxshape=(None, hidden_size))  # [N, H]
+            embeddings = f.create_dataset(
+                "embeddings",
+                shape=(N, hidden_size),
+                dtype=np.float32,
+                chunks=(OUTPUT_CHUNK_ROWS, hidden_size),
+                maxshape=(None, hidden_size),
+            )  # [N, H]
             line_numbers = f.create_dataset("line_numbers", shape=(N,), dtype=np.int64)  # [N]
             byte_offsets = f.create_dataset("byte_offsets", shape=(N,), dtype=np.int64)  # [N]
             skipped, row = [], 0
             for p in paths:
                 with h5py.File(p, "r") as part:
                     n = part["embeddings"].shape[0]
-                    embeddings[row:row + n] = part["embeddings"][()]
-                    line_numbers[row:row + n] = part["line_numbers"][()]
-                    byte_offsets[row:row + n] = part["byte_offsets"][()]
+                    embeddings[row : row + n] = part["embeddings"][()]
+                    line_numbers[row : row + n] = part["line_numbers"][()]
+                    byte_offsets[row : row + n] = part["byte_offsets"][()]
                     skipped.extend(part["skipped_line_numbers"][()].tolist())
                     row += n
             f.create_dataset("skipped_line_numbers", data=np.array(skipped, np.int64))
@@ -463,7 +524,9 @@ class Job:
 
     def progress(self, enabled):
         """A Progress counter starting at the lines of the windows already done."""
-        return Progress(self.plan.line_count, sum(window_lines(self.plan, self.settings, k) for k in self.done), enabled)
+        return Progress(
+            self.plan.line_count, sum(window_lines(self.plan, self.settings, k) for k in self.done), enabled
+        )
 
     def release(self):
         """Unlock the parts directory; remove it if no window was finished (nothing to resume)."""
@@ -481,7 +544,9 @@ def read_embeddings_attrs(path):
         with h5py.File(path, "r") as f:
             return dict(f.attrs)
     except OSError as e:
-        raise InputError(f"{path}: not a readable HDF5 file ({e})", "pass a file written by `minibert encode --input`") from None
+        raise InputError(
+            f"{path}: not a readable HDF5 file ({e})", "pass a file written by `minibert encode --input`"
+        ) from None
 
 
 def prepare(model_path, input_path, out, *, resume=False, overwrite=False, **options):
@@ -492,23 +557,32 @@ def prepare(model_path, input_path, out, *, resume=False, overwrite=False, **opt
     if out.is_dir():
         raise InputError(f"output '{out}' is a directory", "pass a file name such as embeddings.h5")
     if not out.parent.is_dir():
-        raise InputError(f"the directory of the output '{out}' does not exist", f"create it first: mkdir -p {out.parent}")
+        raise InputError(
+            f"the directory of the output '{out}' does not exist", f"create it first: mkdir -p {out.parent}"
+        )
     window = options.get("window", WINDOW)
     plan = scan_input(input_path, window)
     settings = make_settings(model_path, input_path, plan, **options)
     parts = parts_dir(out)
     if out.exists() and not overwrite:
         if not resume:
-            raise InputError(f"output '{out}' exists", "pass --overwrite to replace it, or --resume to finish an interrupted run")
+            raise InputError(
+                f"output '{out}' exists", "pass --overwrite to replace it, or --resume to finish an interrupted run"
+            )
         if not parts.exists():  # --resume of a finished run: nothing to do, if it is this run
             attrs = read_embeddings_attrs(out)
             stored = {k: attrs.get(k) for k in asdict(settings)}
             if attrs.get("format") == FORMAT_NAME and not settings.mismatches(Settings(**stored)):
                 return None
-            raise InputError(f"output '{out}' exists and was not made with these settings and input", "pass --overwrite to replace it")
+            raise InputError(
+                f"output '{out}' exists and was not made with these settings and input",
+                "pass --overwrite to replace it",
+            )
     if parts.exists() and not (resume or overwrite):
-        raise InputError(f"'{parts}' holds the parts of an interrupted run",
-                         "pass --resume to continue it, or --overwrite to start again")
+        raise InputError(
+            f"'{parts}' holds the parts of an interrupted run",
+            "pass --resume to continue it, or --overwrite to start again",
+        )
     if parts.exists() and overwrite:
         shutil.rmtree(parts)
     parts.mkdir(exist_ok=True)
@@ -524,8 +598,10 @@ def prepare(model_path, input_path, out, *, resume=False, overwrite=False, **opt
         if differ:
             lock.close()
             detail = ", ".join(f"{k}: {getattr(stored, k)!r} then, {getattr(settings, k)!r} now" for k in differ)
-            raise InputError(f"cannot resume {out}: the settings differ from the interrupted run's ({detail})",
-                             "run with the same model, input and options, or pass --overwrite to start again")
+            raise InputError(
+                f"cannot resume {out}: the settings differ from the interrupted run's ({detail})",
+                "run with the same model, input and options, or pass --overwrite to start again",
+            )
     write_manifest(parts, settings, plan)
     done = set(done_windows(parts, plan))
     todo = [k for k in range(plan.windows) if k not in done]
@@ -550,8 +626,16 @@ def progress_bar(total, initial, enabled):
         print("(no progress bar: pip install tqdm, or 'minibert[corpus]')", file=sys.stderr)
         return None
     size = shutil.get_terminal_size()  # 80 x 24 when the terminal reports 0 x 0, where tqdm would draw nothing
-    return tqdm(total=total, initial=initial, unit=" lines", unit_scale=True, file=sys.stderr, smoothing=0.05,
-                ncols=size.columns, nrows=size.lines)
+    return tqdm(
+        total=total,
+        initial=initial,
+        unit=" lines",
+        unit_scale=True,
+        file=sys.stderr,
+        smoothing=0.05,
+        ncols=size.columns,
+        nrows=size.lines,
+    )
 
 
 class Progress:
@@ -597,18 +681,36 @@ class Report:
 
 def finish(job, started):
     merge_started = time.perf_counter()
-    totals = merge_parts(job.parts, job.plan, job.settings, job.out, json.loads(job.settings.model_config)["hidden_size"])
-    return Report(out=job.out, rows=totals["rows"], line_count=job.plan.line_count, empty=totals["empty"],
-                  skipped=totals["skipped"], truncated=totals["truncated"], tokens=totals["tokens"],
-                  seconds=time.perf_counter() - started, resumed_windows=len(job.done),
-                  merge_seconds=time.perf_counter() - merge_started)
+    totals = merge_parts(
+        job.parts, job.plan, job.settings, job.out, json.loads(job.settings.model_config)["hidden_size"]
+    )
+    return Report(
+        out=job.out,
+        rows=totals["rows"],
+        line_count=job.plan.line_count,
+        empty=totals["empty"],
+        skipped=totals["skipped"],
+        truncated=totals["truncated"],
+        tokens=totals["tokens"],
+        seconds=time.perf_counter() - started,
+        resumed_windows=len(job.done),
+        merge_seconds=time.perf_counter() - merge_started,
+    )
 
 
 def already_complete(out):
     attrs = read_embeddings_attrs(out)
-    return Report(out=Path(out), rows=int(attrs["rows"]), line_count=int(attrs["line_count"]), empty=int(attrs["empty_lines"]),
-                  skipped=int(attrs["skipped_lines"]), truncated=int(attrs["truncated_lines"]), tokens=int(attrs["tokens"]),
-                  seconds=0.0, resumed_windows=-1)
+    return Report(
+        out=Path(out),
+        rows=int(attrs["rows"]),
+        line_count=int(attrs["line_count"]),
+        empty=int(attrs["empty_lines"]),
+        skipped=int(attrs["skipped_lines"]),
+        truncated=int(attrs["truncated_lines"]),
+        tokens=int(attrs["tokens"]),
+        seconds=0.0,
+        resumed_windows=-1,
+    )
 
 
 def encode_windows(encoder, job, windows, progress=None):
@@ -650,6 +752,7 @@ def encode_corpus(model_path, input_path, out, *, resume=False, overwrite=False,
     truncate, field (JSONL), errors ("fail" or "skip"), batch_size, window, backend, dtype,
     sort_by_length. Returns a ``Report``. See the module docstring for the file's contents.
     """
+
     def encode(job, bar):
         encode_windows(Encoder(job.settings), job, job.todo, bar)
 

@@ -18,9 +18,9 @@ part is already written. Needs the optional extra: ``pip install "minibert[dask]
 import os
 from dataclasses import replace
 
+from .api import load
 from .corpus import Encoder, encode_windows, run, window_lines
 from .errors import InputError
-from .model import load
 from .tokenizer import Tokenizer
 
 PARTITIONS_PER_WORKER = 4  # enough to balance uneven partitions and to lose little when a worker dies
@@ -31,19 +31,23 @@ def need_distributed():
     try:
         import distributed
     except ImportError:
-        raise InputError("--dask needs the packages dask and distributed, which are not installed", INSTALL_HINT) from None
+        raise InputError(
+            "--dask needs the packages dask and distributed, which are not installed", INSTALL_HINT
+        ) from None
     return distributed
 
 
 def parse_spec(spec):
     """("local", N) for "local:N", or ("address", spec) for a scheduler address."""
     if spec.startswith("local:"):
-        n = spec[len("local:"):]
+        n = spec[len("local:") :]
         if not n.isdigit() or int(n) < 1:
             raise InputError(f"--dask {spec}: expected local:N with N >= 1 worker processes", "e.g. --dask local:2")
         return "local", int(n)
     if "://" not in spec:
-        raise InputError(f"--dask {spec}: not local:N nor a scheduler address", "e.g. --dask local:2 or --dask tcp://scheduler:8786")
+        raise InputError(
+            f"--dask {spec}: not local:N nor a scheduler address", "e.g. --dask local:2 or --dask tcp://scheduler:8786"
+        )
     return "address", spec
 
 
@@ -55,14 +59,20 @@ def connect(spec):
     if kind == "local":
         n = value
         cluster = distributed.LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
             env={"NUMBA_NUM_THREADS": "1"},  # one core per worker; Dask already sets OPENBLAS/OMP_NUM_THREADS=1
         )
         return distributed.Client(cluster), cluster
     try:
         return distributed.Client(spec, timeout="30s"), None
     except (OSError, TimeoutError) as e:
-        raise InputError(f"--dask {spec}: cannot reach the scheduler ({e})", "start it with `dask scheduler` and check the address and port") from None
+        raise InputError(
+            f"--dask {spec}: cannot reach the scheduler ({e})",
+            "start it with `dask scheduler` and check the address and port",
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -79,8 +89,10 @@ def worker_encoder(settings):
     key = (settings.model_path, settings.model_sha256, settings.dtype, settings.backend)
     if key not in _MODELS:
         LOADS += 1
-        _MODELS[key] = (load(settings.model_path, dtype=settings.dtype, backend=settings.backend),
-                        Tokenizer.from_file(settings.model_path))
+        _MODELS[key] = (
+            load(settings.model_path, dtype=settings.dtype, backend=settings.backend),
+            Tokenizer.from_file(settings.model_path),
+        )
     model, tokenizer = _MODELS[key]
     return Encoder(settings, model=model, tokenizer=tokenizer)
 
@@ -92,11 +104,17 @@ def encode_partition(job, windows):
 
     from .corpus import part_path
 
-    for what, path in (("input", job.settings.input_path), ("model", job.settings.model_path), ("parts directory", job.parts)):
+    for what, path in (
+        ("input", job.settings.input_path),
+        ("model", job.settings.model_path),
+        ("parts directory", job.parts),
+    ):
         if not Path(path).exists():
-            raise InputError(f"worker {socket.gethostname()} cannot see the {what} {path}",
-                             "put the input, the model and the output's directory on a filesystem every worker "
-                             "mounts at the same path (docs/scaling.md)")
+            raise InputError(
+                f"worker {socket.gethostname()} cannot see the {what} {path}",
+                "put the input, the model and the output's directory on a filesystem every worker "
+                "mounts at the same path (docs/scaling.md)",
+            )
     todo = [k for k in windows if not part_path(job.parts, k).exists()]  # a rerun after a crash
     if todo:
         encode_windows(worker_encoder(job.settings), job, todo)
@@ -111,11 +129,22 @@ def encode_partition(job, windows):
 def partitions(windows, count):
     """Split a list of window indices into at most ``count`` runs of consecutive entries."""
     size = max(1, -(-len(windows) // max(count, 1)))
-    return [windows[i:i + size] for i in range(0, len(windows), size)]
+    return [windows[i : i + size] for i in range(0, len(windows), size)]
 
 
-def encode_corpus(model_path, input_path, out, *, dask="local:2", resume=False, overwrite=False, progress=True,
-                  partitions_per_worker=PARTITIONS_PER_WORKER, on_submitted=None, **options):
+def encode_corpus(
+    model_path,
+    input_path,
+    out,
+    *,
+    dask="local:2",
+    resume=False,
+    overwrite=False,
+    progress=True,
+    partitions_per_worker=PARTITIONS_PER_WORKER,
+    on_submitted=None,
+    **options,
+):
     """``minibert.corpus.encode_corpus`` on a Dask cluster (``dask``: "local:N" or an address).
 
     Returns the same ``Report``; the file is identical, bit for bit, to a one-process run's.
@@ -132,8 +161,10 @@ def encode_corpus(model_path, input_path, out, *, dask="local:2", resume=False, 
         try:
             workers = max(1, len(client.scheduler_info()["workers"]))
             shipped = replace(job, lock=None)  # the lock stays with the client
-            futures = [client.submit(encode_partition, shipped, group, pure=False)
-                       for group in partitions(job.todo, workers * partitions_per_worker)]
+            futures = [
+                client.submit(encode_partition, shipped, group, pure=False)
+                for group in partitions(job.todo, workers * partitions_per_worker)
+            ]
             if on_submitted is not None:
                 on_submitted(client, futures)
             results = []

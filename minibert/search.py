@@ -40,7 +40,7 @@ def top_k_scores(embeddings, query, top_k, block_rows=BLOCK_ROWS):  # [N, H] (ar
     best_rows = np.empty(0, np.int64)  # [<= K]
     best_scores = np.empty(0, np.float64)  # [<= K]
     for start in range(0, embeddings.shape[0], block_rows):
-        block = np.asarray(embeddings[start:start + block_rows], np.float64)  # [b, H]
+        block = np.asarray(embeddings[start : start + block_rows], np.float64)  # [b, H]
         scores = np.concatenate([best_scores, block @ query])  # [<= K + b]
         rows = np.concatenate([best_rows, np.arange(start, start + len(block))])  # [<= K + b]
         keep = np.lexsort((rows, -scores))[:top_k]  # by score descending, then row ascending
@@ -68,18 +68,27 @@ def open_embeddings(path):
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"embeddings file '{path}' does not exist", "write one with `minibert encode MODEL.h5 --input CORPUS --out " + str(path) + "`")
+        raise InputError(
+            f"embeddings file '{path}' does not exist",
+            "write one with `minibert encode MODEL.h5 --input CORPUS --out " + str(path) + "`",
+        )
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise InputError(f"{path}: not a readable HDF5 file ({e})", "pass a file written by `minibert encode --input`") from None
+        raise InputError(
+            f"{path}: not a readable HDF5 file ({e})", "pass a file written by `minibert encode --input`"
+        ) from None
     fmt = f.attrs.get("format")
     if fmt != FORMAT_NAME:
         f.close()
-        raise InputError(f"{path}: not a minibert embeddings file (format {fmt!r})",
-                         "pass a file written by `minibert encode --input`")
+        raise InputError(
+            f"{path}: not a minibert embeddings file (format {fmt!r})",
+            "pass a file written by `minibert encode --input`",
+        )
     fields = Settings.__dataclass_fields__
-    settings = Settings(**{k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items() if k in fields})
+    settings = Settings(
+        **{k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items() if k in fields}
+    )
     return f, settings
 
 
@@ -87,11 +96,15 @@ def check_model(settings, model):
     """Settings pointing at ``model`` (or the stored path), refusing a model other than the corpus's."""
     path = Path(model or settings.model_path)
     if not path.is_file():
-        raise InputError(f"the model the embeddings were made with, '{path}', is not there",
-                         "pass its current path with --model")
+        raise InputError(
+            f"the model the embeddings were made with, '{path}', is not there", "pass its current path with --model"
+        )
     if file_sha256(path) != settings.model_sha256:
-        raise InputError(f"{path} is not the model the embeddings were made with (its SHA-256 differs from {settings.model_sha256[:12]}...)",
-                         "pass that model with --model, or encode the corpus again with this one")
+        raise InputError(
+            f"{path} is not the model the embeddings were made with "
+            f"(its SHA-256 differs from {settings.model_sha256[:12]}...)",
+            "pass that model with --model, or encode the corpus again with this one",
+        )
     return Settings(**{**settings.__dict__, "model_path": str(path)})
 
 
@@ -117,7 +130,9 @@ def search(embeddings_path, query, top_k=10, model=None, block_rows=BLOCK_ROWS, 
     hits = []
     for row, score in zip(rows.tolist(), scores.tolist()):
         line_number, offset = where[row]
-        hits.append(Hit(score, row, line_number, offset, read_line(settings, offset, line_number) if unchanged else None))
+        hits.append(
+            Hit(score, row, line_number, offset, read_line(settings, offset, line_number) if unchanged else None)
+        )
     return hits
 
 

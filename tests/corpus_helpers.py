@@ -8,10 +8,11 @@ as it would for a real model.
 
 import h5py
 import numpy as np
-from tokenizer_corpus import _stdlib_dir, file_lines, vocab_path
 
 import minibert
 from minibert import weights
+
+from tokenizer_corpus import _stdlib_dir, file_lines, vocab_path
 
 
 def seeded_model(path, hidden_size=32, layers=2, heads=2, max_positions=128, seed=0):
@@ -21,9 +22,14 @@ def seeded_model(path, hidden_size=32, layers=2, heads=2, max_positions=128, see
     is bert-tiny's shape.
     """
     vocab = minibert.Tokenizer.read_text_file(vocab_path()).splitlines()
-    config = minibert.BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=layers,
-                                 num_attention_heads=heads, intermediate_size=4 * hidden_size,
-                                 max_position_embeddings=max_positions)
+    config = minibert.BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden_size,
+        max_position_embeddings=max_positions,
+    )
     rng = np.random.default_rng(seed)
     tensors = {}
     for name, shape in weights.encoder_shapes(config).items():
@@ -33,8 +39,12 @@ def seeded_model(path, hidden_size=32, layers=2, heads=2, max_positions=128, see
             tensors[name] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
         else:
             tensors[name] = (0.05 * rng.standard_normal(shape)).astype(np.float32)
-    return weights.save(path, weights.WeightsFile(config=config, tensors=tensors, vocab=vocab, do_lower_case=True,
-                                                  source=f"seeded random, seed {seed}"))
+    return weights.save(
+        path,
+        weights.WeightsFile(
+            config=config, tensors=tensors, vocab=vocab, do_lower_case=True, source=f"seeded random, seed {seed}"
+        ),
+    )
 
 
 def corpus_lines(n):

@@ -14,13 +14,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from corpus_helpers import (
-    assert_same_file,
-    contents,
-    corpus_lines,
-    seeded_model,
-    write_corpus,
-)
 
 import minibert
 from minibert.cli import main
@@ -29,22 +22,27 @@ from minibert.errors import InputError
 from minibert.heads import l2_normalize, sentence_embeddings
 from minibert.search import search, top_k_scores
 
-REPO = Path(__file__).resolve().parent.parent
+from corpus_helpers import (
+    assert_same_file,
+    contents,
+    corpus_lines,
+    seeded_model,
+    write_corpus,
+)
+from helpers import REPO, run_cli
+
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
-
-
-def cli(*args):
-    """Run the CLI in a fresh process (as a user does)."""
-    return subprocess.run([sys.executable, "-m", "minibert", *map(str, args)], capture_output=True, text=True, env=ENV, cwd=REPO)
 
 
 @pytest.fixture
 def run(capsys):
     """Run the CLI in this process (fast, for the many short calls): (status, stdout, stderr)."""
+
     def call(*args):
         status = main(list(map(str, args)))
         captured = capsys.readouterr()
         return subprocess.CompletedProcess(args, status, captured.out, captured.err)
+
     return call
 
 
@@ -66,8 +64,14 @@ def corpus_100k(tmp_path_factory, tiny_vocab_model):
 def start_with_terminal(*args):
     """Start the CLI with stderr on a pseudo-terminal (so it draws its progress bar); collect it."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "minibert", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=slave, env=ENV, cwd=REPO, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minibert", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=ENV,
+        cwd=REPO,
+        text=True,
+    )
     os.close(slave)
     chunks = []
 
@@ -97,7 +101,10 @@ def wait_for_parts(parts, at_least, proc, timeout=120):
     raise AssertionError(f"no {at_least} parts in {parts} after {timeout} s")
 
 
-def test_100k_lines_encode_with_progress_survive_ctrl_c_and_kill_and_resume_bit_for_bit(corpus_100k, tiny_vocab_model, tmp_path, run):
+@pytest.mark.slow
+def test_100k_lines_encode_with_progress_survive_ctrl_c_and_kill_and_resume_bit_for_bit(
+    corpus_100k, tiny_vocab_model, tmp_path, run
+):
     corpus, reference, report = corpus_100k
     assert report.rows == report.line_count == 100_000 and report.tokens > 100_000
     out, parts = tmp_path / "e.h5", tmp_path / "e.h5.parts"
@@ -114,14 +121,30 @@ def test_100k_lines_encode_with_progress_survive_ctrl_c_and_kill_and_resume_bit_
     assert kept >= 2
 
     # Resume, then SIGKILL mid-run: nothing can be cleaned up, the parts survive.
-    proc = subprocess.Popen([sys.executable, "-m", "minibert", "encode", str(tiny_vocab_model), "--input", str(corpus),
-                            "--out", str(out), "--resume"], env=ENV, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "minibert",
+            "encode",
+            str(tiny_vocab_model),
+            "--input",
+            str(corpus),
+            "--out",
+            str(out),
+            "--resume",
+        ],
+        env=ENV,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     wait_for_parts(parts, kept + 2, proc)
     proc.kill()
     proc.wait(60)
     assert not out.exists() and len(list(parts.glob("window-*.h5"))) >= kept + 2
 
-    r = cli("encode", tiny_vocab_model, "--input", corpus, "--out", out, "--resume")
+    r = run_cli("encode", tiny_vocab_model, "--input", corpus, "--out", out, "--resume")
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stdout and "100000 rows" in r.stdout and r.stderr == ""  # no terminal: no bar
     assert not parts.exists()
@@ -189,29 +212,39 @@ def test_blocked_top_k_equals_brute_force_on_random_vectors_with_ties():
     assert top_k_scores(E, q, 3, 100)[0].tolist() == [17, 2500, 4000]
 
 
-def test_minilm_mean_vectors_equal_sentence_transformers_pooling_and_similarity(minilm_h5, minilm_dir, minilm_torch, tmp_path, run):
+def test_minilm_mean_vectors_equal_sentence_transformers_pooling_and_similarity(
+    minilm_h5, minilm_dir, minilm_torch, tmp_path, run
+):
     import torch
     from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
     texts = corpus_lines(60)[::3] + ["The cat sat on the mat.", "A dog barked.", "word " * 150]
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    report = encode_corpus(minilm_h5, corpus, tmp_path / "e.h5", max_length=128, truncate=True, batch_size=16, progress=False)
+    report = encode_corpus(
+        minilm_h5, corpus, tmp_path / "e.h5", max_length=128, truncate=True, batch_size=16, progress=False
+    )
     assert report.rows == len(texts) and report.truncated == 1
     E = contents(tmp_path / "e.h5")[0]["embeddings"]
 
     # sentence-transformers' modules for all-MiniLM-L6-v2 (1_Pooling: mean; 2_Normalize), in PyTorch.
     assert json.loads((minilm_dir / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"]
-    enc = BertTokenizerLegacy(vocab_file=str(minilm_dir / "vocab.txt"))(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    enc = BertTokenizerLegacy(vocab_file=str(minilm_dir / "vocab.txt"))(
+        texts, padding=True, truncation=True, max_length=128, return_tensors="pt"
+    )
     with torch.inference_mode():
         tokens = minilm_torch.float()(**enc).last_hidden_state  # [B, T, H]
         mask = enc["attention_mask"][:, :, None].float()  # [B, T, 1]
-        expected = torch.nn.functional.normalize((tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9), p=2, dim=1).numpy()
+        expected = torch.nn.functional.normalize(
+            (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9), p=2, dim=1
+        ).numpy()
     assert np.abs(E - expected).max() <= 1e-5, np.abs(E - expected).max()
 
     # `minibert similarity` embeds with heads.sentence_embeddings: the same vectors.
     model, tok = minibert.load(minilm_h5), minibert.Tokenizer.from_file(minilm_h5)
-    one_by_one = np.concatenate([sentence_embeddings(model, tok.encode_batch([t], max_length=128, truncation=True)) for t in texts])
+    one_by_one = np.concatenate(
+        [sentence_embeddings(model, tok.encode_batch([t], max_length=128, truncation=True)) for t in texts]
+    )
     assert np.abs(E - one_by_one).max() <= 1e-6
     r = run("similarity", minilm_h5, texts[-3], texts[-2])
     assert r.stdout.strip() == f"cosine similarity: {float(E[-3] @ E[-2]):.4f}"
@@ -226,7 +259,16 @@ def test_cls_pooling_and_unsorted_batches_keep_input_order(tiny_vocab_model, tmp
         expected = np.concatenate([sentence_embeddings(model, tok.encode_batch([t]), pooling=pooling) for t in texts])
         for sort in (True, False):
             out = tmp_path / f"{pooling}-{sort}.h5"
-            encode_corpus(tiny_vocab_model, corpus, out, pooling=pooling, sort_by_length=sort, batch_size=8, window=32, progress=False)
+            encode_corpus(
+                tiny_vocab_model,
+                corpus,
+                out,
+                pooling=pooling,
+                sort_by_length=sort,
+                batch_size=8,
+                window=32,
+                progress=False,
+            )
             assert np.abs(contents(out)[0]["embeddings"] - expected).max() <= 1e-6
     out = model(*[tok.encode_batch(texts[:1])[k] for k in ("input_ids", "attention_mask")]).last_hidden_state
     assert np.allclose(l2_normalize(out[:, 0])[0], contents(tmp_path / "cls-True.h5")[0]["embeddings"][0], atol=1e-6)
@@ -257,16 +299,22 @@ def test_bad_lines_empty_lines_bom_crlf_and_jsonl(tiny_vocab_model, tmp_path, ru
     assert data["line_numbers"].tolist() == [1, 4, 6]
     assert data["skipped_line_numbers"].tolist() == [5] and attrs["empty_lines"] == 2
     model, tok = minibert.load(tiny_vocab_model), minibert.Tokenizer.from_file(tiny_vocab_model)
-    expected = sentence_embeddings(model, tok.encode_batch(["hello world", "café ok", "last line"]))  # BOM and \r dropped
+    expected = sentence_embeddings(
+        model, tok.encode_batch(["hello world", "café ok", "last line"])
+    )  # BOM and \r dropped
     assert np.abs(data["embeddings"] - expected).max() <= 1e-6
     hits = search(tmp_path / "a.h5", "café ok", top_k=1)
     assert hits[0].line_number == 4 and hits[0].text == "café ok"
 
     rows = tmp_path / "rows.jsonl"
-    rows.write_text('{"body": "first text", "id": 1}\n{"id": 2}\n{"body": 3}\nnot json\n\n{"body": "fifth"}\n', encoding="utf-8")
+    rows.write_text(
+        '{"body": "first text", "id": 1}\n{"id": 2}\n{"body": 3}\nnot json\n\n{"body": "fifth"}\n', encoding="utf-8"
+    )
     r = run("encode", tiny_vocab_model, "--input", rows, "--out", tmp_path / "j.h5", "--field", "body")
     assert r.returncode == 1 and "line 2 has no field 'body'" in r.stderr
-    r = run("encode", tiny_vocab_model, "--input", rows, "--out", tmp_path / "j.h5", "--field", "body", "--errors", "skip")
+    r = run(
+        "encode", tiny_vocab_model, "--input", rows, "--out", tmp_path / "j.h5", "--field", "body", "--errors", "skip"
+    )
     assert r.returncode == 0, r.stderr
     data, attrs = contents(tmp_path / "j.h5")
     assert data["line_numbers"].tolist() == [1, 6] and data["skipped_line_numbers"].tolist() == [2, 3, 4]
@@ -279,7 +327,11 @@ def test_refusals_name_the_fix(tiny_vocab_model, tmp_path, run):
     out = tmp_path / "e.h5"
 
     r = run("encode", tiny_vocab_model, "--input", corpus, "--out", out)
-    assert r.returncode == 1 and "line 2 has 202 tokens, more than the max length 128" in r.stderr and "--truncate" in r.stderr
+    assert (
+        r.returncode == 1
+        and "line 2 has 202 tokens, more than the max length 128" in r.stderr
+        and "--truncate" in r.stderr
+    )
     r = run("encode", tiny_vocab_model, "--input", corpus, "--out", out, "--max-length", "16")
     assert r.returncode == 1 and "more than the max length 16" in r.stderr and "raise --max-length" in r.stderr
     # The fix given, after a refusal: --resume --truncate finishes the run (the parts so far kept).
@@ -297,18 +349,44 @@ def test_refusals_name_the_fix(tiny_vocab_model, tmp_path, run):
         (("--resume", "--overwrite"), "contradict"),
     ]:
         r = run("encode", tiny_vocab_model, "--input", corpus, "--out", out, *args)
-        assert r.returncode == 1 and message in r.stderr and "fix: " in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert r.returncode == 1 and message in r.stderr and "fix: " in r.stderr and "Traceback" not in r.stderr, (
+            args,
+            r.stderr,
+        )
 
     # An interrupted run's parts with other settings: --resume refuses and says what differs.
     (tmp_path / "e2.h5.parts").mkdir()
-    r = run("encode", tiny_vocab_model, "--input", corpus, "--out", tmp_path / "e2.h5", "--max-length", "64", "--truncate", "--errors", "skip")
+    r = run(
+        "encode",
+        tiny_vocab_model,
+        "--input",
+        corpus,
+        "--out",
+        tmp_path / "e2.h5",
+        "--max-length",
+        "64",
+        "--truncate",
+        "--errors",
+        "skip",
+    )
     assert r.returncode == 1 and "interrupted run" in r.stderr
     from minibert import corpus as corpus_module
 
     plan = scan_input(corpus)
     settings = corpus_module.make_settings(tiny_vocab_model, corpus, plan, max_length=32, truncate=True)
     corpus_module.write_manifest(tmp_path / "e2.h5.parts", settings, plan)
-    r = run("encode", tiny_vocab_model, "--input", corpus, "--out", tmp_path / "e2.h5", "--max-length", "64", "--truncate", "--resume")
+    r = run(
+        "encode",
+        tiny_vocab_model,
+        "--input",
+        corpus,
+        "--out",
+        tmp_path / "e2.h5",
+        "--max-length",
+        "64",
+        "--truncate",
+        "--resume",
+    )
     assert r.returncode == 1 and "max_length: 32 then, 64 now" in r.stderr
 
     empty = tmp_path / "empty.txt"
@@ -332,7 +410,10 @@ def test_refusals_name_the_fix(tiny_vocab_model, tmp_path, run):
 def test_dask_missing_says_how_to_install(tiny_vocab_model, tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello\n", encoding="utf-8")
-    code = ("import sys; sys.modules['distributed'] = None; from minibert.cli import main; "
-            f"sys.exit(main(['encode', {str(tiny_vocab_model)!r}, '--input', {str(corpus)!r}, '--out', {str(tmp_path / 'e.h5')!r}, '--dask', 'local:2']))")
+    code = (
+        "import sys; sys.modules['distributed'] = None; from minibert.cli import main; "
+        f"sys.exit(main(['encode', {str(tiny_vocab_model)!r}, '--input', {str(corpus)!r}, "
+        f"'--out', {str(tmp_path / 'e.h5')!r}, '--dask', 'local:2']))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=REPO)
     assert r.returncode == 1 and "pip install 'minibert[dask]'" in r.stderr and "Traceback" not in r.stderr

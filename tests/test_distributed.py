@@ -7,10 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from corpus_helpers import assert_same_file, seeded_model, write_corpus
 
 from minibert import distributed
 from minibert.corpus import encode_corpus
+
+from corpus_helpers import assert_same_file, seeded_model, write_corpus
+
+pytestmark = pytest.mark.slow
 
 WINDOW = 1024  # small windows: 20 of them, so 2 workers get several partitions each
 
@@ -21,6 +24,7 @@ def cluster():
 
     The tests reach it through its address, as `--dask tcp://...` reaches a real cluster.
     """
+    pytest.importorskip("distributed")  # the dev extra installs it (CI); the core-only run has no Dask
     client, cluster = distributed.connect("local:2")
     client.close()
     assert len(cluster.workers) == 2 and all(w.nthreads == 1 for w in cluster.workers.values())
@@ -40,8 +44,9 @@ def job(tmp_path_factory):
 
 def test_two_workers_write_the_one_process_file_loading_the_model_once_each(cluster, job, tmp_path):
     model, corpus, single = job
-    report = distributed.encode_corpus(model, corpus, tmp_path / "dask.h5", dask=cluster.scheduler_address,
-                                       window=WINDOW, progress=False)
+    report = distributed.encode_corpus(
+        model, corpus, tmp_path / "dask.h5", dask=cluster.scheduler_address, window=WINDOW, progress=False
+    )
     assert_same_file(tmp_path / "dask.h5", single)
     assert report.rows == 20_000 and not (tmp_path / "dask.h5.parts").exists()
     partitions = report.workers
@@ -69,8 +74,9 @@ def test_a_killed_worker_changes_nothing(cluster, job, tmp_path):
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
-    report = distributed.encode_corpus(model, corpus, out, dask=cluster.scheduler_address, window=WINDOW,
-                                       progress=False, on_submitted=kill_a_worker)
+    report = distributed.encode_corpus(
+        model, corpus, out, dask=cluster.scheduler_address, window=WINDOW, progress=False, on_submitted=kill_a_worker
+    )
     assert_same_file(out, single)
     assert killed
     assert sorted(k for p in report.workers for k in p["windows"]) == list(range(20))

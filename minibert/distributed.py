@@ -16,10 +16,12 @@ part is already written. Needs the optional extra: ``pip install "minibert[dask]
 """
 
 import os
+import socket
 from dataclasses import replace
+from pathlib import Path
 
 from .api import load
-from .corpus import Encoder, encode_windows, run, window_lines
+from .corpus import Encoder, encode_windows, part_path, run, window_lines
 from .errors import InputError
 from .tokenizer import Tokenizer
 
@@ -99,11 +101,6 @@ def worker_encoder(settings):
 
 def encode_partition(job, windows):
     """Runs on a worker: encode the windows of one partition (skipping those already written)."""
-    import socket
-    from pathlib import Path
-
-    from .corpus import part_path
-
     for what, path in (
         ("input", job.settings.input_path),
         ("model", job.settings.model_path),

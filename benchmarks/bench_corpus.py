@@ -11,8 +11,9 @@ the model, read, tokenize, encode, write and merge the HDF5 parts), at its defau
 (batch 64, windows of 4096 lines sorted by length) and with sorting off; sentence-transformers
 (PyTorch) is timed on `model.encode(lines)` at its defaults (batch 32, sorted by length over
 the whole list, lines already in memory, model already loaded). Runs alternate
-(minibert, unsorted, sentence-transformers, ...) so machine noise hits all alike. The vectors
-are compared (max |minibert - sentence-transformers|).
+(minibert, unsorted, sentence-transformers, ...) so machine noise hits all alike, after a
+warm-up of both on 256 lines; the best of ``--reps`` is reported. The vectors are compared
+(max |minibert - sentence-transformers|).
 
 memory and dask use a seeded random model with the real uncased vocabulary (``--model tiny``:
 H=32, L=2, the tests' model, the default for memory; ``--model bert-tiny``: bert-tiny's shape,

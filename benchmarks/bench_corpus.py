@@ -29,9 +29,10 @@ import os
 # choices for this CPU (the shell may set them for other work). Set before importing numpy.
 for _name in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
     os.environ.pop(_name, None)
-# As benchmarks/bench.py: engines share this process, so idle thread pools sleep, not spin.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Unlike benchmarks/bench.py, the thread pools keep their default waiting (each library at its
+# defaults): a run here lasts seconds, so a pool still spinning after the previous engine's
+# run costs nothing measurable, while making OpenBLAS's threads sleep between the encoder's
+# many small products would slow minibert down.
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402

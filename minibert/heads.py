@@ -6,7 +6,7 @@ written in NumPy with the model's backend functions (``model.F.linear``, ``F.gel
 
     masked-lm       (BertForMaskedLM, BertForPreTraining)            last_hidden_state -> logits [B, T, V]
         cls.predictions.transform.dense            [B, T, H] -> [B, T, H]
-        cls.predictions.transform.transform_act_fn [B, T, H] -> [B, T, H]   (GELU, config.hidden_act)
+        cls.predictions.transform.transform_act_fn [B, T, H] -> [B, T, H]   (config.hidden_act, e.g. GELU)
         cls.predictions.transform.LayerNorm        [B, T, H] -> [B, T, H]
         cls.predictions                            [B, T, H] -> [B, T, V]   (the decoder, tied to the
                                                                              word embeddings, + bias)
@@ -150,11 +150,12 @@ class BertForMaskedLM(BertHeadModel):
     forward = __call__
 
     def predictions(self, x, tap=no_tap):  # [..., H] -> [..., V]
-        """transformers' ``BertLMPredictionHead``: transform (dense, GELU, LayerNorm), then decode."""
+        """transformers' ``BertLMPredictionHead``: transform (dense, hidden_act, LayerNorm), then decode."""
         F, w, eps = self.F, self.weights, self.config.layer_norm_eps
         p = "cls.predictions.transform."
         h = tap(p + "dense", F.linear(x, w[p + "dense.weight"], w[p + "dense.bias"]))  # [..., H]
-        h = tap(p + "transform_act_fn", F.gelu(h))  # [..., H], exact GELU (config.hidden_act)
+        act = getattr(F, self.config.hidden_act)  # the function named by config.hidden_act, e.g. F.gelu
+        h = tap(p + "transform_act_fn", act(h))  # [..., H]
         h = tap(p + "LayerNorm", F.layer_norm(h, w[p + "LayerNorm.weight"], w[p + "LayerNorm.bias"], eps))  # [..., H]
         return tap("cls.predictions", F.linear(h, self.decoder_weight, self.decoder_bias))  # [..., H] @ [H, V] -> [..., V]
 

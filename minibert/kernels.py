@@ -30,13 +30,29 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .ops import (  # re-exported unchanged: no kernel needed (see each note)
+    GELU_FAST_SCALE,
+    GELU_TANH_CUBIC,
+    GELU_TANH_SCALE,
+    QUICK_GELU_SCALE,
     attention_mask_bias,  # one [B, T] array per forward pass, a few microseconds
     embedding,  # one fancy-indexing gather
     erf,  # used only by ops.gelu; kernels.gelu has its own
     merge_heads,  # a view + one copy
     position_ids,  # np.arange
+    relu,  # one ufunc (np.maximum), already a single vectorised pass
     softmax,  # masked_softmax is the kernel the model calls
     split_heads,  # a view, no copy
+    tanh,  # one ufunc (np.tanh)
+)
+from .ops import (  # noqa: F401  the activations' backward functions: NumPy only for now
+    gelu_fast_backward,
+    gelu_new_backward,
+    gelu_pytorch_tanh_backward,
+    quick_gelu_backward,
+    relu_backward,
+    silu_backward,
+    swish_backward,
+    tanh_backward,
 )
 
 # Below this many elements a kernel runs on one thread. A parallel launch costs ~4 us against
@@ -421,3 +437,88 @@ def masked_softmax(scores, mask_bias):  # [B, A, T, T], [B, 1, 1, T] -> [B, A, T
     core = _masked_softmax_parallel if _parallel(s.size) else _masked_softmax_serial
     core(s, bias, out)
     return out.reshape(B, A, T, K)
+
+
+# ---------------------------------------------------------------------------------------
+# The other activations (config.SUPPORTED_ACTIVATIONS): tanh GELUs, x sigmoid(a x)
+# ---------------------------------------------------------------------------------------
+
+# One fused loop instead of NumPy's 6-8 temporaries. Each element is computed in float64 and
+# rounded once to the output dtype (ops rounds every step in float32: the two differ by a few
+# float32 ulp). relu and tanh are single NumPy ufuncs, re-exported above.
+
+
+@njit(**NJIT)
+def _gelu_tanh_serial(x, scale, out):  # [N] -> [N]
+    for i in range(x.shape[0]):
+        v = np.float64(x[i])
+        u = scale * v * (1.0 + GELU_TANH_CUBIC * v * v)  # scale (x + 0.044715 x^3)
+        out[i] = 0.5 * v * (1.0 + math.tanh(u))
+
+
+@njit(parallel=True, **NJIT)
+def _gelu_tanh_parallel(x, scale, out):  # [N] -> [N], in chunks of 4096 spread over the threads
+    chunk = 4096
+    for c in prange((x.shape[0] + chunk - 1) // chunk):
+        for i in range(c * chunk, min((c + 1) * chunk, x.shape[0])):
+            v = np.float64(x[i])
+            u = scale * v * (1.0 + GELU_TANH_CUBIC * v * v)
+            out[i] = 0.5 * v * (1.0 + math.tanh(u))
+
+
+def _gelu_tanh(x, scale):  # [...] -> [...]
+    flat = np.ascontiguousarray(x).reshape(-1)  # [N]
+    out = np.empty_like(flat)
+    core = _gelu_tanh_parallel if _parallel(flat.size) else _gelu_tanh_serial
+    core(flat, scale, out)
+    return out.reshape(x.shape)
+
+
+def gelu_new(x):  # [...] -> [...]
+    """Twin of ``ops.gelu_new``: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return _gelu_tanh(x, GELU_TANH_SCALE)
+
+
+gelu_pytorch_tanh = gelu_new  # as in ops: the same formula
+
+
+def gelu_fast(x):  # [...] -> [...]
+    """Twin of ``ops.gelu_fast``: the tanh GELU with sqrt(2/pi) written 0.7978845608."""
+    return _gelu_tanh(x, GELU_FAST_SCALE)
+
+
+@njit(**NJIT)
+def _x_sigmoid_serial(x, a, out):  # [N] -> [N], x sigmoid(a x)
+    for i in range(x.shape[0]):
+        v = np.float64(x[i])
+        out[i] = v / (1.0 + math.exp(-a * v))  # exp -> inf for a v < -709: gives -0.0, as x * 0
+
+
+@njit(parallel=True, **NJIT)
+def _x_sigmoid_parallel(x, a, out):  # [N] -> [N], in chunks of 4096 spread over the threads
+    chunk = 4096
+    for c in prange((x.shape[0] + chunk - 1) // chunk):
+        for i in range(c * chunk, min((c + 1) * chunk, x.shape[0])):
+            v = np.float64(x[i])
+            out[i] = v / (1.0 + math.exp(-a * v))
+
+
+def _x_sigmoid(x, a):  # [...] -> [...]
+    flat = np.ascontiguousarray(x).reshape(-1)  # [N]
+    out = np.empty_like(flat)
+    core = _x_sigmoid_parallel if _parallel(flat.size) else _x_sigmoid_serial
+    core(flat, a, out)
+    return out.reshape(x.shape)
+
+
+def quick_gelu(x):  # [...] -> [...]
+    """Twin of ``ops.quick_gelu``: x sigmoid(1.702 x)."""
+    return _x_sigmoid(x, QUICK_GELU_SCALE)
+
+
+def silu(x):  # [...] -> [...]
+    """Twin of ``ops.silu``: x sigmoid(x)."""
+    return _x_sigmoid(x, 1.0)
+
+
+swish = silu  # as in ops

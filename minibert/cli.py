@@ -18,7 +18,8 @@ def cmd_convert(args):
     from .convert import convert
 
     do_lower_case = {None: None, "uncased": True, "cased": False}[args.case]
-    path = convert(args.src, args.dest, config=args.config, do_lower_case=do_lower_case)
+    path = convert(args.src, args.dest, config=args.config, do_lower_case=do_lower_case,
+                   hidden_act=args.hidden_act, strict=args.strict)
     print(f"wrote {path}")
     return cmd_inspect(argparse.Namespace(file=path, verify=False))
 
@@ -216,11 +217,17 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"minibert {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("convert", help="convert a Hugging Face checkpoint to a minibert .h5 file")
-    p.add_argument("src", help="model directory, .safetensors/.bin file, or hub id (e.g. prajjwal1/bert-tiny)")
+    p = sub.add_parser("convert", help="convert a Hugging Face or Google TensorFlow checkpoint to a minibert .h5 file")
+    p.add_argument("src", help="model directory (sharded too), .safetensors/.bin file, hub id (e.g. prajjwal1/bert-tiny), "
+                               "or Google's TensorFlow release: its .zip, its folder, or a *.ckpt prefix")
     p.add_argument("dest", help="output .h5 path")
-    p.add_argument("--config", help="config.json, when SRC is a single checkpoint file")
+    p.add_argument("--config", help="config.json (bert_config.json), when SRC is a single checkpoint file or *.ckpt prefix")
     p.add_argument("--case", choices=["uncased", "cased"], help="override the tokenizer's lower-casing")
+    from .config import SUPPORTED_ACTIVATIONS
+
+    p.add_argument("--hidden-act", choices=list(SUPPORTED_ACTIVATIONS), help="override the config's activation; a TensorFlow "
+                   "checkpoint's \"gelu\" defaults to gelu_new, the tanh GELU Google's code computes")
+    p.add_argument("--strict", action="store_true", help="refuse a checkpoint with tensors that are not BERT's instead of skipping them")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("encode", help="tokenize a text, run the encoder, print tokens, ids and outputs")

@@ -19,7 +19,7 @@ def cmd_convert(args):
 
     do_lower_case = {None: None, "uncased": True, "cased": False}[args.case]
     path = convert(args.src, args.dest, config=args.config, do_lower_case=do_lower_case,
-                   hidden_act=args.hidden_act, strict=args.strict)
+                   hidden_act=args.hidden_act, strict=args.strict, vocab=args.vocab)
     print(f"wrote {path}")
     return cmd_inspect(argparse.Namespace(file=path, verify=False))
 
@@ -174,10 +174,44 @@ def cmd_fill_mask(args):
 
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="masked-lm")
     tokenizer = Tokenizer.from_file(args.model)
+    if args.mask_each:
+        return fill_mask_each_position(model, tokenizer, args.mask_each, args.residues)
+    if args.text is None:
+        raise MinibertError("no text given", 'write the text with [MASK] where a token should be predicted, or use --mask-each FILE')
     for i, candidates in enumerate(fill_mask(model, tokenizer, args.text, top_k=args.top_k), start=1):
         print(f"[MASK] {i}:")
         for token, p in candidates:
             print(f"  {p:8.4f}  {token}")
+    return 0
+
+
+def fill_mask_each_position(model, tokenizer, path, residues):
+    """Top-1 accuracy of predicting each token of each line of ``path`` with that token masked,
+    against always guessing the most frequent token of the file."""
+    from collections import Counter
+
+    from .heads import predict_each_position
+    from .tokenizer import read_text_file
+
+    lines = [line.strip() for line in read_text_file(path).splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise MinibertError(f"{path}: no text lines (lines starting with # are comments)", "put one text (or sequence) per line")
+    results = []
+    for line in lines:
+        text = " ".join(line) if residues else line  # one token per residue: "E V Q L ..."
+        tokens, predicted = predict_each_position(model, tokenizer, text)
+        results.append((line, tokens, predicted))
+    counts = Counter(t for _, tokens, _ in results for t in tokens)
+    frequent, _ = counts.most_common(1)[0]
+    total = sum(counts.values())
+    for i, (line, tokens, predicted) in enumerate(results, start=1):
+        right = sum(t == p for t, p in zip(tokens, predicted))
+        print(f"{i}. {line[:24]}{'...' if len(line) > 24 else ''} ({len(tokens)} tokens): top-1 {right}/{len(tokens)} = {right / len(tokens):.1%}"
+              f", baseline {tokens.count(frequent)}/{len(tokens)} = {tokens.count(frequent) / len(tokens):.1%}")
+    right = sum(t == p for _, tokens, predicted in results for t, p in zip(tokens, predicted))
+    print(f"all {len(results)} texts, {total} positions, each masked alone: top-1 accuracy {right}/{total} = {right / total:.1%}; "
+          f"baseline (always {frequent!r}, the most frequent token of the file): {counts[frequent]}/{total} = {counts[frequent] / total:.1%}")
     return 0
 
 
@@ -228,6 +262,7 @@ def build_parser():
     p.add_argument("--hidden-act", choices=list(SUPPORTED_ACTIVATIONS), help="override the config's activation; a TensorFlow "
                    "checkpoint's \"gelu\" defaults to gelu_new, the tanh GELU Google's code computes")
     p.add_argument("--strict", action="store_true", help="refuse a checkpoint with tensors that are not BERT's instead of skipping them")
+    p.add_argument("--vocab", help="vocab.txt, when it is not beside the checkpoint")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("encode", help="tokenize a text, run the encoder, print tokens, ids and outputs")
@@ -270,8 +305,11 @@ def build_parser():
 
     p = sub.add_parser("fill-mask", help="the most likely tokens for each [MASK] (needs a masked-lm head)")
     p.add_argument("model", help="a minibert .h5 file with a masked-lm head")
-    p.add_argument("text", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
+    p.add_argument("text", nargs="?", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
     p.add_argument("--top-k", type=int, default=5, help="how many tokens to list per [MASK] (default 5)")
+    p.add_argument("--mask-each", metavar="FILE", help="mask every token of every line of FILE alone, in turn; print the top-1 "
+                                                       "accuracy against always guessing the most frequent token")
+    p.add_argument("--residues", action="store_true", help="with --mask-each: each line is a protein sequence, one token per letter")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
     p.set_defaults(func=cmd_fill_mask)

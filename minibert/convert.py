@@ -420,7 +420,7 @@ def drop_non_bert(tensors, config, cfg_dict, src, strict, log):
 # ---------------------------------------------------------------------------------------
 
 
-def convert(src, dst, config=None, do_lower_case=None, hidden_act=None, strict=False, log=None, source=None):
+def convert(src, dst, config=None, do_lower_case=None, hidden_act=None, strict=False, log=None, source=None, vocab=None):
     """Convert a BERT checkpoint to a minibert .h5 file; returns its path.
 
     ``src``: model directory, checkpoint file (with ``config``), hub id, or a Google TensorFlow
@@ -432,6 +432,7 @@ def convert(src, dst, config=None, do_lower_case=None, hidden_act=None, strict=F
     ``strict``: refuse a checkpoint holding tensors that are not BERT's, instead of skipping them.
     ``log``: called with each notice (default: print to stderr).
     ``source``: what the file records as its source (default: ``src``).
+    ``vocab``: the vocab.txt to store, when it is not beside the checkpoint (AntiBERTy keeps it one folder up).
     """
     log = log or _print_notice
     if Path(src).suffix == ".zip" and Path(src).is_file():  # Google's release: a zip of the checkpoint folder
@@ -439,7 +440,7 @@ def convert(src, dst, config=None, do_lower_case=None, hidden_act=None, strict=F
             folder = unpack_tf_zip(src, unpacked)
             if do_lower_case is None:
                 do_lower_case = read_do_lower_case(folder, Path(src).stem)  # uncased_L-2_H-128_A-2 -> True
-            return convert(folder, dst, config, do_lower_case, hidden_act, strict, log, source=source or str(src))
+            return convert(folder, dst, config, do_lower_case, hidden_act, strict, log, source=source or str(src), vocab=vocab)
     prefix = tf_checkpoint.checkpoint_prefix(src) if Path(src).exists() or Path(str(src) + ".index").exists() else None
     if prefix is not None:
         tensors, cfg_dict, config_path, directory, files = read_tf_source(prefix, config, hidden_act, log)
@@ -475,7 +476,9 @@ def convert(src, dst, config=None, do_lower_case=None, hidden_act=None, strict=F
     except WeightsError as e:
         raise ConversionError(e.message, "check that config.json belongs to this checkpoint") from None
 
-    vocab_file = Path(directory) / "vocab.txt"
+    vocab_file = Path(vocab) if vocab else Path(directory) / "vocab.txt"
+    if vocab and not vocab_file.is_file():
+        raise ConversionError(f"{vocab_file}: no such vocabulary file", "give the vocab.txt of this checkpoint (one token per line)")
     vocab = read_vocab_txt(vocab_file) if vocab_file.is_file() else []
     if vocab and len(vocab) != bert_config.vocab_size:
         raise ConversionError(

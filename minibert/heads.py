@@ -247,6 +247,30 @@ def fill_mask(model, tokenizer, text, top_k=5):
     return answers
 
 
+def predict_each_position(model, tokenizer, text, batch_size=32):
+    """Mask each token of ``text`` alone, in turn, and predict it from all the others.
+
+    Returns (tokens, predicted): the text's tokens ([CLS]/[SEP] left out) and, for each, the
+    most likely token (argmax over the whole vocabulary) when that one position is [MASK].
+    Each masked copy of the text is one row of a batch of ``batch_size`` rows.
+    """
+    enc = tokenizer.encode(text)
+    ids = np.array(enc["input_ids"], dtype=np.int64)  # [T]
+    special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+    positions = [t for t in range(len(ids)) if ids[t] not in special]  # the N tokens to predict
+    predicted = []
+    for start in range(0, len(positions), batch_size):
+        chunk = positions[start:start + batch_size]
+        rows = np.arange(len(chunk))
+        batch = np.repeat(ids[None, :], len(chunk), axis=0)  # [n, T]: one copy of the text per masked position
+        batch[rows, chunk] = tokenizer.mask_token_id
+        where = np.zeros(batch.shape, dtype=bool)  # [n, T]
+        where[rows, chunk] = True
+        logits = model(batch, positions=where).logits  # [n, V]
+        predicted += logits.argmax(-1).tolist()
+    return tokenizer.convert_ids_to_tokens(ids[positions].tolist()), tokenizer.convert_ids_to_tokens(predicted)
+
+
 def classify(model, tokenizer, text, text_pair=None):
     """Probability of every label for ``text`` (or the pair), as (label name, probability).
 

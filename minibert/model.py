@@ -185,9 +185,10 @@ class BertModel:
         h = tap(p + "attention.output.dense", F.linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"]))  # [B, T, H]
         x = tap(p + "attention.output.LayerNorm", F.add_layer_norm(h, x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps))  # [B, T, H]
 
-        # Feed-forward: widen to I, exact GELU, back to H; residual connection, LayerNorm.
+        # Feed-forward: widen to I, the activation (config.hidden_act, GELU in BERT), back to H; residual connection, LayerNorm.
+        act = getattr(F, cfg.hidden_act)  # the function of that name: F.gelu, F.gelu_new, F.relu, ... (config.SUPPORTED_ACTIVATIONS)
         h = tap(p + "intermediate.dense", F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))  # [B, T, I]
-        h = tap(p + "intermediate.gelu", F.gelu(h))  # [B, T, I]
+        h = tap(p + "intermediate.gelu", act(h))  # [B, T, I]
         h = tap(p + "output.dense", F.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"]))  # [B, T, H]
         x = tap(p + "output.LayerNorm", F.add_layer_norm(h, x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps))  # [B, T, H]
         return x, probs

@@ -9,6 +9,7 @@ activation (encoder and masked-LM head) against transformers' BertForMaskedLM.
 import numpy as np
 import pytest
 
+import minibert
 from minibert import kernels, ops
 from minibert.config import SUPPORTED_ACTIVATIONS, BertConfig
 from minibert.errors import ConfigError
@@ -88,3 +89,27 @@ def test_unknown_activation_is_a_clear_config_error():
     for name in NAMES:  # every listed name builds, and names a function of both backends
         assert BertConfig.from_dict({**d, "hidden_act": name}).hidden_act == name
         assert callable(getattr(ops, name)) and callable(getattr(kernels, name))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_whole_model_with_each_activation_matches_transformers(preset_model, name):
+    """bert-tiny's shape (8,000 tokens) with hidden_act=name: encoder and masked-LM head, both backends and dtypes."""
+    import torch
+
+    from conftest import padded_inputs
+
+    torch_model, _, h5 = preset_model("bert-tiny", model_class="BertForMaskedLM", hidden_act=name, vocab_size=8000)
+    ids, mask, types = padded_inputs()
+    for dtype in ("float32", "float64"):
+        ref_model = torch_model.double() if dtype == "float64" else torch_model.float()
+        with torch.no_grad():
+            ref = ref_model(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types), output_hidden_states=True)
+        keep = mask.astype(bool)
+        for backend in ("numpy", "numba"):
+            model = minibert.load(h5, dtype=dtype, backend=backend, head="masked-lm")
+            assert model.config.hidden_act == name
+            out = model(ids, mask, types)
+            label = f"bert-tiny MaskedLM hidden_act={name} ({backend})"
+            assert_close(label, "last_hidden_state", out.last_hidden_state[keep], ref.hidden_states[-1].numpy()[keep], dtype)
+            assert_close(label, "logits", out.logits[keep], ref.logits.numpy()[keep], dtype)
+    torch_model.float()

@@ -201,3 +201,22 @@ def test_tensorflow_today_writes_what_the_fixtures_hold(tf_files, tmp_path):
         ours = ckpt.read(key.replace("__", "/"))
         assert ours.dtype == numbers[key].dtype
         np.testing.assert_array_equal(ours, numbers[key], err_msg=key)
+
+
+def test_converted_tf_model_computes_what_transformers_computes_with_the_tanh_gelu(tf_files, tmp_path):
+    """The TF checkpoint's default (gelu_new) against transformers' BertForPreTraining with hidden_act="gelu_new"."""
+    import torch
+    from transformers import BertForPreTraining
+
+    hf, _, out = tf_files
+    h5 = minibert.convert(out / "plain", tmp_path / "tf.h5", log=lambda m: None)
+    ref_model = BertForPreTraining.from_pretrained(hf, hidden_act="gelu_new", attn_implementation="eager").eval()
+    ids = np.random.default_rng(0).integers(5, SHAPE["vocab_size"], (2, 9))
+    with torch.no_grad():
+        ref = ref_model(torch.from_numpy(ids))
+    ours = minibert.load(h5, head="masked-lm")(ids)
+    from parity import assert_close
+
+    assert_close("Google TF checkpoint (gelu_new), H=16", "prediction_logits", ours.logits, ref.prediction_logits.numpy(), "float32")
+    exact = minibert.load(minibert.convert(out / "plain", tmp_path / "exact.h5", hidden_act="gelu"), head="masked-lm")(ids)
+    assert np.abs(exact.logits - ours.logits).max() > 1e-4  # the two GELUs give visibly different outputs

@@ -420,7 +420,9 @@ def drop_non_bert(tensors, config, cfg_dict, src, strict, log):
 # ---------------------------------------------------------------------------------------
 
 
-def convert(src, dst, config=None, do_lower_case=None, hidden_act=None, strict=False, log=None, source=None, vocab=None):
+def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = None,
+            do_lower_case: "bool | None" = None, hidden_act: "str | None" = None, strict: bool = False,
+            log=None, source: "str | None" = None, vocab: "str | Path | None" = None) -> Path:
     """Convert a BERT checkpoint to a minibert .h5 file; returns its path.
 
     ``src``: model directory, checkpoint file (with ``config``), hub id, or a Google TensorFlow

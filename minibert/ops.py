@@ -13,6 +13,17 @@ import math
 
 import numpy as np
 
+__all__ = [
+    "linear", "layer_norm", "add_layer_norm", "erf", "gelu", "tanh", "softmax",
+    "embedding", "position_ids",
+    "split_heads", "merge_heads", "attention_mask_bias", "attention_scores", "masked_softmax",
+    "attention_context",
+    # the other hidden_act values (config.SUPPORTED_ACTIVATIONS), each with its backward
+    "sigmoid", "gelu_new", "gelu_new_backward", "gelu_pytorch_tanh", "gelu_pytorch_tanh_backward",
+    "gelu_fast", "gelu_fast_backward", "quick_gelu", "quick_gelu_backward", "relu", "relu_backward",
+    "silu", "silu_backward", "swish", "swish_backward", "tanh_backward",
+]
+
 # ---------------------------------------------------------------------------------------
 # Building blocks
 # ---------------------------------------------------------------------------------------
@@ -61,7 +72,7 @@ def gelu(x):  # [...] -> [...]
 # Phi(x) ~ 0.5 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 GELU_TANH_SCALE = math.sqrt(2.0 / math.pi)  # sqrt(2/pi) = 0.7978845608...
 GELU_TANH_CUBIC = 0.044715
-GELU_FAST_SCALE = 0.7978845608  # gelu_fast's sqrt(2/pi), rounded to 10 digits as transformers writes it
+GELU_FAST_SCALE = 0.7978845608  # gelu_fast's sqrt(2/pi), rounded to 10 digits (as transformers)
 QUICK_GELU_SCALE = 1.702  # quick_gelu: Phi(x) ~ sigmoid(1.702 x)
 
 
@@ -96,7 +107,7 @@ gelu_pytorch_tanh_backward = gelu_new_backward
 
 
 def gelu_fast(x):  # [...] -> [...]
-    """tanh GELU written as 0.5 x (1 + tanh(0.7978845608 x (1 + 0.044715 x^2))) (transformers' "gelu_fast")."""
+    """transformers' "gelu_fast": 0.5 x (1 + tanh(0.7978845608 x (1 + 0.044715 x^2)))."""
     u = GELU_FAST_SCALE * x * (1.0 + GELU_TANH_CUBIC * x * x)  # [...]
     return 0.5 * x * (1.0 + np.tanh(u))
 
@@ -145,7 +156,7 @@ swish_backward = silu_backward
 
 
 def tanh(x):  # [...] -> [...]
-    """tanh(x)."""
+    """tanh(x): the pooler's activation (``nn.Tanh``), and hidden_act="tanh"."""
     return np.tanh(x)
 
 

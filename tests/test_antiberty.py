@@ -21,7 +21,7 @@ from minibert import weights
 from minibert.cli import main as cli_main
 from minibert.heads import predict_each_position
 
-from parity import assert_close
+from helpers import assert_close
 
 REPO = Path(__file__).resolve().parent.parent
 SEQUENCES = REPO / "docs" / "data" / "antibody_sequences.txt"

@@ -17,7 +17,7 @@ from minibert import weights
 from minibert.convert import read_safetensors
 from minibert.errors import ConversionError
 
-from test_convert import run_cli
+from helpers import run_cli
 
 
 def assert_same_tensors(a_path, b_path):

@@ -25,7 +25,7 @@ from minibert import weights
 from minibert.errors import ConversionError
 from minibert.tf_checkpoint import TFCheckpoint, crc32c, google_names, unmask_crc
 
-from test_convert import run_cli
+from helpers import run_cli
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SHAPE = dict(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
@@ -215,7 +215,7 @@ def test_converted_tf_model_computes_what_transformers_computes_with_the_tanh_ge
     with torch.no_grad():
         ref = ref_model(torch.from_numpy(ids))
     ours = minibert.load(h5, head="masked-lm")(ids)
-    from parity import assert_close
+    from helpers import assert_close
 
     assert_close("Google TF checkpoint (gelu_new), H=16", "prediction_logits", ours.logits, ref.prediction_logits.numpy(), "float32")
     exact = minibert.load(minibert.convert(out / "plain", tmp_path / "exact.h5", hidden_act="gelu"), head="masked-lm")(ids)

@@ -256,7 +256,7 @@ def resolve_source(src, config=None):
             shards = sorted(path.glob("*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))
             hint = f"shards without their index: add the {' or '.join(SHARD_INDEX_FILES)} that came with them" if shards else \
                 "the directory needs config.json and model.safetensors or pytorch_model.bin (or a sharded checkpoint's index)"
-            raise ConversionError(f"{path}: no model.safetensors, pytorch_model.bin or shard index in the directory", hint)
+            raise ConversionError(f"{path}: no model.safetensors or pytorch_model.bin (nor a sharded checkpoint index) in the directory", hint)
         cfg = Path(config) if config else path / "config.json"
         if not cfg.is_file():
             raise ConversionError(f"{path}: no config.json in the directory", "pass --config PATH/TO/config.json")

@@ -460,7 +460,9 @@ def gelu_new(x):  # [...] -> [...]
     return _gelu_tanh(x, ops.GELU_TANH_SCALE)
 
 
-gelu_pytorch_tanh = gelu_new  # as in ops: the same formula
+def gelu_pytorch_tanh(x):  # [...] -> [...]
+    """Twin of ``ops.gelu_pytorch_tanh``: the formula of gelu_new (transformers computes it with torch's kernel)."""
+    return _gelu_tanh(x, ops.GELU_TANH_SCALE)
 
 
 def gelu_fast(x):  # [...] -> [...]
@@ -502,7 +504,9 @@ def silu(x):  # [...] -> [...]
     return _x_sigmoid(x, 1.0)
 
 
-swish = silu  # as in ops
+def swish(x):  # [...] -> [...]
+    """Twin of ``ops.swish``: silu under another name, x sigmoid(x)."""
+    return _x_sigmoid(x, 1.0)
 
 
 # ---------------------------------------------------------------------------------------

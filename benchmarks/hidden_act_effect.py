@@ -49,8 +49,10 @@ def main():
     args = parser.parse_args()
 
     x = np.linspace(-10, 10, 2_000_001)
-    print(f"max |gelu - gelu_new| over [-10, 10]: {np.abs(ops.gelu(x) - ops.gelu_new(x)).max():.2e} "
-          f"(at |x| = {abs(x[np.abs(ops.gelu(x) - ops.gelu_new(x)).argmax()]):.2f})")
+    print(
+        f"max |gelu - gelu_new| over [-10, 10]: {np.abs(ops.gelu(x) - ops.gelu_new(x)).max():.2e} "
+        f"(at |x| = {abs(x[np.abs(ops.gelu(x) - ops.gelu_new(x)).argmax()]):.2f})"
+    )
     texts = SENTENCES
     if args.texts:
         texts = [s.strip() for s in Path(args.texts).read_text().splitlines() if s.strip() and not s.startswith("#")]
@@ -63,16 +65,20 @@ def main():
     keep = batch["attention_mask"].astype(bool)
     emb = l2_normalize(mean_pooling(base.last_hidden_state, batch["attention_mask"]))
     scale = np.abs(base.last_hidden_state[keep]).max()
-    print(f"{args.file}: {len(texts)} texts, {int(keep.sum())} tokens, float64; converted with hidden_act={own!r}; "
-          f"max |last_hidden_state| = {scale:.3g}")
+    print(
+        f"{args.file}: {len(texts)} texts, {int(keep.sum())} tokens, float64; converted with hidden_act={own!r}; "
+        f"max |last_hidden_state| = {scale:.3g}"
+    )
     for variant in args.variants:
         if variant == own:
             continue
         other = run(args.file, batch, variant, head)
         diff = np.abs(other.last_hidden_state[keep] - base.last_hidden_state[keep]).max()
         cos = (l2_normalize(mean_pooling(other.last_hidden_state, batch["attention_mask"])) * emb).sum(-1).min()
-        line = f"  as {variant:<11} last_hidden_state max abs change {diff:.2e} ({diff / scale:.1e} of its scale); " \
-               f"min cosine of sentence embeddings {cos:.8f}"
+        line = (
+            f"  as {variant:<11} last_hidden_state max abs change {diff:.2e} ({diff / scale:.1e} of its scale); "
+            f"min cosine of sentence embeddings {cos:.8f}"
+        )
         if head:
             logits_diff = np.abs(other.logits[keep] - base.logits[keep]).max()
             same = (other.logits[keep].argmax(-1) == base.logits[keep].argmax(-1)).mean()

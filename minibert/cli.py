@@ -236,7 +236,8 @@ def cmd_fill_mask(args):
     if args.mask_each:
         return fill_mask_each_position(model, tokenizer, args.mask_each, args.residues)
     if args.text is None:
-        raise MinibertError("no text given", 'write the text with [MASK] where a token should be predicted, or use --mask-each FILE')
+        raise MinibertError("no text given", "write the text with [MASK] where a token should be predicted, "
+                                              "or use --mask-each FILE")
     for i, candidates in enumerate(fill_mask(model, tokenizer, args.text, top_k=args.top_k), start=1):
         print(f"[MASK] {i}:")
         for token, p in candidates:
@@ -250,7 +251,8 @@ def fill_mask_each_position(model, tokenizer, path, residues):
     lines = [line.strip() for line in read_text_file(path).splitlines()]
     lines = [line for line in lines if line and not line.startswith("#")]
     if not lines:
-        raise MinibertError(f"{path}: no text lines (lines starting with # are comments)", "put one text (or sequence) per line")
+        raise MinibertError(f"{path}: no text lines (lines starting with # are comments)",
+                            "put one text (or sequence) per line")
     results = []
     for line in lines:
         text = " ".join(line) if residues else line  # one token per residue: "E V Q L ..."
@@ -261,11 +263,13 @@ def fill_mask_each_position(model, tokenizer, path, residues):
     total = sum(counts.values())
     for i, (line, tokens, predicted) in enumerate(results, start=1):
         right = sum(t == p for t, p in zip(tokens, predicted))
-        print(f"{i}. {line[:24]}{'...' if len(line) > 24 else ''} ({len(tokens)} tokens): top-1 {right}/{len(tokens)} = {right / len(tokens):.1%}"
-              f", baseline {tokens.count(frequent)}/{len(tokens)} = {tokens.count(frequent) / len(tokens):.1%}")
+        n, base = len(tokens), tokens.count(frequent)
+        print(f"{i}. {line[:24]}{'...' if len(line) > 24 else ''} ({n} tokens): top-1 {right}/{n} = {right / n:.1%}, "
+              f"baseline {base}/{n} = {base / n:.1%}")
     right = sum(t == p for _, tokens, predicted in results for t, p in zip(tokens, predicted))
-    print(f"all {len(results)} texts, {total} positions, each masked alone: top-1 accuracy {right}/{total} = {right / total:.1%}; "
-          f"baseline (always {frequent!r}, the most frequent token of the file): {counts[frequent]}/{total} = {counts[frequent] / total:.1%}")
+    print(f"all {len(results)} texts, {total} positions, each masked alone: top-1 accuracy {right}/{total} = "
+          f"{right / total:.1%}; baseline (always {frequent!r}, the most frequent token of the file): "
+          f"{counts[frequent]}/{total} = {counts[frequent] / total:.1%}")
     return 0
 
 
@@ -304,14 +308,18 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("convert", help="convert a Hugging Face or Google TensorFlow checkpoint to a minibert .h5 file")
-    p.add_argument("src", help="model directory (sharded too), .safetensors/.bin file, hub id (e.g. prajjwal1/bert-tiny), "
+    p.add_argument("src", help="model directory (sharded too), .safetensors/.bin file, "
+                               "hub id (e.g. prajjwal1/bert-tiny), "
                                "or Google's TensorFlow release: its .zip, its folder, or a *.ckpt prefix")
     p.add_argument("dest", help="output .h5 path")
-    p.add_argument("--config", help="config.json (bert_config.json), when SRC is a single checkpoint file or *.ckpt prefix")
+    p.add_argument("--config", help="config.json (bert_config.json), when SRC is a single checkpoint file "
+                                    "or *.ckpt prefix")
     p.add_argument("--case", choices=["uncased", "cased"], help="override the tokenizer's lower-casing")
-    p.add_argument("--hidden-act", choices=list(SUPPORTED_ACTIVATIONS), help="override the config's activation; a TensorFlow "
+    p.add_argument("--hidden-act", choices=list(SUPPORTED_ACTIVATIONS),
+                   help="override the config's activation; a TensorFlow "
                    "checkpoint's \"gelu\" defaults to gelu_new, the tanh GELU Google's code computes")
-    p.add_argument("--strict", action="store_true", help="refuse a checkpoint with tensors that are not BERT's instead of skipping them")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a checkpoint with tensors that are not BERT's instead of skipping them")
     p.add_argument("--vocab", help="vocab.txt, when it is not beside the checkpoint")
     p.set_defaults(func=cmd_convert)
 
@@ -359,9 +367,11 @@ def build_parser():
     p.add_argument("model", help="a minibert .h5 file with a masked-lm head")
     p.add_argument("text", nargs="?", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
     p.add_argument("--top-k", type=int, default=5, help="how many tokens to list per [MASK] (default 5)")
-    p.add_argument("--mask-each", metavar="FILE", help="mask every token of every line of FILE alone, in turn; print the top-1 "
-                                                       "accuracy against always guessing the most frequent token")
-    p.add_argument("--residues", action="store_true", help="with --mask-each: each line is a protein sequence, one token per letter")
+    p.add_argument("--mask-each", metavar="FILE",
+                   help="mask every token of every line of FILE alone, in turn; print the top-1 "
+                        "accuracy against always guessing the most frequent token")
+    p.add_argument("--residues", action="store_true",
+                   help="with --mask-each: each line is a protein sequence, one token per letter")
     add_model_options(p)
     p.set_defaults(func=cmd_fill_mask)
 

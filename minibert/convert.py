@@ -34,7 +34,15 @@ from . import tf_checkpoint
 from .config import SUPPORTED_ACTIVATIONS, BertConfig
 from .errors import ConfigError, ConversionError, WeightsError
 from .tokenizer import read_vocab_txt
-from .weights import WeightsFile, check_encoder_tensors, check_head_tensors, encoder_shapes, file_sha256, head_shapes, save
+from .weights import (
+    WeightsFile,
+    check_encoder_tensors,
+    check_head_tensors,
+    encoder_shapes,
+    file_sha256,
+    head_shapes,
+    save,
+)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SHARD_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")  # {"weight_map": {name: shard}}

@@ -60,9 +60,19 @@ def _crc32c_update(crc, data, t):  # int, uint8 [N], [8, 256] -> int: CRC32C of 
     crc = ~crc & 0xFFFFFFFF
     n, i = data.shape[0], 0
     while i + 8 <= n:  # eight bytes per step: one lookup per byte, in eight tables
-        lo = crc ^ (np.int64(data[i]) | np.int64(data[i + 1]) << 8 | np.int64(data[i + 2]) << 16 | np.int64(data[i + 3]) << 24)
-        crc = (t[7, lo & 0xFF] ^ t[6, (lo >> 8) & 0xFF] ^ t[5, (lo >> 16) & 0xFF] ^ t[4, lo >> 24]
-               ^ t[3, data[i + 4]] ^ t[2, data[i + 5]] ^ t[1, data[i + 6]] ^ t[0, data[i + 7]])
+        lo = crc ^ (
+            np.int64(data[i]) | np.int64(data[i + 1]) << 8 | np.int64(data[i + 2]) << 16 | np.int64(data[i + 3]) << 24
+        )
+        crc = (
+            t[7, lo & 0xFF]
+            ^ t[6, (lo >> 8) & 0xFF]
+            ^ t[5, (lo >> 16) & 0xFF]
+            ^ t[4, lo >> 24]
+            ^ t[3, data[i + 4]]
+            ^ t[2, data[i + 5]]
+            ^ t[1, data[i + 6]]
+            ^ t[0, data[i + 7]]
+        )
         i += 8
     while i < n:
         crc = t[0, (crc ^ data[i]) & 0xFF] ^ (crc >> 8)
@@ -116,12 +126,12 @@ def _fields(buf):  # yields (field number, value): ints for varint/fixed, bytes 
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:
-            value, pos = int.from_bytes(buf[pos:pos + 8], "little"), pos + 8
+            value, pos = int.from_bytes(buf[pos : pos + 8], "little"), pos + 8
         elif wire == 2:
             n, pos = _varint(buf, pos)
-            value, pos = bytes(buf[pos:pos + n]), pos + n
+            value, pos = bytes(buf[pos : pos + n]), pos + n
         elif wire == 5:
-            value, pos = int.from_bytes(buf[pos:pos + 4], "little"), pos + 4
+            value, pos = int.from_bytes(buf[pos : pos + 4], "little"), pos + 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         yield number, value
@@ -129,9 +139,22 @@ def _fields(buf):  # yields (field number, value): ints for varint/fixed, bytes 
 
 # tensorflow/core/framework/types.proto: DataType -> NumPy dtype (little-endian)
 TF_DTYPES = {
-    1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8, 7: "string",
-    8: np.complex64, 9: np.int64, 10: np.bool_, 14: "bfloat16", 17: np.uint16, 18: np.complex128,
-    19: np.float16, 22: np.uint32, 23: np.uint64,
+    1: np.float32,
+    2: np.float64,
+    3: np.int32,
+    4: np.uint8,
+    5: np.int16,
+    6: np.int8,
+    7: "string",
+    8: np.complex64,
+    9: np.int64,
+    10: np.bool_,
+    14: "bfloat16",
+    17: np.uint16,
+    18: np.complex128,
+    19: np.float16,
+    22: np.uint32,
+    23: np.uint64,
 }
 
 
@@ -167,10 +190,20 @@ def _parse_entry(name, buf, source):
         elif number == 7:
             sliced = True
     if fields["dtype"] not in TF_DTYPES:
-        raise ConversionError(f"{source}: variable {name} has TensorFlow dtype number {fields['dtype']}, which minibert cannot read",
-                              "convert a checkpoint of float32 variables")
-    return BundleEntry(name, TF_DTYPES[fields["dtype"]], tuple(shape), fields["shard_id"], fields["offset"],
-                       fields["size"], fields["crc32c"], sliced)
+        raise ConversionError(
+            f"{source}: variable {name} has TensorFlow dtype number {fields['dtype']}, which minibert cannot read",
+            "convert a checkpoint of float32 variables",
+        )
+    return BundleEntry(
+        name,
+        TF_DTYPES[fields["dtype"]],
+        tuple(shape),
+        fields["shard_id"],
+        fields["offset"],
+        fields["size"],
+        fields["crc32c"],
+        sliced,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,14 +216,20 @@ FOOTER_SIZE = 48  # two block handles (varints), zero padding to 40 bytes, the m
 
 def _block(data, offset, size, source):  # -> the block's bytes, its checksum verified
     if offset + size + 5 > len(data):
-        raise ConversionError(f"{source}: a block runs past the end of the file (truncated?)", "copy the checkpoint again")
-    contents = data[offset:offset + size]
-    kind, masked = data[offset + size], int.from_bytes(data[offset + size + 1:offset + size + 5], "little")
-    if crc32c(data[offset:offset + size + 1]) != unmask_crc(masked):  # the CRC covers contents + type byte
-        raise ConversionError(f"{source}: block at byte {offset} fails its CRC32C check (corrupted file)", "copy the checkpoint again")
+        raise ConversionError(
+            f"{source}: a block runs past the end of the file (truncated?)", "copy the checkpoint again"
+        )
+    contents = data[offset : offset + size]
+    kind, masked = data[offset + size], int.from_bytes(data[offset + size + 1 : offset + size + 5], "little")
+    if crc32c(data[offset : offset + size + 1]) != unmask_crc(masked):  # the CRC covers contents + type byte
+        raise ConversionError(
+            f"{source}: block at byte {offset} fails its CRC32C check (corrupted file)", "copy the checkpoint again"
+        )
     if kind != 0:
-        raise ConversionError(f"{source}: block at byte {offset} is compressed (type {kind}); TensorFlow writes bundles uncompressed",
-                              "re-save the checkpoint with TensorFlow")
+        raise ConversionError(
+            f"{source}: block at byte {offset} is compressed (type {kind}); TensorFlow writes bundles uncompressed",
+            "re-save the checkpoint with TensorFlow",
+        )
     return contents
 
 
@@ -202,9 +241,9 @@ def _block_entries(block):  # yields (key, value) of one block, keys prefix-comp
         shared, pos = _varint(block, pos)
         non_shared, pos = _varint(block, pos)
         value_length, pos = _varint(block, pos)
-        key = key[:shared] + bytes(block[pos:pos + non_shared])
+        key = key[:shared] + bytes(block[pos : pos + non_shared])
         pos += non_shared
-        yield key, block[pos:pos + value_length]
+        yield key, block[pos : pos + value_length]
         pos += value_length
 
 
@@ -213,7 +252,10 @@ def read_index(path):
     path = Path(path)
     data = memoryview(path.read_bytes())
     if len(data) < FOOTER_SIZE or int.from_bytes(data[-8:], "little") != TABLE_MAGIC:
-        raise ConversionError(f"{path}: not a TensorFlow checkpoint index (no SSTable footer)", "give the .index file of a TensorFlow checkpoint")
+        raise ConversionError(
+            f"{path}: not a TensorFlow checkpoint index (no SSTable footer)",
+            "give the .index file of a TensorFlow checkpoint",
+        )
     footer = data[-FOOTER_SIZE:]
     _, pos = _varint(footer, 0)  # the metaindex block handle: empty in tensor bundles
     _, pos = _varint(footer, pos)
@@ -236,22 +278,26 @@ def checkpoint_prefix(path):
     """The prefix of the checkpoint at ``path`` (a prefix, its .index file or a directory), or None."""
     path = Path(path)
     if path.name.endswith(".index") and path.is_file():
-        return path.with_name(path.name[:-len(".index")])
+        return path.with_name(path.name[: -len(".index")])
     if path.with_name(path.name + ".index").is_file():
         return path
     if path.is_dir():
         indexes = sorted(path.glob("*.index"))
         if len(indexes) == 1:
-            return indexes[0].with_name(indexes[0].name[:-len(".index")])
+            return indexes[0].with_name(indexes[0].name[: -len(".index")])
         state = path / "checkpoint"  # written by tf.train.Saver/CheckpointManager: names the latest
         if len(indexes) > 1 and state.is_file():
-            m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', state.read_text(encoding="utf-8", errors="replace"), re.M)
+            m = re.search(
+                r'^model_checkpoint_path:\s*"([^"]+)"', state.read_text(encoding="utf-8", errors="replace"), re.M
+            )
             if m and (path / (Path(m.group(1)).name + ".index")).is_file():
                 return path / Path(m.group(1)).name
         if len(indexes) > 1:
             names = ", ".join(p.name for p in indexes)
-            raise ConversionError(f"{path}: several TensorFlow checkpoints in one directory ({names})",
-                                  "give the prefix of one of them, e.g. DIR/bert_model.ckpt")
+            raise ConversionError(
+                f"{path}: several TensorFlow checkpoints in one directory ({names})",
+                "give the prefix of one of them, e.g. DIR/bert_model.ckpt",
+            )
     return None
 
 
@@ -266,14 +312,19 @@ class TFCheckpoint:
         self.prefix = Path(prefix)
         index = self.prefix.with_name(self.prefix.name + ".index")
         if not index.is_file():
-            raise ConversionError(f"{index}: no such file", "give the checkpoint prefix (PATH/bert_model.ckpt), its .index file, or its directory")
+            raise ConversionError(
+                f"{index}: no such file",
+                "give the checkpoint prefix (PATH/bert_model.ckpt), its .index file, or its directory",
+            )
         self.num_shards, self.entries = 1, {}
         for key, value in read_index(index):
             if key == b"":  # BundleHeaderProto: num_shards = 1, endianness = 2 (0 little, 1 big)
                 header = dict(_fields(value))
                 self.num_shards = header.get(1, 1)
                 if header.get(2, 0) != 0:
-                    raise ConversionError(f"{index}: a big-endian checkpoint", "re-save it with TensorFlow on a little-endian machine")
+                    raise ConversionError(
+                        f"{index}: a big-endian checkpoint", "re-save it with TensorFlow on a little-endian machine"
+                    )
                 continue
             name = key.decode("utf-8")
             self.entries[name] = _parse_entry(name, value, index)
@@ -286,26 +337,37 @@ class TFCheckpoint:
         a string variable as an object array of bytes)."""
         e = self.entries[name]
         if e.sliced:
-            raise ConversionError(f"{self.prefix}: variable {name} is partitioned into slices, which minibert does not read",
-                                  "re-save the checkpoint with unpartitioned variables")
+            raise ConversionError(
+                f"{self.prefix}: variable {name} is partitioned into slices, which minibert does not read",
+                "re-save the checkpoint with unpartitioned variables",
+            )
         path = self.data_file(e.shard_id)
         if not path.is_file():
-            raise ConversionError(f"{path}: data file missing (variable {name} is in shard {e.shard_id} of {self.num_shards})",
-                                  "copy every .data-*-of-* file of the checkpoint")
+            raise ConversionError(
+                f"{path}: data file missing (variable {name} is in shard {e.shard_id} of {self.num_shards})",
+                "copy every .data-*-of-* file of the checkpoint",
+            )
         with open(path, "rb") as f:
             f.seek(e.offset)
             raw = f.read(e.size)
         if len(raw) != e.size:
-            raise ConversionError(f"{path}: variable {name} runs past the end of the file (truncated?)", "copy the checkpoint again")
+            raise ConversionError(
+                f"{path}: variable {name} runs past the end of the file (truncated?)", "copy the checkpoint again"
+            )
         if e.dtype == "string":
             return self._strings(name, e, raw)
         if crc32c(raw) != unmask_crc(e.crc32c):
-            raise ConversionError(f"{path}: variable {name} fails its CRC32C check (corrupted data file)", "copy the checkpoint again")
+            raise ConversionError(
+                f"{path}: variable {name} fails its CRC32C check (corrupted data file)", "copy the checkpoint again"
+            )
         if e.dtype == "bfloat16":  # the top 16 bits of a float32
             return (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32).reshape(e.shape)
         dtype = np.dtype(e.dtype).newbyteorder("<")
         if np.prod(e.shape, dtype=np.int64) * dtype.itemsize != e.size:
-            raise ConversionError(f"{path}: variable {name} has {e.size} bytes, expected {e.shape} x {dtype.itemsize}", "copy the checkpoint again")
+            raise ConversionError(
+                f"{path}: variable {name} has {e.size} bytes, expected {e.shape} x {dtype.itemsize}",
+                "copy the checkpoint again",
+            )
         return np.frombuffer(raw, dtype).reshape(e.shape).astype(dtype.newbyteorder("="))
 
     def _strings(self, name, e, raw):
@@ -320,15 +382,18 @@ class TFCheckpoint:
             length, pos = _varint(raw, pos)
             lengths.append(length)
         crc = crc32c(b"".join(struct.pack("<I" if length < 1 << 32 else "<Q", length) for length in lengths))
-        crc = crc32c(raw[pos:pos + 4], crc)
+        crc = crc32c(raw[pos : pos + 4], crc)
         pos += 4
         values = []
         for length in lengths:
-            values.append(bytes(raw[pos:pos + length]))
+            values.append(bytes(raw[pos : pos + length]))
             pos += length
         crc = crc32c(b"".join(values), crc)
         if crc != unmask_crc(e.crc32c):
-            raise ConversionError(f"{self.prefix}: string variable {name} fails its CRC32C check (corrupted data file)", "copy the checkpoint again")
+            raise ConversionError(
+                f"{self.prefix}: string variable {name} fails its CRC32C check (corrupted data file)",
+                "copy the checkpoint again",
+            )
         return np.array(values, dtype=object).reshape(e.shape)
 
 
@@ -340,7 +405,12 @@ class TFCheckpoint:
 # transformers' load_tf_weights_in_bert skips them: Adam's two moment estimates per variable,
 # the step counter, and the object graph TF 2 adds to every checkpoint.
 SKIPPED_SUFFIXES = ("/adam_m", "/adam_v")
-SKIPPED_NAMES = ("global_step", "AdamWeightDecayOptimizer", "AdamWeightDecayOptimizer_1", "_CHECKPOINTABLE_OBJECT_GRAPH")
+SKIPPED_NAMES = (
+    "global_step",
+    "AdamWeightDecayOptimizer",
+    "AdamWeightDecayOptimizer_1",
+    "_CHECKPOINTABLE_OBJECT_GRAPH",
+)
 
 
 def is_skipped(name):
@@ -372,8 +442,14 @@ def google_names(num_hidden_layers):
     layer_norm("bert/embeddings/LayerNorm", "embeddings.LayerNorm")
     for i in range(num_hidden_layers):
         tf, hf = f"bert/encoder/layer_{i}/", f"encoder.layer.{i}."
-        for part in ("attention/self/query", "attention/self/key", "attention/self/value",
-                     "attention/output/dense", "intermediate/dense", "output/dense"):
+        for part in (
+            "attention/self/query",
+            "attention/self/key",
+            "attention/self/value",
+            "attention/output/dense",
+            "intermediate/dense",
+            "output/dense",
+        ):
             dense(tf + part, hf + part.replace("/", "."))
         layer_norm(tf + "attention/output/LayerNorm", hf + "attention.output.LayerNorm")
         layer_norm(tf + "output/LayerNorm", hf + "output.LayerNorm")
@@ -402,8 +478,12 @@ def read_google_bert(prefix, num_hidden_layers):
         more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
         hint = "these are not variables of Google's BERT (modeling.py, run_pretraining.py, run_classifier.py)"
         if any(re.match(r"bert/encoder/layer_(\d+)/", n) for n in unknown):
-            hint = f"the config says num_hidden_layers={num_hidden_layers}: give the bert_config.json of this checkpoint"
-        raise ConversionError(f"{ckpt.prefix}: {len(unknown)} variable(s) minibert does not know: {', '.join(unknown[:8])}{more}", hint)
+            hint = (
+                f"the config says num_hidden_layers={num_hidden_layers}: give the bert_config.json of this checkpoint"
+            )
+        raise ConversionError(
+            f"{ckpt.prefix}: {len(unknown)} variable(s) minibert does not know: {', '.join(unknown[:8])}{more}", hint
+        )
     tensors = {}
     for tf_name in sorted(ckpt.entries):
         if is_skipped(tf_name):

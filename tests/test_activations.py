@@ -16,6 +16,8 @@ from minibert.errors import ConfigError
 
 from helpers import assert_close
 
+pytestmark = pytest.mark.torch  # the PyTorch reference (dev extra)
+
 NAMES = list(SUPPORTED_ACTIVATIONS)
 # The exact GELU's backward (gelu_backward) belongs to the training code (issue 12) and is tested there.
 WITH_BACKWARD_HERE = [n for n in NAMES if n != "gelu"]
@@ -55,7 +57,9 @@ def test_kernel_twin_keeps_shape_and_dtype(name):
     x = inputs(np.float32).reshape(-1)[:2100].reshape(3, 7, 100)[:, ::2]  # non-contiguous [3, 4, 100]
     out = getattr(kernels.backend, name)(x)
     assert out.shape == x.shape and out.dtype == np.float32
-    np.testing.assert_allclose(out, getattr(ops, name)(x), rtol=0, atol=8 * np.finfo(np.float32).eps * max(1.0, np.abs(out).max()))
+    np.testing.assert_allclose(
+        out, getattr(ops, name)(x), rtol=0, atol=8 * np.finfo(np.float32).eps * max(1.0, np.abs(out).max())
+    )
 
 
 @pytest.mark.parametrize("name", WITH_BACKWARD_HERE)
@@ -75,7 +79,10 @@ def test_backward_matches_autograd_and_finite_differences(name):
     numeric = dy * (f(x + h) - f(x - h)) / (2 * h)
     np.testing.assert_allclose(ours, numeric, rtol=1e-6, atol=1e-8)
     assert callable(getattr(kernels.backend, name + "_backward"))  # the numba backend has every backward too
-    assert ours.dtype == np.float64 and getattr(ops, name + "_backward")(dy.astype(np.float32), x.astype(np.float32)).dtype == np.float32
+    assert (
+        ours.dtype == np.float64
+        and getattr(ops, name + "_backward")(dy.astype(np.float32), x.astype(np.float32)).dtype == np.float32
+    )
 
 
 def test_relu_backward_at_zero_is_zero_as_pytorch():
@@ -103,13 +110,17 @@ def test_whole_model_with_each_activation_matches_transformers(preset_model, nam
     for dtype in ("float32", "float64"):
         ref_model = torch_model.double() if dtype == "float64" else torch_model.float()
         with torch.no_grad():
-            ref = ref_model(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types), output_hidden_states=True)
+            ref = ref_model(
+                torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types), output_hidden_states=True
+            )
         keep = mask.astype(bool)
         for backend in ("numpy", "numba"):
             model = minibert.load(h5, dtype=dtype, backend=backend, head="masked-lm")
             assert model.config.hidden_act == name
             out = model(ids, mask, types)
             label = f"bert-tiny MaskedLM hidden_act={name} ({backend})"
-            assert_close(label, "last_hidden_state", out.last_hidden_state[keep], ref.hidden_states[-1].numpy()[keep], dtype)
+            assert_close(
+                label, "last_hidden_state", out.last_hidden_state[keep], ref.hidden_states[-1].numpy()[keep], dtype
+            )
             assert_close(label, "logits", out.logits[keep], ref.logits.numpy()[keep], dtype)
     torch_model.float()

@@ -23,6 +23,8 @@ from minibert.heads import predict_each_position
 
 from helpers import assert_close
 
+pytestmark = pytest.mark.torch  # the PyTorch reference (dev extra)
+
 REPO = Path(__file__).resolve().parent.parent
 SEQUENCES = REPO / "docs" / "data" / "antibody_sequences.txt"
 
@@ -44,8 +46,13 @@ def antiberty(tmp_path_factory):
     """(checkpoint dir, vocab.txt, converted .h5, conversion notices)."""
     directory, vocab = antiberty_files()
     notices = []
-    h5 = minibert.convert(directory, tmp_path_factory.mktemp("antiberty") / "antiberty.h5", vocab=vocab, do_lower_case=False,
-                          log=notices.append)
+    h5 = minibert.convert(
+        directory,
+        tmp_path_factory.mktemp("antiberty") / "antiberty.h5",
+        vocab=vocab,
+        do_lower_case=False,
+        log=notices.append,
+    )
     return directory, vocab, h5, notices
 
 
@@ -60,8 +67,13 @@ def test_conversion_keeps_bert_and_its_masked_lm_and_skips_the_extra_heads(antib
     _, _, h5, notices = antiberty
     w = weights.load(h5)
     assert w.heads == ["masked-lm"] and w.vocab[5:] == list("ACDEFGHIKLMNPQRSTVWY") and w.do_lower_case is False
-    assert (w.config.num_hidden_layers, w.config.hidden_size, w.config.num_attention_heads, w.config.intermediate_size,
-            w.config.vocab_size) == (8, 512, 8, 2048, 25)
+    assert (
+        w.config.num_hidden_layers,
+        w.config.hidden_size,
+        w.config.num_attention_heads,
+        w.config.intermediate_size,
+        w.config.vocab_size,
+    ) == (8, 512, 8, 2048, 25)
     assert not any(name.startswith(("cls.species", "cls.chain", "cls.graft")) for name in w.tensors)
     assert len(notices) == 1 and "names the architecture AntiBERTy" in notices[0]
     assert "skipped 6 tensor(s) that are not part of BERT: cls.chain.bias [2], cls.chain.weight [2, 512]" in notices[0]
@@ -108,12 +120,16 @@ def test_masked_lm_logits_match_transformers(antiberty, reference_model, dtype):
     ours = model(ids, mask, types, output_hidden_states=True)
     ref_model = reference_model.double() if dtype == "float64" else reference_model.float()
     with torch.no_grad():
-        ref = ref_model(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types), output_hidden_states=True)
+        ref = ref_model(
+            torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(types), output_hidden_states=True
+        )
     label = f"AntiBERTy masked-LM, 5 antibodies {tuple(ids.shape)}"
     keep = mask.astype(bool)  # padding rows are not compared: transformers computes them differently, nobody reads them
     assert_close(label, "logits", ours.logits[keep], ref.logits.numpy()[keep], dtype)
     for i in (0, 4, 8):
-        assert_close(label, f"hidden_states[{i}]", ours.hidden_states[i][keep], ref.hidden_states[i].numpy()[keep], dtype)
+        assert_close(
+            label, f"hidden_states[{i}]", ours.hidden_states[i][keep], ref.hidden_states[i].numpy()[keep], dtype
+        )
     reference_model.float()
 
 

@@ -19,6 +19,8 @@ from minibert.errors import ConversionError
 
 from helpers import run_cli
 
+pytestmark = pytest.mark.torch  # the PyTorch reference (dev extra)
+
 
 def assert_same_tensors(a_path, b_path):
     a, b = weights.load(a_path), weights.load(b_path)
@@ -46,7 +48,11 @@ def test_sharded_safetensors_from_save_pretrained(minilm_bert, minilm_dir, minil
     minilm_bert.save_pretrained(out, max_shard_size="30MB")
     copy_tokenizer_files(minilm_dir, out)
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
-    assert len(shards) >= 3 and (out / "model.safetensors.index.json").is_file() and not (out / "model.safetensors").exists()
+    assert (
+        len(shards) >= 3
+        and (out / "model.safetensors.index.json").is_file()
+        and not (out / "model.safetensors").exists()
+    )
     a = assert_same_tensors(minibert.convert(out, tmp_path / "a.h5"), minilm_h5)
     assert sorted(a.source_sha256) == sorted(shards + ["model.safetensors.index.json", "config.json", "vocab.txt"])
 
@@ -75,7 +81,9 @@ def test_sharded_errors_name_the_shard(preset_model, tmp_path):
     (tmp_path / shard).rename(out / shard)
     index["weight_map"]["encoder.layer.9.output.dense.weight"] = shard  # listed, but in no shard
     (out / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(ConversionError, match="encoder.layer.9.output.dense.weight is listed in the index but not in its shard"):
+    with pytest.raises(
+        ConversionError, match="encoder.layer.9.output.dense.weight is listed in the index but not in its shard"
+    ):
         minibert.convert(out, tmp_path / "x.h5")
     (out / "model.safetensors.index.json").unlink()
     with pytest.raises(ConversionError, match="shards without their index"):
@@ -98,16 +106,23 @@ def test_tensors_that_are_not_bert_are_skipped_with_a_notice_or_refused(preset_m
 
     logged = []
     assert_same_tensors(minibert.convert(out, tmp_path / "a.h5", log=logged.append), h5)
-    assert logged == [f"{out}: the config names the architecture SpeciesBert, not a transformers Bert* class; "
-                      "skipped 2 tensor(s) that are not part of BERT: cls.species.bias [6], cls.species.weight [6, 128]"]
+    assert logged == [
+        f"{out}: the config names the architecture SpeciesBert, not a transformers Bert* class; "
+        "skipped 2 tensor(s) that are not part of BERT: cls.species.bias [6], cls.species.weight [6, 128]"
+    ]
     r = run_cli("convert", out, tmp_path / "b.h5", "--strict")
     assert r.returncode == 1 and not (tmp_path / "b.h5").exists()
-    assert "error:" in r.stderr and "2 tensor(s) are not part of BERT: cls.species.bias [6], cls.species.weight [6, 128]" in r.stderr
+    assert (
+        "error:" in r.stderr
+        and "2 tensor(s) are not part of BERT: cls.species.bias [6], cls.species.weight [6, 128]" in r.stderr
+    )
     assert "fix: convert without --strict to skip them" in r.stderr
 
 
 def test_hidden_act_override_on_a_hugging_face_checkpoint(preset_model, tmp_path):
     _, hf_dir, _ = preset_model("bert-tiny")
-    assert weights.load(minibert.convert(hf_dir, tmp_path / "a.h5", hidden_act="gelu_new")).config.hidden_act == "gelu_new"
+    assert (
+        weights.load(minibert.convert(hf_dir, tmp_path / "a.h5", hidden_act="gelu_new")).config.hidden_act == "gelu_new"
+    )
     with pytest.raises(ConversionError, match="hidden_act='gelu_10' is not supported"):
         minibert.convert(hf_dir, tmp_path / "b.h5", hidden_act="gelu_10")

@@ -83,11 +83,18 @@ def test_released_zip_and_ckpt_prefix_from_the_command_line(tf_files, tmp_path):
     for f in (out / "plain").glob("bert_model.ckpt.*"):
         shutil.copy(f, prefix_dir)
     logged = []
-    h5 = minibert.convert(prefix_dir / "bert_model.ckpt", tmp_path / "prefix.h5", config=out / "plain" / "bert_config.json",
-                          hidden_act="gelu", log=logged.append)  # as --hidden-act gelu
+    h5 = minibert.convert(
+        prefix_dir / "bert_model.ckpt",
+        tmp_path / "prefix.h5",
+        config=out / "plain" / "bert_config.json",
+        hidden_act="gelu",
+        log=logged.append,
+    )  # as --hidden-act gelu
     assert logged == []  # chosen explicitly: no notice
     assert_same_file(h5, reference, hidden_act="gelu", vocab=False)  # no vocab.txt beside this prefix
-    with pytest.raises(ConversionError, match="no bert_config.json beside the TensorFlow checkpoint\nFix: pass --config"):
+    with pytest.raises(
+        ConversionError, match="no bert_config.json beside the TensorFlow checkpoint\nFix: pass --config"
+    ):
         minibert.convert(prefix_dir / "bert_model.ckpt", tmp_path / "noconfig.h5")
 
 
@@ -135,7 +142,9 @@ def test_corrupted_data_file_fails_the_variable_crc(tf_files, tmp_path):
     data = bytearray((bad / "bert_model.ckpt.data-00000-of-00001").read_bytes())
     data[entry.offset + 100] ^= 0x01  # one bit of one float
     (bad / "bert_model.ckpt.data-00000-of-00001").write_bytes(bytes(data))
-    with pytest.raises(ConversionError, match="variable bert/encoder/layer_1/output/dense/kernel fails its CRC32C check"):
+    with pytest.raises(
+        ConversionError, match="variable bert/encoder/layer_1/output/dense/kernel fails its CRC32C check"
+    ):
         minibert.convert(bad, tmp_path / "x.h5", log=lambda m: None)
 
 
@@ -155,7 +164,9 @@ def test_missing_shard_is_named(tf_files, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(out / "sharded", bad)
     (bad / "bert_model.ckpt.data-00001-of-00002").unlink()
-    with pytest.raises(ConversionError, match=r"data-00001-of-00002: data file missing \(variable .* is in shard 1 of 2\)"):
+    with pytest.raises(
+        ConversionError, match=r"data-00001-of-00002: data file missing \(variable .* is in shard 1 of 2\)"
+    ):
         minibert.convert(bad, tmp_path / "x.h5", log=lambda m: None)
 
 
@@ -164,7 +175,9 @@ def test_unknown_variables_are_listed(tf_files, tmp_path):
     folder = tmp_path / "notbert"
     shutil.copytree(out / "dtypes", folder)
     shutil.copy(out / "plain" / "bert_config.json", folder)
-    with pytest.raises(ConversionError, match=r"12 variable\(s\) minibert does not know: bf16/vector, bool/vector, .* and 4 more"):
+    with pytest.raises(
+        ConversionError, match=r"12 variable\(s\) minibert does not know: bf16/vector, bool/vector, .* and 4 more"
+    ):
         minibert.convert(folder, tmp_path / "x.h5", log=lambda m: None)
 
 
@@ -173,18 +186,25 @@ def test_wrong_layer_count_in_the_config_says_so(tf_files, tmp_path):
     cfg = json.loads((out / "plain" / "bert_config.json").read_text())
     (tmp_path / "one_layer.json").write_text(json.dumps({**cfg, "num_hidden_layers": 1}))
     with pytest.raises(ConversionError, match=r"bert/encoder/layer_1/.*\nFix: the config says num_hidden_layers=1"):
-        minibert.convert(out / "plain" / "bert_model.ckpt", tmp_path / "x.h5", config=tmp_path / "one_layer.json", log=lambda m: None)
+        minibert.convert(
+            out / "plain" / "bert_model.ckpt", tmp_path / "x.h5", config=tmp_path / "one_layer.json", log=lambda m: None
+        )
 
 
 def test_google_name_table():
     names = google_names(2)
-    assert names["bert/encoder/layer_1/attention/self/query/kernel"] == ("encoder.layer.1.attention.self.query.weight", True)
+    assert names["bert/encoder/layer_1/attention/self/query/kernel"] == (
+        "encoder.layer.1.attention.self.query.weight",
+        True,
+    )
     assert names["bert/embeddings/LayerNorm/gamma"] == ("embeddings.LayerNorm.weight", False)
     assert names["cls/seq_relationship/output_weights"] == ("cls.seq_relationship.weight", False)  # already [2, H]
     assert names["output_weights"] == ("classifier.weight", False)  # run_classifier.py
     assert len(names) == 5 + 16 * 2 + 2 + 4 + 1 + 2 + 2
 
 
+@pytest.mark.torch  # TensorFlow, in the dev extra with the reference stack
+@pytest.mark.slow
 def test_tensorflow_today_writes_what_the_fixtures_hold(tf_files, tmp_path):
     """The live check: TensorFlow (in a subprocess) rewrites every fixture from the committed model."""
     hf, _, committed = tf_files
@@ -192,7 +212,10 @@ def test_tensorflow_today_writes_what_the_fixtures_hold(tf_files, tmp_path):
     r = subprocess.run([sys.executable, FIXTURES / "make_tf_checkpoints.py", hf, fresh], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     for variant in ("plain", "sharded", "adam"):
-        new, old = TFCheckpoint(fresh / variant / "bert_model.ckpt"), TFCheckpoint(committed / variant / "bert_model.ckpt")
+        new, old = (
+            TFCheckpoint(fresh / variant / "bert_model.ckpt"),
+            TFCheckpoint(committed / variant / "bert_model.ckpt"),
+        )
         assert new.entries.keys() == old.entries.keys() and new.num_shards == old.num_shards
         for name in old.entries:
             np.testing.assert_array_equal(new.read(name), old.read(name), err_msg=f"{variant}: {name}")
@@ -203,6 +226,7 @@ def test_tensorflow_today_writes_what_the_fixtures_hold(tf_files, tmp_path):
         np.testing.assert_array_equal(ours, numbers[key], err_msg=key)
 
 
+@pytest.mark.torch
 def test_converted_tf_model_computes_what_transformers_computes_with_the_tanh_gelu(tf_files, tmp_path):
     """The TF checkpoint's default (gelu_new) against transformers' BertForPreTraining with hidden_act="gelu_new"."""
     import torch
@@ -217,7 +241,17 @@ def test_converted_tf_model_computes_what_transformers_computes_with_the_tanh_ge
     ours = minibert.load(h5, head="masked-lm")(ids)
     from helpers import assert_close
 
-    assert_close("Google TF checkpoint (gelu_new), H=16", "prediction_logits", ours.logits, ref.prediction_logits.numpy(), "float32")
-    exact = minibert.load(minibert.convert(out / "plain", tmp_path / "exact.h5", hidden_act="gelu"), head="masked-lm")(ids)
+    assert_close(
+        "Google TF checkpoint (gelu_new), H=16",
+        "prediction_logits",
+        ours.logits,
+        ref.prediction_logits.numpy(),
+        "float32",
+    )
+    exact = minibert.load(minibert.convert(out / "plain", tmp_path / "exact.h5", hidden_act="gelu"), head="masked-lm")(
+        ids
+    )
     tolerance = 1e-5 * max(1.0, np.abs(ref.prediction_logits.numpy()).max())
-    assert np.abs(exact.logits - ref.prediction_logits.numpy()).max() > 3 * tolerance  # the exact GELU would fail parity
+    assert (
+        np.abs(exact.logits - ref.prediction_logits.numpy()).max() > 3 * tolerance
+    )  # the exact GELU would fail parity

@@ -181,7 +181,7 @@ _STEP_NOTES = {
     "encoder.layer.{i}.attention.output.dense": "output projection",
     "encoder.layer.{i}.attention.output.LayerNorm": "LayerNorm(dense + x): the attention block's output",
     "encoder.layer.{i}.intermediate.dense": "widen to I",
-    "encoder.layer.{i}.intermediate.gelu": "exact (erf) GELU",
+    "encoder.layer.{i}.intermediate.gelu": "the activation config.hidden_act names: exact (erf) GELU for BERT",
     "encoder.layer.{i}.output.dense": "back to H",
     "encoder.layer.{i}.output.LayerNorm": (
         "LayerNorm(dense + attention output): the layer's output (hidden_states[i+1])"

@@ -429,84 +429,67 @@ def masked_softmax(scores, mask_bias):  # [B, A, T, T], [B, 1, 1, T] -> [B, A, T
 GELU_TANH_CUBIC = ops.GELU_TANH_CUBIC  # module constants, frozen into the jitted code
 
 
+TANH_GELU, X_SIGMOID = 0, 1  # the two shapes of formula: 0.5 x (1 + tanh(...)), x sigmoid(a x)
+
+
 @njit(**NJIT)
-def _gelu_tanh_serial(x, scale, out):  # [N] -> [N]
+def _activation_one(x, kind, p):  # float -> float64
+    v = np.float64(x)
+    if kind == TANH_GELU:  # 0.5 x (1 + tanh(p (x + 0.044715 x^3))), p = sqrt(2/pi) or 0.7978845608
+        return 0.5 * v * (1.0 + math.tanh(p * v * (1.0 + GELU_TANH_CUBIC * v * v)))
+    return v / (1.0 + math.exp(-p * v))  # x sigmoid(p x); exp -> inf for p x < -709 gives -0.0, as x * 0
+
+
+@njit(**NJIT)
+def _activation_serial(x, kind, p, out):  # [N] -> [N]
     for i in range(x.shape[0]):
-        v = np.float64(x[i])
-        u = scale * v * (1.0 + GELU_TANH_CUBIC * v * v)  # scale (x + 0.044715 x^3)
-        out[i] = 0.5 * v * (1.0 + math.tanh(u))
+        out[i] = _activation_one(x[i], kind, p)
 
 
 @njit(parallel=True, **NJIT)
-def _gelu_tanh_parallel(x, scale, out):  # [N] -> [N], in chunks of 4096 spread over the threads
+def _activation_parallel(x, kind, p, out):  # [N] -> [N], in chunks of 4096 spread over the threads
     chunk = 4096
     for c in prange((x.shape[0] + chunk - 1) // chunk):
         for i in range(c * chunk, min((c + 1) * chunk, x.shape[0])):
-            v = np.float64(x[i])
-            u = scale * v * (1.0 + GELU_TANH_CUBIC * v * v)
-            out[i] = 0.5 * v * (1.0 + math.tanh(u))
+            out[i] = _activation_one(x[i], kind, p)
 
 
-def _gelu_tanh(x, scale):  # [...] -> [...]
+def _activation(x, kind, p):  # [...] -> [...]
     flat = np.ascontiguousarray(x).reshape(-1)  # [N]
     out = np.empty_like(flat)
-    core = _gelu_tanh_parallel if _parallel(flat.size) else _gelu_tanh_serial
-    core(flat, scale, out)
+    core = _activation_parallel if _parallel(flat.size) else _activation_serial
+    core(flat, kind, p, out)
     return out.reshape(x.shape)
 
 
 def gelu_new(x):  # [...] -> [...]
     """Twin of ``ops.gelu_new``: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    return _gelu_tanh(x, ops.GELU_TANH_SCALE)
+    return _activation(x, TANH_GELU, ops.GELU_TANH_SCALE)
 
 
 def gelu_pytorch_tanh(x):  # [...] -> [...]
-    """Twin of ``ops.gelu_pytorch_tanh``: the formula of gelu_new (transformers computes it with torch's kernel)."""
-    return _gelu_tanh(x, ops.GELU_TANH_SCALE)
+    """Twin of ``ops.gelu_pytorch_tanh``: gelu_new's formula (transformers computes it with torch's kernel)."""
+    return _activation(x, TANH_GELU, ops.GELU_TANH_SCALE)
 
 
 def gelu_fast(x):  # [...] -> [...]
     """Twin of ``ops.gelu_fast``: the tanh GELU with sqrt(2/pi) written 0.7978845608."""
-    return _gelu_tanh(x, ops.GELU_FAST_SCALE)
-
-
-@njit(**NJIT)
-def _x_sigmoid_serial(x, a, out):  # [N] -> [N], x sigmoid(a x)
-    for i in range(x.shape[0]):
-        v = np.float64(x[i])
-        out[i] = v / (1.0 + math.exp(-a * v))  # exp -> inf for a v < -709: gives -0.0, as x * 0
-
-
-@njit(parallel=True, **NJIT)
-def _x_sigmoid_parallel(x, a, out):  # [N] -> [N], in chunks of 4096 spread over the threads
-    chunk = 4096
-    for c in prange((x.shape[0] + chunk - 1) // chunk):
-        for i in range(c * chunk, min((c + 1) * chunk, x.shape[0])):
-            v = np.float64(x[i])
-            out[i] = v / (1.0 + math.exp(-a * v))
-
-
-def _x_sigmoid(x, a):  # [...] -> [...]
-    flat = np.ascontiguousarray(x).reshape(-1)  # [N]
-    out = np.empty_like(flat)
-    core = _x_sigmoid_parallel if _parallel(flat.size) else _x_sigmoid_serial
-    core(flat, a, out)
-    return out.reshape(x.shape)
+    return _activation(x, TANH_GELU, ops.GELU_FAST_SCALE)
 
 
 def quick_gelu(x):  # [...] -> [...]
     """Twin of ``ops.quick_gelu``: x sigmoid(1.702 x)."""
-    return _x_sigmoid(x, ops.QUICK_GELU_SCALE)
+    return _activation(x, X_SIGMOID, ops.QUICK_GELU_SCALE)
 
 
 def silu(x):  # [...] -> [...]
     """Twin of ``ops.silu``: x sigmoid(x)."""
-    return _x_sigmoid(x, 1.0)
+    return _activation(x, X_SIGMOID, 1.0)
 
 
 def swish(x):  # [...] -> [...]
     """Twin of ``ops.swish``: silu under another name, x sigmoid(x)."""
-    return _x_sigmoid(x, 1.0)
+    return _activation(x, X_SIGMOID, 1.0)
 
 
 # ---------------------------------------------------------------------------------------

@@ -52,14 +52,16 @@ def test_forward_matches_transformers(name, dtype):
         assert err.max() <= rel, f"{name} ({backend.__name__}): worst at x={x[err.argmax()]}: {err.max():.2e}"
 
 
+@pytest.mark.parametrize("driver", ["serial", "parallel"])
 @pytest.mark.parametrize("name", NAMES)
-def test_kernel_twin_keeps_shape_and_dtype(name):
-    x = inputs(np.float32).reshape(-1)[:2100].reshape(3, 7, 100)[:, ::2]  # non-contiguous [3, 4, 100]
+def test_kernel_twin_keeps_shape_and_dtype(name, driver, monkeypatch):
+    """Both drivers of the Numba twin (the size threshold moved), on a non-contiguous [3, 4, 100] input."""
+    monkeypatch.setattr(kernels, "PARALLEL_MIN_ELEMENTS", 0 if driver == "parallel" else 1 << 62)
+    x = inputs(np.float32).reshape(-1)[:2100].reshape(3, 7, 100)[:, ::2]
     out = getattr(kernels.backend, name)(x)
     assert out.shape == x.shape and out.dtype == np.float32
-    np.testing.assert_allclose(
-        out, getattr(ops, name)(x), rtol=0, atol=8 * np.finfo(np.float32).eps * max(1.0, np.abs(out).max())
-    )
+    tol = 8 * np.finfo(np.float32).eps * max(1.0, np.abs(out).max())
+    np.testing.assert_allclose(out, getattr(ops, name)(x), rtol=0, atol=tol)
 
 
 @pytest.mark.parametrize("name", WITH_BACKWARD_HERE)

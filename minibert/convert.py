@@ -451,7 +451,10 @@ def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = 
             if do_lower_case is None:
                 do_lower_case = read_do_lower_case(folder, Path(src).stem)  # uncased_L-2_H-128_A-2 -> True
             return convert(folder, dst, config, do_lower_case, hidden_act, strict, log, source=source or str(src), vocab=vocab)
-    prefix = tf_checkpoint.checkpoint_prefix(src) if Path(src).exists() or Path(str(src) + ".index").exists() else None
+    prefix = None  # a TensorFlow checkpoint: a folder without Hugging Face weights, a *.ckpt prefix, an .index file
+    if not any((Path(src) / name).is_file() for name in WEIGHT_FILES + SHARD_INDEX_FILES):
+        if Path(src).exists() or Path(str(src) + ".index").exists():
+            prefix = tf_checkpoint.checkpoint_prefix(src)
     if prefix is not None:
         tensors, cfg_dict, config_path, directory, files = read_tf_source(prefix, config, hidden_act, log)
     else:

@@ -255,3 +255,14 @@ def test_converted_tf_model_computes_what_transformers_computes_with_the_tanh_ge
     assert (
         np.abs(exact.logits - ref.prediction_logits.numpy()).max() > 3 * tolerance
     )  # the exact GELU would fail parity
+
+
+def test_a_folder_with_both_formats_converts_the_hugging_face_one(tf_files, tmp_path):
+    hf, reference, out = tf_files
+    both = tmp_path / "both"
+    shutil.copytree(hf, both)
+    for f in (out / "plain").glob("bert_model.ckpt.*"):
+        shutil.copy(f, both)
+    logged = []
+    a = weights.load(minibert.convert(both, tmp_path / "a.h5", log=logged.append))
+    assert logged == [] and a.config.hidden_act == "gelu" and "model.safetensors" in a.source_sha256

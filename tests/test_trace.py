@@ -334,7 +334,9 @@ def test_reference_trace_matches_ours_at_every_hook_point(tiny, preset_model, dt
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.torch
 def test_cli_parity_passes_every_hook_point_on_minilm(minilm_h5, capsys, dtype):
+    pytest.importorskip("torch")
     code = main(["parity", str(minilm_h5), "The capital of France is Paris.", "--pair", "Hello!", "--dtype", dtype])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -368,6 +370,7 @@ def png_size(path):
 
 
 def test_cli_trace_saves_and_plots(minilm_h5, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs the viz extra (CI installs it)")
     out_h5, plots = tmp_path / "trace.h5", tmp_path / "plots"
     code = main(["trace", str(minilm_h5), "Hello world!", "--out", str(out_h5), "--plot", str(plots)])
     printed = capsys.readouterr().out

@@ -38,6 +38,23 @@ from .ops import (  # re-exported unchanged: no kernel needed (see each note)
     softmax,  # masked_softmax is the kernel the model calls
     split_heads,  # a view, no copy
 )
+from .ops import (  # noqa: F401  the backward pass (minibert.train): NumPy only, re-exported unchanged
+    add_layer_norm_backward,
+    attention_context_backward,
+    attention_scores_backward,
+    dropout,
+    dropout_backward,
+    dropout_mask,
+    embedding_backward,
+    gelu_backward,
+    layer_norm_backward,
+    linear_backward,
+    masked_softmax_backward,
+    merge_heads_backward,
+    softmax_backward,
+    split_heads_backward,
+    tanh_backward,
+)
 
 # Below this many elements a kernel runs on one thread. A parallel launch costs ~4 us against
 # ~1 us for a serial call, and worse: right after a BLAS product, OpenBLAS's threads are still

@@ -40,10 +40,21 @@ def _import_torch():
     return torch, transformers
 
 
-def torch_model(weights, dtype="float32"):
+# minibert head name -> the transformers class with that head
+TORCH_HEAD_CLASSES = {
+    "masked-lm": "BertForMaskedLM",
+    "next-sentence": "BertForNextSentencePrediction",
+    "classification": "BertForSequenceClassification",
+    "pretraining": "BertForPreTraining",
+}
+
+
+def torch_model(weights, dtype="float32", head=None):
     """A transformers ``BertModel`` (eager attention, eval mode) holding a .h5 file's tensors.
 
     ``weights``: a path to a minibert .h5 file, or a ``minibert.weights.WeightsFile``.
+    ``head``: None for ``BertModel``, or a minibert head name for the ``BertFor*`` model with
+    that head (``TORCH_HEAD_CLASSES``); its encoder tensors are the file's under ``bert.``.
     """
     torch, transformers = _import_torch()
     from . import weights as weights_format
@@ -57,14 +68,45 @@ def torch_model(weights, dtype="float32"):
         num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size,
         max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
         layer_norm_eps=c.layer_norm_eps, hidden_act=c.hidden_act, pad_token_id=c.pad_token_id,
+        hidden_dropout_prob=c.hidden_dropout_prob, attention_probs_dropout_prob=c.attention_probs_dropout_prob,
+        classifier_dropout=c.classifier_dropout,
     )
     hf_config._attn_implementation = "eager"  # SDPA returns no attention probabilities
-    model = transformers.BertModel(hf_config, add_pooling_layer=True)
-    encoder_names = set(model.state_dict())
-    state = {name: torch.from_numpy(np.ascontiguousarray(t)) for name, t in w.tensors.items() if name in encoder_names}
-    model.load_state_dict(state, strict=True)  # every encoder tensor must come from the file
+    if head is None:
+        model = transformers.BertModel(hf_config, add_pooling_layer=True)
+        encoder_names = set(model.state_dict())
+        state = {name: torch.from_numpy(np.ascontiguousarray(t)) for name, t in w.tensors.items() if name in encoder_names}
+        model.load_state_dict(state, strict=True)  # every encoder tensor must come from the file
+    else:
+        model = _torch_head_model(transformers, torch, hf_config, w, head)
     model = model.double() if dtype == "float64" else model.float()
     return model.eval()
+
+
+def _torch_head_model(transformers, torch, hf_config, w, head):
+    """A ``BertFor*`` model holding the file's tensors: encoder under ``bert.``, the head's as named."""
+    if head not in TORCH_HEAD_CLASSES:
+        raise MinibertError(f"unknown head {head!r}", f"use one of {', '.join(TORCH_HEAD_CLASSES)}")
+    if head == "classification":
+        hf_config.num_labels = w.config.num_labels
+        hf_config.id2label = dict(w.config.id2label)
+        hf_config.label2id = {v: k for k, v in w.config.id2label.items()}
+    if "cls.predictions.decoder.weight" in w.tensors:  # the file stores an untied decoder
+        hf_config.tie_word_embeddings = False
+    model = getattr(transformers, TORCH_HEAD_CLASSES[head])(hf_config)  # a tied decoder shares the word table
+    own = model.state_dict()
+    state = {}
+    for name, t in w.tensors.items():
+        key = name if name.startswith(("cls.", "classifier.")) else "bert." + name
+        if key in own:  # a file may hold more (e.g. the pooler, for a masked-LM model)
+            state[key] = torch.from_numpy(np.ascontiguousarray(t))
+    missing, _ = model.load_state_dict(state, strict=False)
+    tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}  # tied to tensors the file holds
+    untouched = [m for m in missing if m not in tied]
+    if untouched:
+        raise MinibertError(f"the file has no tensor for {', '.join(untouched)} of {TORCH_HEAD_CLASSES[head]}",
+                            "convert a checkpoint holding that head")
+    return model
 
 
 def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="float32", model=None):

@@ -201,3 +201,109 @@ def _self_attention_hook(p, keep, values, torch):
         keep(p + "attention.self.context", context)
 
     return hook
+
+
+def trace_grads(weights, input_ids, attention_mask=None, token_type_ids=None, head="classification",
+                labels=None, next_sentence_label=None, dtype="float32", model=None):
+    """PyTorch autograd's side of ``minibert.train.trace_grads``: d loss / d value at every named
+    step and d loss / d parameter, named as minibert names them, in the order autograd computed them.
+
+    Builds the transformers ``BertFor*`` model of ``head`` from the .h5 file (or uses ``model``,
+    a ready ``torch_model(..., head=head)``), runs it in eval mode (no dropout) with the labels,
+    and calls ``loss.backward()``. Step gradients are read by tensor hooks on the modules'
+    outputs; ``attention.self.scores`` (no module of its own) by a hook on the softmax's autograd
+    node, whose input gradient is d loss / d (scores + mask) = d loss / d scores; parameter
+    gradients by post-accumulate-grad hooks, once complete (the tied decoder's included).
+    ``meta["loss"]`` is transformers' ``outputs.loss``.
+    """
+    torch, transformers = _import_torch()
+    from . import weights as weights_format
+    from .model import BertModel
+
+    if model is None:
+        w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
+        model = torch_model(w, dtype, head=head)
+        config = w.config
+    else:
+        from .config import BertConfig
+
+        config = BertConfig.from_dict(model.config.to_dict())
+    checker = BertModel(config, {}, dtype=dtype)  # no weights: used for its input checks only
+    input_ids, attention_mask, token_type_ids = checker.check_inputs(input_ids, attention_mask, token_type_ids)
+
+    values = {}
+
+    def keep(name, grad):
+        values[name] = grad.detach().cpu().numpy().copy()
+
+    def on_output_grad(name, index=None):  # forward hook: hook the gradient of the module's output
+        def hook(module, args, output):
+            tensor = output if index is None else output[index]
+            tensor.register_hook(lambda grad: keep(name, grad))  # None: the output is unchanged
+        return hook
+
+    def on_softmax_input_grad(name):  # forward hook on BertSelfAttention: the softmax node's input gradient
+        def hook(module, args, output):
+            node = output[1].grad_fn  # eval mode: the attention probabilities come straight from softmax
+            assert "Softmax" in type(node).__name__, type(node).__name__
+            node.register_hook(lambda grad_inputs, grad_outputs: keep(name, grad_inputs[0]))
+        return hook
+
+    modules = dict(model.named_modules())
+    prefix = "" if head is None else "bert."
+    steps = [(prefix + f"embeddings.{part}", f"embeddings.{part}") for part in ("word_embeddings", "token_type_embeddings", "position_embeddings")]
+    steps.append((prefix + "embeddings.LayerNorm", "embeddings.LayerNorm"))
+    for i in range(config.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        steps += [(prefix + p + f"attention.self.{proj}", p + f"attention.self.{proj}") for proj in ("query", "key", "value")]
+        steps += [(prefix + p + step, p + step) for step in ("attention.output.dense", "attention.output.LayerNorm", "intermediate.dense")]
+        steps += [(prefix + p + "intermediate", p + "intermediate.gelu"), (prefix + p + "output.dense", p + "output.dense"),
+                  (prefix + p + "output.LayerNorm", p + "output.LayerNorm")]
+    if prefix + "pooler" in modules:
+        steps += [(prefix + "pooler.dense", "pooler.dense"), (prefix + "pooler.activation", "pooler")]
+    head_steps = ["cls.predictions.transform.dense", "cls.predictions.transform.transform_act_fn",
+                  "cls.predictions.transform.LayerNorm", "cls.predictions", "cls.seq_relationship", "classifier"]
+    steps += [(name, name) for name in head_steps if name in modules]
+
+    handles = [modules[m].register_forward_hook(on_output_grad(name)) for m, name in steps]
+    def on_sum(module, args):  # pre-hook: the LayerNorm's input is the sum of the embeddings
+        args[0].register_hook(lambda grad: keep("embeddings.sum", grad))  # returns None: args unchanged
+
+    handles.append(modules[prefix + "embeddings.LayerNorm"].register_forward_pre_hook(on_sum))
+    for i in range(config.num_hidden_layers):
+        p = f"encoder.layer.{i}.attention.self"
+        handles.append(modules[prefix + p].register_forward_hook(on_output_grad(p + ".context", index=0)))
+        handles.append(modules[prefix + p].register_forward_hook(on_output_grad(p + ".probs", index=1)))
+        handles.append(modules[prefix + p].register_forward_hook(on_softmax_input_grad(p + ".scores")))
+    for name, param in model.named_parameters():
+        param.grad = None
+        handles.append(param.register_post_accumulate_grad_hook(lambda p, name=name.removeprefix("bert."): keep(name, p.grad)))
+
+    kwargs = dict(input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(attention_mask), token_type_ids=torch.tensor(token_type_ids))
+    if labels is not None:
+        kwargs["labels"] = torch.as_tensor(np.asarray(labels))
+    if next_sentence_label is not None:
+        kwargs["next_sentence_label"] = torch.as_tensor(np.asarray(next_sentence_label))
+    try:
+        with torch.enable_grad():
+            out = model(**kwargs)
+            if out.loss is None:
+                raise MinibertError(f"{type(model).__name__} computed no loss", "pass labels (and next_sentence_label for pretraining)")
+            out.loss.backward()
+    finally:
+        for h in handles:
+            h.remove()
+
+    meta = {
+        "producer": f"transformers {transformers.__version__} (torch {torch.__version__}) autograd, eager attention",
+        "kind": "gradients",
+        "head": head,
+        "loss": float(out.loss.item()),
+        "backend": "torch",
+        "dtype": dtype,
+        "model_file": str(weights) if not isinstance(weights, weights_format.WeightsFile) else "",
+        "source_file": transformers.models.bert.modeling_bert.__file__,
+        "patched": [],
+        "inputs": {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids},
+    }
+    return Trace(values, meta)

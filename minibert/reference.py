@@ -89,7 +89,8 @@ def torch_model(weights, dtype="float32", head=None):
     config = hf_config(w.config)
     config._attn_implementation = "eager"  # SDPA returns no attention probabilities
     if head is None:
-        model = transformers.BertModel(config, add_pooling_layer=True)
+        pooler = weights_format.has_pooler(w.tensors)  # a masked-LM file has none
+        model = transformers.BertModel(config, add_pooling_layer=pooler)
         encoder_names = set(model.state_dict())
         state = {n: torch.from_numpy(np.ascontiguousarray(t)) for n, t in w.tensors.items() if n in encoder_names}
         model.load_state_dict(state, strict=True)  # every encoder tensor must come from the file
@@ -166,8 +167,9 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
         on(p + "intermediate", output_hook(p + "intermediate.gelu"))  # dense, then the activation
         on(p + "output.dense", output_hook(p + "output.dense"))
         on(p + "output.LayerNorm", output_hook(p + "output.LayerNorm"))
-    on("pooler.dense", output_hook("pooler.dense"))
-    on("pooler.activation", output_hook("pooler"))
+    if model.pooler is not None:  # a masked-LM file has none
+        on("pooler.dense", output_hook("pooler.dense"))
+        on("pooler.activation", output_hook("pooler"))
 
     try:
         with torch.inference_mode():

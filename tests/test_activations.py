@@ -19,8 +19,7 @@ from helpers import assert_close
 pytestmark = pytest.mark.torch  # the PyTorch reference (dev extra)
 
 NAMES = list(SUPPORTED_ACTIVATIONS)
-# The exact GELU's backward (gelu_backward) belongs to the training code (issue 12) and is tested there.
-WITH_BACKWARD_HERE = [n for n in NAMES if n != "gelu"]
+WITH_BACKWARD_HERE = NAMES  # gelu_backward came with the training code; it passes the same checks
 
 
 def inputs(dtype):

@@ -72,7 +72,7 @@ def test_folder_converts_to_the_same_tensors_as_the_pytorch_route(tf_files, tmp_
 
 def test_released_zip_and_ckpt_prefix_from_the_command_line(tf_files, tmp_path):
     _, reference, out = tf_files
-    r = run_cli("convert", out / ZIP, tmp_path / "zip.h5")
+    r = run_cli("convert", out / ZIP, tmp_path / "zip.h5", "--verbose")
     assert r.returncode == 0, r.stderr
     assert 'stored as hidden_act="gelu_new"' in r.stderr and "hidden_act: gelu_new" in r.stdout
     a = assert_same_file(tmp_path / "zip.h5", reference)

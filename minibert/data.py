@@ -149,9 +149,12 @@ def classification_batch(examples, tokenizer, label2id, max_length):
     return enc
 
 
-def batch_rng(seed, epoch, index):
-    """The random generator of one batch: a pure function of (seed, epoch, batch index)."""
-    return np.random.default_rng([seed, epoch, index])
+def batch_rng(seed, epoch, index, stream=0):
+    """The random generator of one batch: a pure function of (seed, epoch, batch index).
+
+    ``stream`` separates independent uses of the same indices (0: training, 1: held-out batches).
+    """
+    return np.random.default_rng([stream, seed, epoch, index])
 
 
 def epoch_order(n, seed, epoch):

@@ -170,7 +170,7 @@ class PretrainingTask:
     def __init__(self, documents, dev_documents, tokenizer, batch_size, max_length, dev_batches=8, seed=0):
         self.documents, self.tokenizer = documents, tokenizer
         self.batch_size, self.max_length = batch_size, max_length
-        self.dev = [data.pretraining_batch(dev_documents, tokenizer, data.batch_rng(seed, -1, i), batch_size, max_length)
+        self.dev = [data.pretraining_batch(dev_documents, tokenizer, data.batch_rng(seed, 0, i, stream=1), batch_size, max_length)
                     for i in range(dev_batches)] if dev_documents else []
 
     def steps_per_epoch(self):
@@ -284,6 +284,13 @@ def save_state(out_dir, optimizer, progress, settings, model_sha256):
     tmp.replace(path)
 
 
+def check_resumable(out_dir):
+    for name in ("trainer_state.h5", "model.h5"):
+        if not (Path(out_dir) / name).is_file():
+            raise TrainingError(f"{Path(out_dir) / name}: no trainer state to resume from",
+                                "start a new run (without --resume), or point --out at the directory of the run to continue")
+
+
 def load_state(out_dir):
     """(optimizer state dict, Progress, settings dict, model sha256) from trainer_state.h5."""
     import h5py
@@ -394,7 +401,7 @@ def fit(model, task, settings, out_dir, template, resume=False, log=None):
             if stop.requested:
                 interrupted = True
                 break
-            if settings.max_minutes and time.perf_counter() - session_start > 60 * settings.max_minutes:
+            if settings.max_minutes is not None and time.perf_counter() - session_start > 60 * settings.max_minutes:
                 bar.write(f"time limit of {settings.max_minutes} min reached at step {progress.step}")
                 break
             if progress.step % settings.save_steps == 0 and progress.step < total_steps:
@@ -402,8 +409,9 @@ def fit(model, task, settings, out_dir, template, resume=False, log=None):
         bar.close()
         checkpoint()
     plot_history(out_dir, progress.history, log)
-    log(f"{'interrupted' if interrupted else 'finished'} at step {progress.step}/{total_steps}; "
-        f"checkpoint: {out_dir / 'model.h5'} (+ trainer_state.h5)" + ("; continue with --resume" if interrupted else ""))
+    how = "interrupted" if interrupted else "finished" if progress.step == total_steps else "stopped"
+    log(f"{how} at step {progress.step}/{total_steps}; checkpoint: {out_dir / 'model.h5'} (+ trainer_state.h5)"
+        + ("" if how == "finished" else "; continue with --resume"))
     progress.interrupted = interrupted
     return progress
 
@@ -434,7 +442,10 @@ class progress_bar:
             print(f"step {r['step']}: {text}", file=sys.stderr)
 
     def write(self, message):
-        (self.tqdm.write if self.tqdm is not None else lambda m: print(m, file=sys.stderr))(message)
+        if self.tqdm is not None:
+            self.tqdm.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr)
 
     def close(self):
         if self.tqdm is not None:
@@ -494,6 +505,7 @@ def finetune(model_path, train_path, out_dir, task="classification", dev_path=No
         data.label_set(dev_examples, list(label2id), path=str(dev_path))
     out_dir = Path(out_dir)
     if resume:
+        check_resumable(out_dir)
         template = load_weights(out_dir / "model.h5")
         if list(template.config.id2label.values()) != list(label2id):
             raise TrainingError(f"{out_dir}/model.h5 has labels {list(template.config.id2label.values())}, the data {list(label2id)}",
@@ -535,6 +547,7 @@ def pretrain(corpus_path, vocab_path, out_dir, preset="bert-tiny", dev_fraction=
     train_docs, dev_docs = documents[:len(documents) - n_dev], documents[len(documents) - n_dev:]
     out_dir = Path(out_dir)
     if resume:
+        check_resumable(out_dir)
         template = load_weights(out_dir / "model.h5")
     else:
         tokenizer = Tokenizer.from_file(vocab_path)  # checks the special tokens

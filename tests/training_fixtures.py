@@ -53,7 +53,7 @@ def write_jsonl(path, rows):
 
 def sentiment_files(directory):
     train = write_jsonl(directory / "train.jsonl", [{"text": t, "label": y} for t, y in SENTIMENT])
-    dev = write_jsonl(directory / "dev.jsonl", [{"text": t, "label": y} for t, y in SENTIMENT[:4]])
+    dev = write_jsonl(directory / "dev.jsonl", [{"text": t, "label": y} for t, y in SENTIMENT[2:6]])  # 2 pos, 2 neg
     return train, dev
 
 

@@ -18,6 +18,7 @@ from .trace import Trace, compare  # noqa: E402
 from .heads import (  # noqa: E402
     BertForMaskedLM,
     BertForNextSentencePrediction,
+    BertForPreTraining,
     BertForSequenceClassification,
     l2_normalize,
     mean_pooling,

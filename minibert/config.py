@@ -7,6 +7,7 @@ four compact-BERT presets of Turc et al. (2019) as published by prajjwal1.
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from typing import Optional
 from pathlib import Path
 
 from .errors import ConfigError
@@ -37,6 +38,10 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
     pad_token_id: int = 0
+    # Dropout, applied only in training (minibert.train with an rng), where transformers applies it.
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    classifier_dropout: Optional[float] = None  # None: hidden_dropout_prob (the classification head)
     # Optional task-head metadata (sequence classification); empty for a bare encoder.
     id2label: dict = field(default_factory=dict)
 
@@ -60,6 +65,10 @@ class BertConfig:
                 f"{', '.join(SUPPORTED_ACTIVATIONS)} (exact erf GELU)",
                 "use a BERT checkpoint with hidden_act='gelu'",
             )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0):
+                raise ConfigError(f"config value {name}={value!r} must be a probability in [0, 1]", "check the config.json the model came from")
         self.id2label = {int(k): str(v) for k, v in (self.id2label or {}).items()}
 
     @property

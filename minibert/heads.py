@@ -14,6 +14,13 @@ written in NumPy with the model's backend functions (``model.F.linear``, ``F.gel
         cls.seq_relationship                       [B, H] -> [B, 2]   (0 = B follows A, 1 = B is random)
     classification  (BertForSequenceClassification)                   pooler_output -> logits [B, N]
         classifier                                 [B, H] -> [B, N]   (N = num_labels, names in id2label)
+    pretraining     (BertForPreTraining)   the masked-LM and next-sentence heads together, on a file
+                                           holding both: logits [B, T, V] and seq_relationship_logits [B, 2]
+
+The losses transformers computes when given labels are here too (``cross_entropy`` with -100
+ignored, ``mse_loss`` for a single-label regression, ``bce_with_logits`` for float multi-labels),
+each with its backward; ``model.loss(out, labels)`` applies the head's. ``minibert.train``
+differentiates the whole model.
 
 Dropout is the identity at inference, so it has no step here.
 
@@ -37,14 +44,17 @@ HEAD_SOURCES = {
     "masked-lm": "BertForMaskedLM or BertForPreTraining",
     "next-sentence": "BertForNextSentencePrediction or BertForPreTraining",
     "classification": "BertForSequenceClassification",
+    "pretraining": "BertForPreTraining (both the masked-lm and next-sentence heads)",
 }
+# A head made of other heads: the file must hold each part.
+HEAD_PARTS = {"pretraining": ("masked-lm", "next-sentence")}
 
 
 def check_head_available(head, heads_in_file, path):
     """Raise HeadError unless ``head`` is a known head that the file at ``path`` holds."""
     if head not in HEAD_SOURCES:
         raise HeadError(f"unknown head {head!r}", f"use one of {', '.join(HEAD_SOURCES)} (or head=None for the encoder)")
-    if head not in heads_in_file:
+    if not all(part in heads_in_file for part in HEAD_PARTS.get(head, (head,))):
         held = ", ".join(heads_in_file) if heads_in_file else "none (encoder only)"
         raise HeadError(
             f"{path} holds no {head} head; the heads it holds: {held}",
@@ -85,6 +95,118 @@ def sentence_embeddings(model, encoding):  # {"input_ids": [B, T], ...} -> [B, H
 
 
 # ---------------------------------------------------------------------------------------
+# Losses, as transformers computes them from the logits, and their backward
+# ---------------------------------------------------------------------------------------
+
+IGNORE_INDEX = -100  # a label that takes no part in the loss (torch's CrossEntropyLoss default)
+
+
+def check_class_labels(labels, shape, num_classes, name="labels"):  # -> int64 array of `shape`
+    """Integer class labels of the expected shape, each in [0, num_classes) or IGNORE_INDEX."""
+    a = np.asarray(labels)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise InputError(f"{name} has dtype {a.dtype}, expected integer class ids", f"pass {name} as an int64 array")
+    if a.shape != tuple(shape):
+        raise InputError(f"{name} has shape {a.shape}, expected {tuple(shape)}", f"give one label per {'token' if len(shape) == 2 else 'sequence'}")
+    bad = (a != IGNORE_INDEX) & ((a < 0) | (a >= num_classes))
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(
+            f"{name}[{', '.join(map(str, where))}] = {a[where]} is not a class id in [0, {num_classes}) nor {IGNORE_INDEX} (ignored)",
+            f"use class ids 0..{num_classes - 1}, or {IGNORE_INDEX} where a position takes no part in the loss",
+        )
+    if (a == IGNORE_INDEX).all():
+        raise InputError(f"every entry of {name} is {IGNORE_INDEX}: there is nothing to compute a loss on",
+                         f"label at least one position (transformers would return NaN)")
+    return a.astype(np.int64, copy=False)
+
+
+def cross_entropy(logits, labels):  # [N, C], [N] ints -> scalar
+    """Mean of -log softmax(logits)[label] over the rows whose label is not -100, as
+    ``torch.nn.CrossEntropyLoss()`` (in the dtype of the logits)."""
+    keep = labels != IGNORE_INDEX  # [N]
+    z = logits[keep]  # [n, C]
+    z = z - z.max(-1, keepdims=True)  # [n, C], the log-softmax is unchanged by a shift
+    log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))  # [n, C]
+    return -log_probs[np.arange(len(z)), labels[keep]].mean()
+
+
+def cross_entropy_backward(logits, labels):  # [N, C], [N] ints -> [N, C]
+    """d loss / d logits = (softmax(logits) - onehot(label)) / n on the n kept rows, 0 on ignored ones."""
+    keep = labels != IGNORE_INDEX  # [N]
+    n = int(keep.sum())
+    dlogits = np.zeros_like(logits)  # [N, C]
+    probs = ops.softmax(logits[keep])  # [n, C]
+    probs[np.arange(n), labels[keep]] -= 1.0
+    dlogits[keep] = probs / logits.dtype.type(n)
+    return dlogits
+
+
+def mse_loss(predictions, targets):  # [N], [N] -> scalar
+    """Mean squared error, as ``torch.nn.MSELoss()`` (transformers' regression, num_labels == 1)."""
+    return ((predictions - targets) ** 2).mean()
+
+
+def mse_loss_backward(predictions, targets):  # [N], [N] -> [N]
+    """d mean((p - t)^2) / d p = 2 (p - t) / N."""
+    return 2.0 * (predictions - targets) / predictions.dtype.type(predictions.size)
+
+
+def bce_with_logits(logits, targets):  # [N, C], [N, C] -> scalar
+    """Binary cross-entropy of sigmoid(logits), mean over every entry, as ``BCEWithLogitsLoss()``
+    (transformers' multi-label classification). Written max(z, 0) - z t + log(1 + exp(-|z|)),
+    which never overflows."""
+    return (np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))).mean()
+
+
+def bce_with_logits_backward(logits, targets):  # [N, C], [N, C] -> [N, C]
+    """d loss / d z = (sigmoid(z) - t) / (N C)."""
+    return (1.0 / (1.0 + np.exp(-logits)) - targets) / logits.dtype.type(logits.size)
+
+
+def classification_problem(num_labels, labels):
+    """transformers' ``problem_type`` for BertForSequenceClassification, from the labels given:
+    "regression" when num_labels == 1, "single_label_classification" for integer labels,
+    "multi_label_classification" for float labels."""
+    if num_labels == 1:
+        return "regression"
+    return "single_label_classification" if np.issubdtype(np.asarray(labels).dtype, np.integer) else "multi_label_classification"
+
+
+def check_classification_labels(labels, batch_size, num_labels, dtype):  # -> (problem, labels)
+    """The labels of a classification batch, checked and converted for the problem type."""
+    problem = classification_problem(num_labels, labels)
+    a = np.asarray(labels)
+    if problem == "single_label_classification":
+        return problem, check_class_labels(a, (batch_size,), num_labels)
+    if not np.issubdtype(a.dtype, np.number) or a.dtype == bool:
+        raise InputError(f"labels has dtype {a.dtype}, expected numbers", "pass labels as a float array")
+    expected = (batch_size,) if problem == "regression" else (batch_size, num_labels)
+    if a.size != int(np.prod(expected)) or (problem != "regression" and a.shape != expected):
+        hint = "one float target per sequence (num_labels == 1: regression)" if problem == "regression" else \
+            "one 0/1 float per label and sequence (float labels: multi-label), or integer class ids"
+        raise InputError(f"labels has shape {a.shape}, expected {expected}", f"pass {hint}")
+    return problem, a.reshape(expected).astype(dtype)
+
+
+def classification_loss(problem, logits, labels):  # [B, N], labels -> scalar
+    """transformers' loss for BertForSequenceClassification's ``problem_type``."""
+    if problem == "regression":
+        return mse_loss(logits.reshape(-1), labels)  # [B], [B]
+    if problem == "single_label_classification":
+        return cross_entropy(logits, labels)
+    return bce_with_logits(logits, labels)
+
+
+def classification_loss_backward(problem, logits, labels):  # [B, N], labels -> [B, N]
+    if problem == "regression":
+        return mse_loss_backward(logits.reshape(-1), labels).reshape(logits.shape)  # [B, 1]
+    if problem == "single_label_classification":
+        return cross_entropy_backward(logits, labels)
+    return bce_with_logits_backward(logits, labels)
+
+
+# ---------------------------------------------------------------------------------------
 # The head models
 # ---------------------------------------------------------------------------------------
 
@@ -92,7 +214,7 @@ def sentence_embeddings(model, encoding):  # {"input_ids": [B, T], ...} -> [B, H
 class BertHeadModel:
     """An encoder (``self.bert``, a ``BertModel``) with one task head on top."""
 
-    head = None  # "masked-lm", "next-sentence" or "classification"
+    head = None  # "masked-lm", "next-sentence", "classification" or "pretraining"
 
     def __init__(self, bert):
         self.bert = bert
@@ -149,6 +271,12 @@ class BertForMaskedLM(BertHeadModel):
 
     forward = __call__
 
+    def loss(self, out, labels):  # full logits [B, T, V], labels [B, T] -> float
+        """transformers' masked-LM loss: cross-entropy over the tokens whose label is not -100."""
+        V = self.config.vocab_size
+        labels = check_class_labels(labels, out.logits.shape[:-1], V)
+        return float(cross_entropy(out.logits.reshape(-1, V), labels.reshape(-1)))
+
     def predictions(self, x, tap=no_tap):  # [..., H] -> [..., V]
         """transformers' ``BertLMPredictionHead``: transform (dense, GELU, LayerNorm), then decode."""
         F, w, eps = self.F, self.weights, self.config.layer_norm_eps
@@ -188,6 +316,10 @@ class BertForNextSentencePrediction(BertHeadModel):
 
     forward = __call__
 
+    def loss(self, out, labels):  # logits [B, 2], labels [B] -> float
+        """transformers' next-sentence loss: cross-entropy over the two classes."""
+        return float(cross_entropy(out.logits, check_class_labels(labels, out.logits.shape[:1], 2)))
+
 
 class BertForSequenceClassification(BertHeadModel):
     """Sequence classification: one score per label for each text or pair. ``out.logits`` [B, N].
@@ -211,11 +343,41 @@ class BertForSequenceClassification(BertHeadModel):
 
     forward = __call__
 
+    def loss(self, out, labels):  # logits [B, N], labels -> float
+        """transformers' loss: cross-entropy for integer labels, MSE when num_labels == 1,
+        binary cross-entropy for float multi-labels (see ``classification_problem``)."""
+        problem, labels = check_classification_labels(labels, out.logits.shape[0], out.logits.shape[1], out.logits.dtype)
+        return float(classification_loss(problem, out.logits, labels))
+
+
+class BertForPreTraining(BertForMaskedLM):
+    """BERT's pretraining heads together: masked-LM ``out.logits`` [B, T, V] (or [N, V] with
+    ``positions``) and next-sentence ``out.seq_relationship_logits`` [B, 2], on a file holding
+    both heads (a converted BertForPreTraining checkpoint). The loss is their sum."""
+
+    head = "pretraining"
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, positions=None,
+                 output_hidden_states=False, output_attentions=False, tap=no_tap):
+        out = super().__call__(input_ids, attention_mask, token_type_ids, positions, output_hidden_states, output_attentions, tap)
+        w = self.weights
+        out.seq_relationship_logits = tap("cls.seq_relationship", self.F.linear(  # [B, H] -> [B, 2]
+            out.pooler_output, w["cls.seq_relationship.weight"], w["cls.seq_relationship.bias"]))
+        return out
+
+    forward = __call__
+
+    def loss(self, out, labels, next_sentence_label):  # -> float
+        """transformers' BertForPreTraining loss: masked-LM loss + next-sentence loss."""
+        nsp = cross_entropy(out.seq_relationship_logits, check_class_labels(next_sentence_label, out.seq_relationship_logits.shape[:1], 2, "next_sentence_label"))
+        return super().loss(out, labels) + float(nsp)
+
 
 HEAD_CLASSES = {
     "masked-lm": BertForMaskedLM,
     "next-sentence": BertForNextSentencePrediction,
     "classification": BertForSequenceClassification,
+    "pretraining": BertForPreTraining,
 }
 
 

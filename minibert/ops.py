@@ -3,6 +3,11 @@
 Every function takes and returns NumPy arrays and says its shapes. ``kernels.py`` holds
 Numba twins of some of these functions with the same signatures; tests hold the two equal.
 
+Beside each forward function sits its backward, ``<op>_backward(grad_output, <what it needs>)``,
+returning the gradient of the loss with respect to each input (a tuple when there are several).
+For an activation ``act`` it is ``act_backward(dy, x) -> dx``, with x the activation's input.
+``d<name>`` is d loss / d <name>, of the same shape as <name>. ``minibert.train`` chains them.
+
 Axis legend (as in Google's original modeling.py):
     B = batch size           T = sequence length        H = hidden size
     A = attention heads      D = head size = H // A     I = intermediate (feed-forward) size
@@ -23,6 +28,15 @@ def linear(x, weight, bias):  # [..., in] -> [..., out]
     return x @ weight.T + bias  # [..., in] @ [in, out] + [out] -> [..., out]
 
 
+def linear_backward(dy, x, weight):  # [..., out], [..., in], [out, in] -> [..., in], [out, in], [out]
+    """y = x W^T + b, so dx = dy W, dW = dy^T x (summed over every leading axis), db = sum dy."""
+    dx = dy @ weight  # [..., out] @ [out, in] -> [..., in]
+    dy2, x2 = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])  # [N, out], [N, in]
+    dweight = dy2.T @ x2  # [out, N] @ [N, in] -> [out, in]
+    dbias = dy2.sum(0)  # [out]
+    return dx, dweight, dbias
+
+
 def layer_norm(x, weight, bias, eps):  # [..., H] -> [..., H]
     """LayerNorm over the last axis with the biased variance, as ``torch.nn.LayerNorm``."""
     mean = x.mean(-1, keepdims=True)  # [..., 1]
@@ -30,9 +44,34 @@ def layer_norm(x, weight, bias, eps):  # [..., H] -> [..., H]
     return (x - mean) / np.sqrt(var + eps) * weight + bias  # [..., H]
 
 
+def layer_norm_backward(dy, x, weight, eps):  # [..., H], [..., H], [H] -> [..., H], [H], [H]
+    """y = xhat w + b with xhat = (x - mean) r, r = 1 / sqrt(var + eps), over the last axis.
+
+    dw = sum dy xhat and db = sum dy over the leading axes. With g = dy w, the chain rule through
+    mean and var (each a function of every x of the row) gives
+        dx = r (g - mean(g) - xhat mean(g xhat)),
+    the two means being what the row's shared mean and variance contribute.
+    """
+    mean = x.mean(-1, keepdims=True)  # [..., 1]
+    rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)  # [..., 1]
+    xhat = (x - mean) * rstd  # [..., H]
+    g = dy * weight  # [..., H], d loss / d xhat
+    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))  # [..., H]
+    H = x.shape[-1]
+    dweight = (dy * xhat).reshape(-1, H).sum(0)  # [H]
+    dbias = dy.reshape(-1, H).sum(0)  # [H]
+    return dx, dweight, dbias
+
+
 def add_layer_norm(x, residual, weight, bias, eps):  # [..., H], [..., H] -> [..., H]
     """The residual connection followed by LayerNorm: ``LayerNorm(x + residual)``."""
     return layer_norm(x + residual, weight, bias, eps)
+
+
+def add_layer_norm_backward(dy, x, residual, weight, eps):  # [..., H] x3, [H] -> [..., H], [..., H], [H], [H]
+    """y = LayerNorm(x + residual): both addends receive the gradient of the sum."""
+    dsum, dweight, dbias = layer_norm_backward(dy, x + residual, weight, eps)  # [..., H], [H], [H]
+    return dsum, dsum, dweight, dbias  # dx, dresidual (the same array), dweight, dbias
 
 
 # NumPy has no erf. math.erf is the C library's erf, applied here element by element: slow,
@@ -49,10 +88,28 @@ def gelu(x):  # [...] -> [...]
     return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
 
 
+def gelu_backward(dy, x):  # [...], [...] -> [...]
+    """gelu(x) = x Phi(x), so gelu'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)."""
+    cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))  # [...], Phi(x)
+    pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)  # [...], phi(x)
+    return dy * (cdf + x * pdf)
+
+
+def tanh_backward(dy, x):  # [...], [...] -> [...]
+    """The pooler's activation: tanh'(x) = 1 - tanh(x)^2."""
+    y = np.tanh(x)  # [...]
+    return dy * (1.0 - y * y)
+
+
 def softmax(x):  # [..., N] -> [..., N]
     """Softmax over the last axis; subtracting the row max keeps exp() from overflowing."""
     e = np.exp(x - x.max(-1, keepdims=True))  # [..., N]
     return e / e.sum(-1, keepdims=True)
+
+
+def softmax_backward(dy, y):  # [..., N], [..., N] -> [..., N]
+    """y = softmax(x): dy_i/dx_j = y_i (delta_ij - y_j), so dx = y (dy - sum_j dy_j y_j) per row."""
+    return y * (dy - (dy * y).sum(-1, keepdims=True))  # [..., N]
 
 
 # ---------------------------------------------------------------------------------------
@@ -63,6 +120,19 @@ def softmax(x):  # [..., N] -> [..., N]
 def embedding(ids, table):  # [B, T] int, [N, H] -> [B, T, H]
     """Look up one row of the table per id (a PyTorch ``nn.Embedding``)."""
     return table[ids]
+
+
+def embedding_backward(dy, ids, num_embeddings, padding_idx=None):  # [B, T, H], [B, T] int -> [N, H]
+    """A lookup copies row ids[b, t] to position (b, t), so each row's gradient is the sum of
+    dy over every position that read it: a scatter-add (``np.add.at`` adds repeated ids,
+    ``dtable[ids] += dy`` would keep only one). The ``padding_idx`` row gets no gradient, as
+    in ``torch.nn.Embedding(padding_idx=...)``."""
+    H = dy.shape[-1]
+    dtable = np.zeros((num_embeddings, H), dtype=dy.dtype)  # [N, H]
+    np.add.at(dtable, ids.reshape(-1), dy.reshape(-1, H))  # [B*T] rows of [B*T, H] added in
+    if padding_idx is not None:
+        dtable[padding_idx] = 0
+    return dtable
 
 
 def position_ids(seq_length):  # -> [1, T]
@@ -80,9 +150,19 @@ def split_heads(x, num_heads):  # [B, T, H] -> [B, A, T, D]
     return x.reshape(B, T, num_heads, H // num_heads).transpose(0, 2, 1, 3)
 
 
+def split_heads_backward(dy):  # [B, A, T, D] -> [B, T, H]
+    """A reshape and a transpose: the gradient is the inverse reshuffle, ``merge_heads``."""
+    return merge_heads(dy)
+
+
 def merge_heads(x):  # [B, A, T, D] -> [B, T, H]
     B, A, T, D = x.shape
     return x.transpose(0, 2, 1, 3).reshape(B, T, A * D)
+
+
+def merge_heads_backward(dy, num_heads):  # [B, T, H] -> [B, A, T, D]
+    """The inverse reshuffle of ``merge_heads``: ``split_heads``."""
+    return split_heads(dy, num_heads)
 
 
 def attention_mask_bias(attention_mask, dtype):  # [B, T] of 0/1 -> [B, 1, 1, T]
@@ -102,11 +182,54 @@ def attention_scores(query, key, scale):  # [B, A, T, D], [B, A, T, D] -> [B, A,
     return (query @ key.transpose(0, 1, 3, 2)) * scale
 
 
+def attention_scores_backward(dscores, query, key, scale):  # [B, A, T, T], [B, A, T, D] x2 -> [B, A, T, D] x2
+    """S = s Q K^T, so dQ = s dS K and dK = s dS^T Q."""
+    dquery = (dscores @ key) * scale  # [B, A, T, T] @ [B, A, T, D] -> [B, A, T, D]
+    dkey = (dscores.transpose(0, 1, 3, 2) @ query) * scale  # [B, A, T, T] @ [B, A, T, D] -> [B, A, T, D]
+    return dquery, dkey
+
+
 def masked_softmax(scores, mask_bias):  # [B, A, T, T], [B, 1, 1, T] -> [B, A, T, T]
     """Add the padding mask to the scaled scores, then softmax over the keys."""
     return softmax(scores + mask_bias)
 
 
+def masked_softmax_backward(dprobs, probs):  # [B, A, T, T], [B, A, T, T] -> [B, A, T, T]
+    """The mask is a constant added to the scores: d scores = d (scores + mask) = softmax's backward.
+    A masked key has probability 0, so it gets no gradient."""
+    return softmax_backward(dprobs, probs)
+
+
 def attention_context(probs, value):  # [B, A, T, T], [B, A, T, D] -> [B, A, T, D]
     """Each query's output: the probability-weighted sum of the values."""
     return probs @ value
+
+
+def attention_context_backward(dcontext, probs, value):  # [B, A, T, D], [B, A, T, T], [B, A, T, D] -> [B, A, T, T], [B, A, T, D]
+    """C = P V, so dP = dC V^T and dV = P^T dC."""
+    dprobs = dcontext @ value.transpose(0, 1, 3, 2)  # [B, A, T, D] @ [B, A, D, T] -> [B, A, T, T]
+    dvalue = probs.transpose(0, 1, 3, 2) @ dcontext  # [B, A, T, T] @ [B, A, T, D] -> [B, A, T, D]
+    return dprobs, dvalue
+
+
+# ---------------------------------------------------------------------------------------
+# Dropout (training only; the identity at inference)
+# ---------------------------------------------------------------------------------------
+
+
+def dropout_mask(rng, shape, p, dtype):  # -> [*shape] of 0 or 1 / (1 - p)
+    """The multiplier of inverted dropout, as ``torch.nn.functional.dropout``: each element is
+    kept with probability 1 - p and then scaled by 1 / (1 - p), so the expectation is unchanged."""
+    if p >= 1.0:
+        return np.zeros(shape, dtype)
+    keep = rng.random(shape) >= p  # [*shape] bool
+    return keep.astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - p))
+
+
+def dropout(x, mask):  # [...], [...] -> [...]
+    return x * mask
+
+
+def dropout_backward(dy, mask):  # [...], [...] -> [...]
+    """y = x m with a fixed m: dx = dy m."""
+    return dy * mask

@@ -13,6 +13,7 @@ import pytest
 import minibert
 from minibert import BertConfig
 
+import grad_parity
 from parity import RECORDED
 
 PRESETS = ["bert-tiny", "bert-mini", "bert-small", "bert-medium"]
@@ -118,7 +119,7 @@ def make_preset_model(preset, tmp_root, model_class="BertModel", seed=0, **confi
         config._attn_implementation = "eager"  # the default SDPA returns no attention maps
         model = cls(config).eval()
         randomize_(model, seed)
-        directory = Path(tmp_root) / f"{preset}-{model_class}-{seed}"
+        directory = Path(tmp_root) / f"{preset}-{model_class}-{seed}-{len(_PRESET_CACHE)}"  # one per key: overrides differ
         model.save_pretrained(directory)
         h5 = minibert.convert(directory, directory / "model.h5")
         _PRESET_CACHE[key] = (model, directory, h5)
@@ -138,6 +139,7 @@ def preset_model(tmp_path_factory):
 
 def pytest_terminal_summary(terminalreporter):
     """Print the worst parity error per (test group, dtype) so it can be read off CI."""
+    grad_parity.summary(terminalreporter)  # the gradient table (tests/grad_parity.py)
     if not RECORDED:
         return
     worst = {}

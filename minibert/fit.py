@@ -416,6 +416,11 @@ def fit(model, task, settings, out_dir, template, resume=False, log=None):
     return progress
 
 
+def write_run(out_dir, **run):
+    """run.json: what started the run (inputs, settings), to rerun or replay it elsewhere."""
+    (Path(out_dir) / "run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+
+
 def write_history(out_dir, history):
     path = Path(out_dir) / "history.json"
     tmp = path.with_name(path.name + ".partial")
@@ -518,6 +523,8 @@ def finetune(model_path, train_path, out_dir, task="classification", dev_path=No
         template = with_classification_head(source, list(label2id), settings.seed)
         out_dir.mkdir(parents=True, exist_ok=True)
         save(out_dir / "initial.h5", template)
+        write_run(out_dir, command="finetune", model=str(model_path), train=str(train_path), dev=dev_path and str(dev_path),
+                  task=task, labels=list(label2id), settings=asdict(settings), dtype=dtype, backend=backend)
     start = out_dir / ("model.h5" if resume else "initial.h5")
     model = load(start, head="classification", dtype=dtype, backend=backend)
     tokenizer = Tokenizer.from_file(start)
@@ -562,6 +569,8 @@ def pretrain(corpus_path, vocab_path, out_dir, preset="bert-tiny", dev_fraction=
                              source=f"minibert pretrain --preset {preset} (seed {settings.seed})")
         out_dir.mkdir(parents=True, exist_ok=True)
         save(out_dir / "initial.h5", template)
+        write_run(out_dir, command="pretrain", corpus=str(corpus_path), vocab=str(vocab_path), preset=preset,
+                  dev_fraction=dev_fraction, settings=asdict(settings), dtype=dtype, backend=backend)
     start = out_dir / ("model.h5" if resume else "initial.h5")
     model = load(start, head="pretraining", dtype=dtype, backend=backend)
     tokenizer = Tokenizer.from_file(start)
@@ -569,3 +578,17 @@ def pretrain(corpus_path, vocab_path, out_dir, preset="bert-tiny", dev_fraction=
         f"{len(dev_docs)} held out; run directory {out_dir}")
     t = PretrainingTask(train_docs, dev_docs, tokenizer, settings.batch_size, settings.max_length, seed=settings.seed)
     return fit(model, t, settings, out_dir, template, resume=resume, log=log)
+
+
+def evaluate_file(model_path, path, task="classification", batch_size=32, max_length=128, dtype="float32", backend="numba"):
+    """Accuracy and mean cross-entropy of a classifier (.h5 with a classification head) on a labelled file."""
+    from .model import load
+    from .tokenizer import Tokenizer
+
+    model = load(model_path, head="classification", dtype=dtype, backend=backend)
+    label2id = {name: i for i, name in sorted(model.id2label.items())}
+    examples = data.read_examples(path, task)
+    data.label_set(examples, list(label2id), path=str(path))
+    t = ClassificationTask([], examples, Tokenizer.from_file(model_path), label2id, batch_size, max_length)
+    metrics = t.evaluate(model)
+    return {"accuracy": metrics["dev_accuracy"], "loss": metrics["dev_loss"], "examples": len(examples)}

@@ -497,7 +497,7 @@ def plot_history(out_dir, history, log):
 def finetune(model_path, train_path, out_dir, task="classification", dev_path=None, labels=None, settings=None,
              resume=False, dtype="float32", backend="numba", log=None):
     """``minibert finetune``: a classifier on top of ``model_path``'s encoder, trained on the file."""
-    from .model import load
+    from . import load
     from .tokenizer import Tokenizer
     from .weights import load as load_weights, save
 
@@ -540,7 +540,7 @@ def pretrain(corpus_path, vocab_path, out_dir, preset="bert-tiny", dev_fraction=
 
     The last ``dev_fraction`` of the documents (at least 2) are held out for the dev metrics.
     """
-    from .model import load
+    from . import load
     from .tokenizer import Tokenizer, read_vocab_txt
     from .weights import load as load_weights, read_vocab, save
 
@@ -582,7 +582,7 @@ def pretrain(corpus_path, vocab_path, out_dir, preset="bert-tiny", dev_fraction=
 
 def evaluate_file(model_path, path, task="classification", batch_size=32, max_length=128, dtype="float32", backend="numba"):
     """Accuracy and mean cross-entropy of a classifier (.h5 with a classification head) on a labelled file."""
-    from .model import load
+    from . import load
     from .tokenizer import Tokenizer
 
     model = load(model_path, head="classification", dtype=dtype, backend=backend)

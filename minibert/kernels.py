@@ -46,7 +46,6 @@ from .ops import (  # noqa: F401  the backward pass (minibert.train): NumPy only
     dropout_backward,
     dropout_mask,
     embedding_backward,
-    gelu_backward,
     layer_norm_backward,
     masked_softmax_backward,
     merge_heads_backward,
@@ -339,6 +338,50 @@ def gelu(x):  # [...] -> [...]
     out = np.empty_like(flat)
     core = _gelu_parallel if _parallel(flat.size) else _gelu_serial
     core(flat, out)
+    return out.reshape(x.shape)
+
+
+def _gelu_grad_one(x):
+    """GELU's derivative at one float, inside jitted code; Numba picks the formula for the dtype."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+@overload(_gelu_grad_one)
+def _gelu_grad_one_for_dtype(x):  # Phi(x) + x phi(x), as ops.gelu_backward
+    if x == types.float32:
+        half, one, sqrt2 = np.float32(0.5), np.float32(1.0), np.float32(math.sqrt(2.0))
+        inv_sqrt_2pi = np.float32(1.0 / math.sqrt(2.0 * math.pi))
+        return lambda x: half * (one + _erf_float32(x / sqrt2)) + x * np.exp(-half * x * x) * inv_sqrt_2pi
+    sqrt2, sqrt_2pi = math.sqrt(2.0), math.sqrt(2.0 * math.pi)
+    return lambda x: 0.5 * (1.0 + math.erf(x / sqrt2)) + x * (math.exp(-0.5 * x * x) / sqrt_2pi)
+
+
+@njit(**NJIT)
+def _gelu_backward_serial(dy, x, out):  # [N], [N] -> [N]
+    for i in range(x.shape[0]):
+        out[i] = dy[i] * _gelu_grad_one(x[i])
+
+
+@njit(parallel=True, **NJIT)
+def _gelu_backward_parallel(dy, x, out):  # [N], [N] -> [N], in chunks of 4096 spread over the threads
+    chunk = 4096
+    for c in prange((x.shape[0] + chunk - 1) // chunk):
+        for i in range(c * chunk, min((c + 1) * chunk, x.shape[0])):
+            out[i] = dy[i] * _gelu_grad_one(x[i])
+
+
+def gelu_backward(dy, x):  # [...], [...] -> [...]
+    """Twin of ``ops.gelu_backward``: dy (Phi(x) + x phi(x)), with the erf of ``gelu`` above.
+
+    ops' elementwise C erf costs ~100 ns a value; this loop vectorises (float32) or at least
+    skips NumPy's object-array round trip (float64). Measured in tests/test_grads_fd.py's
+    twin test; numbers in docs/training.md.
+    """
+    flat_x = np.ascontiguousarray(x).reshape(-1)  # [N]
+    flat_dy = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)  # [N]
+    out = np.empty_like(flat_x)
+    core = _gelu_backward_parallel if _parallel(flat_x.size) else _gelu_backward_serial
+    core(flat_dy, flat_x, out)
     return out.reshape(x.shape)
 
 

@@ -176,14 +176,29 @@ def test_losses_backward():
 
 
 def test_kernels_is_a_complete_backward_backend():
-    """Every ops *_backward is in kernels (re-exported or a twin); the linear twin equals ops'."""
+    """Every ops *_backward is in kernels (re-exported or a twin)."""
     missing = [n for n in dir(ops) if n.endswith("_backward") and not hasattr(kernels, n)]
     assert not missing, f"kernels lacks {missing}"
-    for dtype in (np.float32, np.float64):
-        dy, x, w = randn(3, 5, 7).astype(dtype), randn(3, 5, 11).astype(dtype), randn(7, 11).astype(dtype)
-        for ours, ref in zip(kernels.linear_backward(dy, x, w), ops.linear_backward(dy, x, w), strict=True):
-            assert ours.dtype == dtype and ours.shape == ref.shape
-            np.testing.assert_allclose(ours, ref, rtol=1e-5 if dtype == np.float32 else 1e-13, atol=1e-6 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_twins_equal(dtype):
+    """The kernels twins (linear_backward: small GEMMs on one BLAS thread; gelu_backward: a Numba
+    loop) against ops', on odd sizes, a single element, the serial and the parallel driver."""
+    tol = dict(rtol=1e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-14)
+    dy, x, w = randn(3, 5, 7).astype(dtype), randn(3, 5, 11).astype(dtype), randn(7, 11).astype(dtype)
+    for ours, ref in zip(kernels.linear_backward(dy, x, w), ops.linear_backward(dy, x, w), strict=True):
+        assert ours.dtype == dtype and ours.shape == ref.shape
+        np.testing.assert_allclose(ours, ref, **tol)
+    for shape in [(1,), (3, 5, 7), (kernels.PARALLEL_MIN_ELEMENTS + 3,)]:
+        x = (randn(*shape) * 3).astype(dtype)
+        special = np.array([0.0, -8.0, 8.0, 1e-30], dtype)[: x.size]  # zero, both tails, tiny
+        x.ravel()[: special.size] = special
+        dy = randn(*shape).astype(dtype)
+        ours = kernels.gelu_backward(dy, x)
+        assert ours.dtype == dtype and ours.shape == x.shape
+        some = np.r_[0:min(4, x.size), np.random.default_rng(0).integers(0, x.size, 20000)]  # elementwise: a sample is enough
+        np.testing.assert_allclose(ours.ravel()[some], ops.gelu_backward(dy.ravel()[some], x.ravel()[some]), **tol)
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,7 +28,15 @@ import numpy as np
 
 from . import ops
 from .errors import HeadError, InputError
-from .model import no_tap
+from .inputs import check_inputs
+from .model import BertModel, BertOutput, no_tap
+from .trace import Trace, capture
+
+__all__ = [
+    "HEAD_CLASSES", "HEAD_SOURCES", "BertForMaskedLM", "BertForNextSentencePrediction", "BertForSequenceClassification",
+    "BertHeadModel", "check_head_available", "classify", "fill_mask", "l2_normalize", "mean_pooling",
+    "sentence_embeddings",
+]
 
 # B = batch, T = sequence length, H = hidden size, V = vocabulary size, N = labels or chosen positions
 
@@ -43,7 +51,8 @@ HEAD_SOURCES = {
 def check_head_available(head, heads_in_file, path):
     """Raise HeadError unless ``head`` is a known head that the file at ``path`` holds."""
     if head not in HEAD_SOURCES:
-        raise HeadError(f"unknown head {head!r}", f"use one of {', '.join(HEAD_SOURCES)} (or head=None for the encoder)")
+        hint = f"use one of {', '.join(HEAD_SOURCES)} (or head=None for the encoder)"
+        raise HeadError(f"unknown head {head!r}", hint)
     if head not in heads_in_file:
         held = ", ".join(heads_in_file) if heads_in_file else "none (encoder only)"
         raise HeadError(
@@ -71,12 +80,6 @@ def l2_normalize(x, eps=1e-12):  # [B, H] -> [B, H]
     return x / np.maximum(norm, eps)  # [B, H]
 
 
-def cosine_similarity(a, b):  # [H], [H] -> scalar
-    """The cosine of the angle between two vectors: their dot product once both have length 1."""
-    a, b = l2_normalize(a[None, :])[0], l2_normalize(b[None, :])[0]  # [H], [H]
-    return float(a @ b)
-
-
 def sentence_embeddings(model, encoding):  # {"input_ids": [B, T], ...} -> [B, H]
     """Mean-pooled, L2-normalised sentence vectors of a tokenized batch (works on any encoder)."""
     bert = getattr(model, "bert", model)  # a head model's encoder, or the encoder itself
@@ -90,11 +93,15 @@ def sentence_embeddings(model, encoding):  # {"input_ids": [B, T], ...} -> [B, H
 
 
 class BertHeadModel:
-    """An encoder (``self.bert``, a ``BertModel``) with one task head on top."""
+    """An encoder (``self.bert``, a ``BertModel``) with one task head on top.
+
+    ``model(input_ids, ...)`` checks the inputs, then runs ``forward``: the encoder's forward
+    pass, then the head's steps.
+    """
 
     head = None  # "masked-lm", "next-sentence" or "classification"
 
-    def __init__(self, bert):
+    def __init__(self, bert: BertModel):
         self.bert = bert
 
     # The encoder's settings, read through so the head steps use the same ones.
@@ -103,17 +110,16 @@ class BertHeadModel:
     backend = property(lambda self: self.bert.backend)
     F = property(lambda self: self.bert.F)
     weights = property(lambda self: self.bert.weights)
-    check_inputs = property(lambda self: self.bert.check_inputs)
+    path = property(lambda self: self.bert.path)
 
-    def trace(self, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None):
-        """``BertModel.trace`` through encoder and head: the head's steps are recorded too.
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *args, **kwargs) -> BertOutput:
+        """Check the inputs (``inputs.check_inputs``), run ``forward`` (its other arguments as given)."""
+        input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask, token_type_ids)
+        return self.forward(input_ids, attention_mask, token_type_ids, *args, **kwargs)
 
-        ``only`` / ``patch`` accept the encoder's step names (``minibert.trace.hook_points``);
-        the head steps are recorded in a full trace (no ``only``).
-        """
-        from . import trace
-
-        return trace.capture(self, input_ids, attention_mask, token_type_ids, only=only, patch=patch)
+    def trace(self, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None) -> Trace:
+        """``BertModel.trace`` through encoder and head: the head's steps are recorded too."""
+        return capture(self, input_ids, attention_mask, token_type_ids, only=only, patch=patch)
 
 
 class BertForMaskedLM(BertHeadModel):
@@ -138,16 +144,14 @@ class BertForMaskedLM(BertHeadModel):
         self.decoder_weight = w.get("cls.predictions.decoder.weight", w["embeddings.word_embeddings.weight"])  # [V, H]
         self.decoder_bias = w.get("cls.predictions.decoder.bias", w["cls.predictions.bias"])  # [V]
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, positions=None,
-                 output_hidden_states=False, output_attentions=False, tap=no_tap):
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
+    def forward(self, input_ids, attention_mask, token_type_ids, positions=None,
+                output_hidden_states=False, output_attentions=False, tap=no_tap) -> BertOutput:
+        out = self.bert.forward(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
         x = out.last_hidden_state  # [B, T, H]
         if positions is not None:
             x = x[self.check_positions(positions, x.shape[:2])]  # [N, H]
         out.logits = self.predictions(x, tap)  # [B, T, V], or [N, V]
         return out
-
-    forward = __call__
 
     def predictions(self, x, tap=no_tap):  # [..., H] -> [..., V]
         """transformers' ``BertLMPredictionHead``: transform (dense, GELU, LayerNorm), then decode."""
@@ -156,7 +160,8 @@ class BertForMaskedLM(BertHeadModel):
         h = tap(p + "dense", F.linear(x, w[p + "dense.weight"], w[p + "dense.bias"]))  # [..., H]
         h = tap(p + "transform_act_fn", F.gelu(h))  # [..., H], exact GELU (config.hidden_act)
         h = tap(p + "LayerNorm", F.layer_norm(h, w[p + "LayerNorm.weight"], w[p + "LayerNorm.bias"], eps))  # [..., H]
-        return tap("cls.predictions", F.linear(h, self.decoder_weight, self.decoder_bias))  # [..., H] @ [H, V] -> [..., V]
+        logits = F.linear(h, self.decoder_weight, self.decoder_bias)  # [..., H] @ [H, V] -> [..., V]
+        return tap("cls.predictions", logits)  # [..., V]
 
     @staticmethod
     def check_positions(positions, shape):  # [B, T] bool -> [B, T] bool
@@ -164,7 +169,8 @@ class BertForMaskedLM(BertHeadModel):
         positions = given[None, :] if given.ndim == 1 else given  # one sequence: a batch of one
         if positions.dtype != bool or positions.shape != tuple(shape):
             raise InputError(
-                f"positions has dtype {given.dtype} and shape {given.shape}, expected a bool array of shape {tuple(shape)}",
+                f"positions has dtype {given.dtype} and shape {given.shape}, "
+                f"expected a bool array of shape {tuple(shape)}",
                 "pass a [batch, seq_len] boolean array, e.g. positions=input_ids == tokenizer.mask_token_id",
             )
         return positions
@@ -178,15 +184,13 @@ class BertForNextSentencePrediction(BertHeadModel):
 
     head = "next-sentence"
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
-                 output_hidden_states=False, output_attentions=False, tap=no_tap):
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
+    def forward(self, input_ids, attention_mask, token_type_ids,
+                output_hidden_states=False, output_attentions=False, tap=no_tap) -> BertOutput:
+        out = self.bert.forward(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
         w = self.weights
         out.logits = tap("cls.seq_relationship", self.F.linear(  # [B, H] -> [B, 2]
             out.pooler_output, w["cls.seq_relationship.weight"], w["cls.seq_relationship.bias"]))
         return out
-
-    forward = __call__
 
 
 class BertForSequenceClassification(BertHeadModel):
@@ -201,15 +205,13 @@ class BertForSequenceClassification(BertHeadModel):
     def id2label(self):
         return self.config.id2label
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
-                 output_hidden_states=False, output_attentions=False, tap=no_tap):
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
+    def forward(self, input_ids, attention_mask, token_type_ids,
+                output_hidden_states=False, output_attentions=False, tap=no_tap) -> BertOutput:
+        out = self.bert.forward(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
         w = self.weights
         out.logits = tap("classifier", self.F.linear(  # [B, H] -> [B, N]
             out.pooler_output, w["classifier.weight"], w["classifier.bias"]))
         return out
-
-    forward = __call__
 
 
 HEAD_CLASSES = {
@@ -235,7 +237,10 @@ def fill_mask(model, tokenizer, text, top_k=5):
     ids = np.array([enc["input_ids"]], dtype=np.int64)  # [1, T]
     positions = ids == tokenizer.mask_token_id  # [1, T]
     if not positions.any():
-        raise InputError(f"the text has no [MASK] token: {text!r}", "write [MASK] (upper case, with brackets) where a word should be predicted")
+        raise InputError(
+            f"the text has no [MASK] token: {text!r}",
+            "write [MASK] (upper case, with brackets) where a word should be predicted",
+        )
     out = model(ids, np.array([enc["attention_mask"]]), np.array([enc["token_type_ids"]]), positions=positions)
     probs = ops.softmax(out.logits.astype(np.float64))  # [N, V]
     k = min(top_k, probs.shape[-1])

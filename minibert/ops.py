@@ -13,6 +13,13 @@ import math
 
 import numpy as np
 
+__all__ = [
+    "linear", "layer_norm", "add_layer_norm", "erf", "gelu", "tanh", "softmax",
+    "embedding", "position_ids",
+    "split_heads", "merge_heads", "attention_mask_bias", "attention_scores", "masked_softmax",
+    "attention_context",
+]
+
 # ---------------------------------------------------------------------------------------
 # Building blocks
 # ---------------------------------------------------------------------------------------
@@ -47,6 +54,11 @@ def erf(x):  # [...] -> [...]
 def gelu(x):  # [...] -> [...]
     """Exact GELU (not the tanh approximation): x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))."""
     return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def tanh(x):  # [...] -> [...]
+    """The pooler's activation (``nn.Tanh``)."""
+    return np.tanh(x)
 
 
 def softmax(x):  # [..., N] -> [..., N]

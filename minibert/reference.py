@@ -22,8 +22,13 @@ torch and transformers are imported here only, when called (the ``dev`` extra).
 
 import numpy as np
 
+from . import weights as weights_format
+from .config import BertConfig
 from .errors import MinibertError
+from .inputs import check_inputs
 from .trace import Trace
+
+__all__ = ["torch_model", "trace", "hf_config"]
 
 TORCH_DTYPES = ("float32", "float64")
 
@@ -40,26 +45,37 @@ def _import_torch():
     return torch, transformers
 
 
+def hf_config(config: BertConfig, **overrides):
+    """The transformers ``BertConfig`` with the sizes of a minibert ``BertConfig``.
+
+    ``overrides``: other transformers config fields (e.g. ``id2label``). The attention
+    implementation is left at transformers' default; ``torch_model`` asks for eager attention.
+    """
+    _, transformers = _import_torch()
+    c = config
+    return transformers.BertConfig(**{
+        "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
+        "max_position_embeddings": c.max_position_embeddings, "type_vocab_size": c.type_vocab_size,
+        "layer_norm_eps": c.layer_norm_eps, "hidden_act": c.hidden_act, "pad_token_id": c.pad_token_id,
+        **overrides,
+    })
+
+
 def torch_model(weights, dtype="float32"):
     """A transformers ``BertModel`` (eager attention, eval mode) holding a .h5 file's tensors.
 
     ``weights``: a path to a minibert .h5 file, or a ``minibert.weights.WeightsFile``.
     """
     torch, transformers = _import_torch()
-    from . import weights as weights_format
-
     if dtype not in TORCH_DTYPES:
-        raise MinibertError(f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}")
+        raise MinibertError(
+            f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}"
+        )
     w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
-    c = w.config
-    hf_config = transformers.BertConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
-        num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size,
-        max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
-        layer_norm_eps=c.layer_norm_eps, hidden_act=c.hidden_act, pad_token_id=c.pad_token_id,
-    )
-    hf_config._attn_implementation = "eager"  # SDPA returns no attention probabilities
-    model = transformers.BertModel(hf_config, add_pooling_layer=True)
+    config = hf_config(w.config)
+    config._attn_implementation = "eager"  # SDPA returns no attention probabilities
+    model = transformers.BertModel(config, add_pooling_layer=True)
     encoder_names = set(model.state_dict())
     state = {name: torch.from_numpy(np.ascontiguousarray(t)) for name, t in w.tensors.items() if name in encoder_names}
     model.load_state_dict(state, strict=True)  # every encoder tensor must come from the file
@@ -74,19 +90,17 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
     given). Inputs are checked with the same rules as ``minibert.BertModel``.
     """
     torch, transformers = _import_torch()
-    from . import weights as weights_format
-    from .model import BertModel
-
+    if dtype not in TORCH_DTYPES:
+        raise MinibertError(
+            f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}"
+        )
     if model is None:
         w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
         model = torch_model(w, dtype)
         config = w.config
     else:
-        from .config import BertConfig
-
         config = BertConfig.from_dict(model.config.to_dict())
-    checker = BertModel(config, {}, dtype=dtype)  # no weights: used for its input checks only
-    input_ids, attention_mask, token_type_ids = checker.check_inputs(input_ids, attention_mask, token_type_ids)
+    input_ids, attention_mask, token_type_ids = check_inputs(config, input_ids, attention_mask, token_type_ids)
 
     values = {}
 
@@ -104,7 +118,9 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
 
     for part in ("word_embeddings", "token_type_embeddings", "position_embeddings"):
         on(f"embeddings.{part}", output_hook(f"embeddings.{part}"))
-    handles.append(modules["embeddings.LayerNorm"].register_forward_pre_hook(lambda module, args: keep("embeddings.sum", args[0])))
+    handles.append(
+        modules["embeddings.LayerNorm"].register_forward_pre_hook(lambda module, args: keep("embeddings.sum", args[0]))
+    )
     on("embeddings.LayerNorm", output_hook("embeddings.LayerNorm"))
 
     for i in range(config.num_hidden_layers):

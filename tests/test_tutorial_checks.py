@@ -13,11 +13,14 @@ import types
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tutorials"))
 import exercise_checks as check  # noqa: E402
 
 from minibert import ops  # noqa: E402
+
+pytestmark = pytest.mark.tutorials  # needs the model files, as the tutorials do; no PyTorch
 
 
 def fails(check_fn, answer, *args, **kwargs):

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.tutorials, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))

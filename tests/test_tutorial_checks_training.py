@@ -134,7 +134,7 @@ def test_adamw_first_step_catches_missing_bias_correction_and_coupled_decay():
     wrong = {
         "no bias correction": lambda p, g, lr, wd: adamw_step(p, g, lr, wd, bias_correction=False),
         "plain SGD": lambda p, g, lr, wd: adamw_step(p, g, lr, wd, sgd=True),
-        "weight decay added to the gradient (Adam + L2)": lambda p, g, lr, wd: adamw_step(p, g, lr, wd, decoupled=False),
+        "weight decay in the gradient (Adam + L2)": lambda p, g, lr, wd: adamw_step(p, g, lr, wd, decoupled=False),
         "eps inside the square root": lambda p, g, lr, wd: adamw_step(p, g, lr, wd, eps_inside=True),
     }
     assert_catches(check.adamw_first_step, adamw_step, wrong)

@@ -530,7 +530,7 @@ def cross_entropy_grad(cross_entropy_grad):
     }
     for name, (logits, labels) in cases.items():
         got = np.asarray(cross_entropy_grad(logits.copy(), labels.copy()), dtype=np.float64)
-        expected = _numeric_gradient(lambda z: _mean_cross_entropy(z, labels), logits)
+        expected = _numeric_gradient(lambda z, y=labels: _mean_cross_entropy(z, y), logits)
         _close(f"{name}: d loss / d logits", got, expected, 1e-7)
         assert np.all(got[labels == -100] == 0), f"{name}: the ignored rows must get exactly 0"
     big = 3000.0 + 200.0 * rng.standard_normal((3, 5))  # a trained model's logits can be large

@@ -73,11 +73,7 @@ def preset_checkpoint(preset, root):
     """A seeded random transformers BertModel of a preset shape, saved HF-style."""
     torch, transformers = need("torch"), need("transformers")
     c = minibert.BertConfig.preset(preset)
-    config = transformers.BertConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
-        num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size,
-        max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
-    )
+    config = minibert.reference.hf_config(c)  # transformers' default attention (SDPA)
     torch.manual_seed(0)
     directory = Path(root) / preset
     transformers.BertModel(config).eval().save_pretrained(directory)
@@ -123,7 +119,9 @@ def build_engines(name, checkpoint, workdir):
 
     def run_torch(ids, mask):
         with torch.inference_mode():
-            return torch_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).last_hidden_state.numpy()
+            return torch_model(
+                input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+            ).last_hidden_state.numpy()
 
     engines = {
         "minibert-numba": lambda ids, mask: numba_model(ids, mask).last_hidden_state,
@@ -155,7 +153,7 @@ def gemm_peak(seconds=1.5, n=1024):
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
         a @ b
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+        best = max(best, 2 * n**3 / (time.perf_counter() - t0) / 1e9)
     return best
 
 
@@ -185,7 +183,12 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="bert-tiny, two workloads, short budget")
     parser.add_argument("--models", nargs="*", help=f"subset of {PRESETS + [MINILM]}")
     parser.add_argument("--budget", type=float, help="seconds of timed repetitions per model and workload")
-    parser.add_argument("--workloads", nargs="*", metavar="BxT", help="subset of workloads, e.g. 1x8 1x128 (default: all, or two with --quick)")
+    parser.add_argument(
+        "--workloads",
+        nargs="*",
+        metavar="BxT",
+        help="subset of workloads, e.g. 1x8 1x128 (default: all, or two with --quick)",
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/<date>-<mode>.json)")
     args = parser.parse_args(argv)
 
@@ -208,7 +211,10 @@ def main(argv=None):
             checkpoint = minilm_checkpoint() if model_name == MINILM else preset_checkpoint(model_name, workdir)
             print(f"\n{model_name}: converting, exporting to ONNX ...", flush=True)
             engines, config = build_engines(model_name, checkpoint, workdir)
-            print(f"{'(B, T)':>10} {'engine':<15} {'median ms':>10} {'tokens/s':>10} {'vs torch':>9} {'GFLOP/s':>8} {'% peak':>7} {'max|d| vs torch':>16}")
+            print(
+                f"{'(B, T)':>10} {'engine':<15} {'median ms':>10} {'tokens/s':>10} {'vs torch':>9} "
+                f"{'GFLOP/s':>8} {'% peak':>7} {'max|d| vs torch':>16}"
+            )
             for B, T in workloads:
                 rng = np.random.default_rng(B * 1000 + T)
                 ids = rng.integers(1000, config.vocab_size, size=(B, T)).astype(np.int64)
@@ -219,12 +225,26 @@ def main(argv=None):
                 for engine in ENGINES:
                     ms = statistics.median(times[engine]) * 1e3
                     gflops = flops / (ms / 1e3) / 1e9
-                    row = dict(model=model_name, batch=B, seq=T, engine=engine, median_ms=ms,
-                               tokens_per_s=B * T / (ms / 1e3), speedup_vs_torch=torch_ms / ms,
-                               gflops=gflops, pct_of_peak=100 * gflops / peak, reps=reps,
-                               max_abs_diff_vs_torch=agreement[engine])
+                    row = dict(
+                        model=model_name,
+                        batch=B,
+                        seq=T,
+                        engine=engine,
+                        median_ms=ms,
+                        tokens_per_s=B * T / (ms / 1e3),
+                        speedup_vs_torch=torch_ms / ms,
+                        gflops=gflops,
+                        pct_of_peak=100 * gflops / peak,
+                        reps=reps,
+                        max_abs_diff_vs_torch=agreement[engine],
+                    )
                     rows.append(row)
-                    print(f"{str((B, T)):>10} {engine:<15} {ms:>10.3f} {row['tokens_per_s']:>10.0f} {row['speedup_vs_torch']:>8.2f}x {gflops:>8.1f} {row['pct_of_peak']:>6.1f}% {agreement[engine]:>16.2e}", flush=True)
+                    print(
+                        f"{str((B, T)):>10} {engine:<15} {ms:>10.3f} {row['tokens_per_s']:>10.0f} "
+                        f"{row['speedup_vs_torch']:>8.2f}x {gflops:>8.1f} {row['pct_of_peak']:>6.1f}% "
+                        f"{agreement[engine]:>16.2e}",
+                        flush=True,
+                    )
     peak_end = gemm_peak()
     print(f"\nNumPy float32 GEMM peak at the end: {peak_end:.1f} GFLOP/s")
     # A busy machine depresses a peak measurement, never raises it: the JSON's percentages use
@@ -238,17 +258,34 @@ def main(argv=None):
     result = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command=" ".join(["python benchmarks/bench.py"] + sys.argv[1:]),
-        machine=dict(cpu=cpu_model(), threads=THREADS, cores=os.cpu_count(), load_average=os.getloadavg(),
-                     python=platform.python_version()),
-        versions=dict(minibert=minibert.__version__, numpy=np.__version__, numba=numba.__version__,
-                      torch=torch.__version__, transformers=transformers.__version__, onnxruntime=onnxruntime.__version__),
+        machine=dict(
+            cpu=cpu_model(),
+            threads=THREADS,
+            cores=os.cpu_count(),
+            load_average=os.getloadavg(),
+            python=platform.python_version(),
+        ),
+        versions=dict(
+            minibert=minibert.__version__,
+            numpy=np.__version__,
+            numba=numba.__version__,
+            torch=torch.__version__,
+            transformers=transformers.__version__,
+            onnxruntime=onnxruntime.__version__,
+        ),
         torch_attention="sdpa (transformers' default)",
-        thread_waiting=dict(OPENBLAS_THREAD_TIMEOUT=os.environ["OPENBLAS_THREAD_TIMEOUT"],
-                            OMP_WAIT_POLICY=os.environ["OMP_WAIT_POLICY"], onnxruntime_allow_spinning="0"),
+        thread_waiting=dict(
+            OPENBLAS_THREAD_TIMEOUT=os.environ["OPENBLAS_THREAD_TIMEOUT"],
+            OMP_WAIT_POLICY=os.environ["OMP_WAIT_POLICY"],
+            onnxruntime_allow_spinning="0",
+        ),
         gemm_peak_gflops=dict(start=peak, end=peak_end),
         results=rows,
     )
-    out = args.out or Path(__file__).parent / "results" / f"{result['date'][:10]}-{'quick' if args.quick else 'full'}.json"
+    out = (
+        args.out
+        or Path(__file__).parent / "results" / f"{result['date'][:10]}-{'quick' if args.quick else 'full'}.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"saved {out}")

@@ -22,10 +22,11 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import transformers  # noqa: E402
-from tokenizer_corpus import build_corpus, vocab_path  # noqa: E402
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy  # noqa: E402
 
 from minibert.tokenizer import Tokenizer  # noqa: E402
+
+from tokenizer_corpus import build_corpus, vocab_path  # noqa: E402
 
 
 def lines_per_second(make_function, lines, repeats):

@@ -35,7 +35,9 @@ print(json.dumps(dict(import_s=t1 - t0, load_s=t2 - t1, first_call_s=t3 - t2)))
 def run(h5, backend, cache_dir):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, str(h5), backend], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(h5), backend], env=env, check=True, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     return dict(json.loads(out.stdout.strip().splitlines()[-1]), process_s=wall)
 
@@ -51,10 +53,15 @@ def main():
             results["cold (numba)"].append(run(args.h5, "numba", cache))
             results["cached (numba)"].append(run(args.h5, "numba", cache))
             results["numpy backend"].append(run(args.h5, "numpy", cache))
-    print(f"{'case':<16} {'process s':>10} {'import s':>9} {'load s':>8} {'first call s':>13}   (median of {args.runs})")
+    print(
+        f"{'case':<16} {'process s':>10} {'import s':>9} {'load s':>8} {'first call s':>13}   (median of {args.runs})"
+    )
     for case, rs in results.items():
         med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-        print(f"{case:<16} {med['process_s']:>10.2f} {med['import_s']:>9.2f} {med['load_s']:>8.2f} {med['first_call_s']:>13.3f}")
+        print(
+            f"{case:<16} {med['process_s']:>10.2f} {med['import_s']:>9.2f} {med['load_s']:>8.2f} "
+            f"{med['first_call_s']:>13.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,21 +1,20 @@
-"""minibert: BERT from scratch in NumPy, proven equal to the PyTorch reference."""
+"""minibert: BERT from scratch in NumPy, proven equal to the PyTorch reference.
 
-__version__ = "0.1.0"
+``import minibert`` imports NumPy and the package's own modules. The heavy dependencies wait
+until they are used: Numba until the first Numba model is built (``backend="numba"``, the
+default of ``load`` and ``BertModel``), h5py until a file is read or written, torch and
+transformers until ``minibert.reference`` runs, matplotlib until ``minibert.plot`` draws.
+"""
 
-from .config import BertConfig  # noqa: E402
-from .convert import convert  # noqa: E402
-from .errors import (  # noqa: E402
-    ConfigError,
-    ConversionError,
-    HeadError,
-    InputError,
-    MinibertError,
-    WeightsError,
-)
-from .model import BertModel, BertOutput, load  # noqa: E402
-from .tokenizer import Tokenizer  # noqa: E402
-from .trace import Trace, compare  # noqa: E402
-from .heads import (  # noqa: E402
+import importlib
+
+from . import heads, ops, reference
+from .api import load
+from .compare import compare
+from .config import BertConfig
+from .convert import convert
+from .errors import ConfigError, ConversionError, HeadError, InputError, MinibertError, WeightsError
+from .heads import (
     BertForMaskedLM,
     BertForNextSentencePrediction,
     BertForPreTraining,
@@ -23,3 +22,22 @@ from .heads import (  # noqa: E402
     l2_normalize,
     mean_pooling,
 )
+from .model import BertModel, BertOutput
+from .tokenizer import Tokenizer
+from .trace import Trace
+from .version import __version__
+
+__all__ = [
+    "BertConfig", "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining",
+    "BertForSequenceClassification", "BertModel", "BertOutput", "ConfigError", "ConversionError", "HeadError",
+    "InputError", "MinibertError", "Tokenizer", "Trace",
+    "WeightsError", "__version__", "compare", "convert", "heads", "l2_normalize", "load", "mean_pooling", "ops",
+    "reference",
+]
+
+
+def __getattr__(name):
+    """``minibert.kernels``: imported on first use, as it imports Numba."""
+    if name == "kernels":
+        return importlib.import_module(".kernels", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,18 +5,29 @@ and the command exits with status 1.
 """
 
 import argparse
+import json
+import re
 import sys
+from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import MinibertError
-from .model import BACKENDS, DEFAULT_BACKEND
+from . import reference, weights
+from .api import load
+from .compare import compare
+from .config import BertConfig
+from .convert import convert
+from .errors import InputError, MinibertError, WeightsError
+from .heads import classify, fill_mask, mean_pooling, sentence_embeddings
+from .hooks import hook_points
+from .inputs import BACKENDS, DEFAULT_BACKEND, DTYPES
+from .plot import plot_attention
+from .tokenizer import Tokenizer, read_text_file
+from .trace import TRANSFORMERLENS_ALIASES
+from .version import __version__
 
 
 def cmd_convert(args):
-    from .convert import convert
-
     do_lower_case = {None: None, "uncased": True, "cased": False}[args.case]
     path = convert(args.src, args.dest, config=args.config, do_lower_case=do_lower_case)
     print(f"wrote {path}")
@@ -24,8 +35,6 @@ def cmd_convert(args):
 
 
 def cmd_inspect(args):
-    from . import weights
-
     w = weights.load(args.file, verify=args.verify)
     print(f"{args.file}: minibert weights, format version {w.format_version}")
     print(f"source: {w.source}")
@@ -49,9 +58,6 @@ def cmd_inspect(args):
 
 def read_text_arg(text, file):
     """The text to encode: the positional argument, or the contents of --file (UTF-8)."""
-    from .errors import InputError
-    from .tokenizer import read_text_file
-
     if file is not None:
         return read_text_file(file).rstrip("\n")
     if text is None:
@@ -61,12 +67,6 @@ def read_text_arg(text, file):
 
 def cmd_encode(args):
     """Tokenize a text (and optional pair), run the encoder, print tokens, ids and outputs."""
-    import json
-
-    from .heads import mean_pooling
-    from .model import load
-    from .tokenizer import Tokenizer
-
     text = read_text_arg(args.text, args.file)
     tokenizer = Tokenizer.from_file(args.model)
     model = load(args.model, dtype=args.dtype, backend=args.backend)
@@ -104,34 +104,32 @@ def model_inputs(args):
         try:
             ids = [int(part) for part in args.ids.split(",")]
         except ValueError:
-            raise MinibertError(f"--ids {args.ids!r} is not a comma-separated list of integers", "write e.g. --ids 101,7592,102") from None
+            raise MinibertError(
+                f"--ids {args.ids!r} is not a comma-separated list of integers", "write e.g. --ids 101,7592,102"
+            ) from None
         return np.array([ids]), None, None
     if args.text is None:
         raise MinibertError("no input: give a TEXT or --ids", 'e.g. minibert parity model.h5 "Hello world"')
-    from .tokenizer import Tokenizer
-
-    batch = Tokenizer.from_file(args.file).encode_batch([args.text], None if args.pair is None else [args.pair])  # [1, T] each
+    batch = Tokenizer.from_file(args.file).encode_batch(
+        [args.text], None if args.pair is None else [args.pair]
+    )  # [1, T] each
     return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
 
 
 def cmd_parity(args):
-    from . import reference
-    from .model import load
-    from .trace import compare
-
     ids, mask, types = model_inputs(args)
     ours = load(args.file, dtype=args.dtype, backend=args.backend).trace(ids, mask, types)
     ref = reference.trace(args.file, ids, mask, types, dtype=args.dtype)
     result = compare(ours, ref, dtype=args.dtype)
-    print(f"{args.file}: minibert ({args.backend}) against {ref.meta['producer']}, {args.dtype}, input shape {tuple(ours.meta['inputs']['input_ids'].shape)}")
+    print(
+        f"{args.file}: minibert ({args.backend}) against {ref.meta['producer']}, {args.dtype}, "
+        f"input shape {tuple(ours.meta['inputs']['input_ids'].shape)}"
+    )
     print(result.table())
     return 0 if result.passed else 1
 
 
 def cmd_trace(args):
-    from . import trace as tracing
-    from .model import load
-
     ids, mask, types = model_inputs(args)
     model = load(args.file, dtype=args.dtype, backend=args.backend)
     t = model.trace(ids, mask, types, only=args.only or None)
@@ -139,38 +137,98 @@ def cmd_trace(args):
     if args.out:
         print(f"wrote {t.save(args.out)} ({len(t)} steps)")
     if args.plot:
-        from .errors import WeightsError
-        from .weights import read_vocab
-
         try:
-            vocab, _ = read_vocab(args.file)
+            vocab, _ = weights.read_vocab(args.file)
             tokens = [vocab[i] for i in t.meta["inputs"]["input_ids"][0]]
         except WeightsError:  # a file without vocabulary: label the axes with the ids
             tokens = [str(i) for i in t.meta["inputs"]["input_ids"][0]]
-        for path in tracing.plot_attention(t, args.plot, tokens=tokens):
+        for path in plot_attention(t, args.plot, tokens=tokens):
             print(f"wrote {path}")
     return 0
 
 
-def cmd_hooks(args):
-    from . import trace as tracing
-    from .config import BertConfig
-    from .weights import read_config
+# ---------------------------------------------------------------------------------------
+# `minibert hooks`: the hook points, and the doc tables generated from them
+# ---------------------------------------------------------------------------------------
 
+
+def hook_table(config=None):
+    """The markdown table of hook points for docs/debugging.md (layer 0 shown as {i})."""
+    config = config or BertConfig.preset("bert-tiny")
+    rows, done = [], set()
+    for name, shape in hook_points(config):
+        generic = re.sub(r"^encoder\.layer\.\d+\.", "encoder.layer.{i}.", name)
+        if generic not in done:
+            done.add(generic)
+            rows.append(f"| `{generic}` | `{shape}` | {_STEP_NOTES.get(generic, '')} |")
+    return "\n".join(["| hook point | shape | value |", "|---|---|---|"] + rows)
+
+
+_STEP_NOTES = {
+    "embeddings.word_embeddings": "one row of the word table per token",
+    "embeddings.token_type_embeddings": "segment A/B rows",
+    "embeddings.position_embeddings": "rows 0..T-1, shared by the batch",
+    "embeddings.sum": "word + token type + position (transformers' order)",
+    "embeddings.LayerNorm": "the embeddings: input of layer 0",
+    "encoder.layer.{i}.attention.self.query": "Q = x Wq^T + bq (heads not yet split)",
+    "encoder.layer.{i}.attention.self.key": "K",
+    "encoder.layer.{i}.attention.self.value": "V",
+    "encoder.layer.{i}.attention.self.scores": "Q K^T / sqrt(D), before the padding mask",
+    "encoder.layer.{i}.attention.self.probs": "softmax(scores + mask) over keys",
+    "encoder.layer.{i}.attention.self.context": "probs @ V, heads merged",
+    "encoder.layer.{i}.attention.output.dense": "output projection",
+    "encoder.layer.{i}.attention.output.LayerNorm": "LayerNorm(dense + x): the attention block's output",
+    "encoder.layer.{i}.intermediate.dense": "widen to I",
+    "encoder.layer.{i}.intermediate.gelu": "exact (erf) GELU",
+    "encoder.layer.{i}.output.dense": "back to H",
+    "encoder.layer.{i}.output.LayerNorm": (
+        "LayerNorm(dense + attention output): the layer's output (hidden_states[i+1])"
+    ),
+    "pooler.dense": "dense on the [CLS] token",
+    "pooler": "tanh: pooler_output",
+}
+
+DOC_BEGIN = "<!-- hook table: generated by `python -m minibert hooks --write-doc docs/debugging.md`; do not edit -->"
+DOC_END = "<!-- end of hook table -->"
+ALIAS_BEGIN = "<!-- alias table: generated by `python -m minibert hooks --write-doc docs/debugging.md`; do not edit -->"
+ALIAS_END = "<!-- end of alias table -->"
+
+
+def _replace_between(text, begin, end, body, path):
+    if begin not in text or end not in text:
+        raise MinibertError(f"{path}: the generated-table markers are missing", f"add the lines {begin} and {end}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def write_hook_table(doc_path):
+    """Rewrite the generated hook table and alias table of a markdown file (docs/debugging.md)."""
+    path = Path(doc_path)
+    text = path.read_text(encoding="utf-8")
+    text = _replace_between(text, DOC_BEGIN, DOC_END, hook_table(), path)
+    text = _replace_between(text, ALIAS_BEGIN, ALIAS_END, alias_table(), path)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def alias_table():
+    """The markdown table of TransformerLens aliases, for docs/debugging.md."""
+    rows = [f"| `{tl}` | `{hf}` | {note} |" for tl, (hf, note) in TRANSFORMERLENS_ALIASES.items()]
+    return "\n".join(["| TransformerLens | minibert | difference |", "|---|---|---|"] + rows)
+
+
+def cmd_hooks(args):
     if args.write_doc:
-        print(f"wrote the hook table into {tracing.write_hook_table(args.write_doc)}")
+        print(f"wrote the hook table into {write_hook_table(args.write_doc)}")
         return 0
-    config = BertConfig.preset(args.preset) if args.file is None else read_config(args.file)
-    for name, shape in tracing.hook_points(config):
+    config = BertConfig.preset(args.preset) if args.file is None else weights.read_config(args.file)
+    for name, shape in hook_points(config):
         print(f"{name:<48} {shape}")
     return 0
 
 
 def cmd_fill_mask(args):
-    from .heads import fill_mask
-    from .model import load
-    from .tokenizer import Tokenizer
-
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="masked-lm")
     tokenizer = Tokenizer.from_file(args.model)
     for i, candidates in enumerate(fill_mask(model, tokenizer, args.text, top_k=args.top_k), start=1):
@@ -181,10 +239,6 @@ def cmd_fill_mask(args):
 
 
 def cmd_classify(args):
-    from .heads import classify
-    from .model import load
-    from .tokenizer import Tokenizer
-
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="classification")
     tokenizer = Tokenizer.from_file(args.model)
     scores = classify(model, tokenizer, args.text, args.pair)
@@ -195,10 +249,6 @@ def cmd_classify(args):
 
 
 def cmd_similarity(args):
-    from .heads import sentence_embeddings
-    from .model import load
-    from .tokenizer import Tokenizer
-
     model = load(args.model, dtype=args.dtype, backend=args.backend)  # the encoder: any file, with or without heads
     tokenizer = Tokenizer.from_file(args.model)
     a, b = sentence_embeddings(model, tokenizer.encode_batch([args.text_a, args.text_b]))  # [H], [H], unit length
@@ -248,6 +298,12 @@ def natural_key(name):
     return [int(part) if part.isdigit() else part for part in name.split(".")]
 
 
+def add_model_options(p):
+    """--dtype and --backend, the same for every verb that runs the model."""
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="minibert", description="BERT in NumPy, checked against PyTorch.")
     parser.add_argument("--version", action="version", version=f"minibert {__version__}")
@@ -266,8 +322,7 @@ def build_parser():
     p.add_argument("--pair", help="a second text (segment B), as for NLI or next-sentence")
     p.add_argument("--file", help="read the text from this UTF-8 file instead")
     p.add_argument("--json", metavar="PATH", help="write tokens, ids and the embeddings to this JSON file")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    add_model_options(p)
     p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("inspect", help="print the config and tensor table of a .h5 file")
@@ -278,7 +333,9 @@ def build_parser():
     p = sub.add_parser("hooks", help="list every hook point (step name and shape) of the forward pass")
     p.add_argument("file", nargs="?", help="minibert .h5 file (default: the --preset shape)")
     p.add_argument("--preset", default="bert-tiny", help="preset shape when no file is given")
-    p.add_argument("--write-doc", metavar="MD", help="rewrite the generated hook table in this markdown file (docs/debugging.md)")
+    p.add_argument(
+        "--write-doc", metavar="MD", help="rewrite the generated hook table in this markdown file (docs/debugging.md)"
+    )
     p.set_defaults(func=cmd_hooks)
 
     for verb, helptext, func in (
@@ -290,11 +347,12 @@ def build_parser():
         p.add_argument("text", nargs="?", help="input text (tokenized with the file's vocabulary)")
         p.add_argument("--pair", help="second segment of a text pair")
         p.add_argument("--ids", help="token ids instead of text, e.g. 101,7592,102")
-        p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-        p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+        add_model_options(p)
         p.set_defaults(func=func)
         if verb == "trace":
-            p.add_argument("--only", action="append", help="glob of steps to keep (repeatable), e.g. 'encoder.layer.0.*'")
+            p.add_argument(
+                "--only", action="append", help="glob of steps to keep (repeatable), e.g. 'encoder.layer.0.*'"
+            )
             p.add_argument("--out", help="write the trace to this .h5 file")
             p.add_argument("--plot", metavar="DIR", help="write PNG heat maps of every layer's attention into DIR")
 
@@ -302,24 +360,21 @@ def build_parser():
     p.add_argument("model", help="a minibert .h5 file with a masked-lm head")
     p.add_argument("text", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
     p.add_argument("--top-k", type=int, default=5, help="how many tokens to list per [MASK] (default 5)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    add_model_options(p)
     p.set_defaults(func=cmd_fill_mask)
 
     p = sub.add_parser("classify", help="label probabilities of a text or pair (needs a classification head)")
     p.add_argument("model", help="a minibert .h5 file with a classification head")
     p.add_argument("text", help="the text (the premise, for a pair)")
     p.add_argument("--pair", help="the second text of a pair (the hypothesis)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    add_model_options(p)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("similarity", help="cosine similarity of two texts' mean-pooled embeddings")
     p.add_argument("model", help="a minibert .h5 file (an encoder; e.g. all-MiniLM-L6-v2)")
     p.add_argument("text_a")
     p.add_argument("text_b")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    add_model_options(p)
     p.set_defaults(func=cmd_similarity)
 
     for verb, helptext, func in (

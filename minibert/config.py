@@ -7,8 +7,8 @@ four compact-BERT presets of Turc et al. (2019) as published by prajjwal1.
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 from .errors import ConfigError
 
@@ -67,8 +67,10 @@ class BertConfig:
             )
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0):
-                raise ConfigError(f"config value {name}={value!r} must be a probability in [0, 1]", "check the config.json the model came from")
+            probability = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+            if value is not None and not probability:
+                raise ConfigError(f"config value {name}={value!r} must be a probability in [0, 1]",
+                                  "check the config.json the model came from")
         self.id2label = {int(k): str(v) for k, v in (self.id2label or {}).items()}
 
     @property

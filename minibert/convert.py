@@ -267,7 +267,8 @@ def read_do_lower_case(directory, name):
 # ---------------------------------------------------------------------------------------
 
 
-def convert(src, dst, config=None, do_lower_case=None):
+def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = None,
+            do_lower_case: "bool | None" = None) -> Path:
     """Convert a Hugging Face BERT checkpoint to a minibert .h5 file; returns its path.
 
     ``src``: model directory, checkpoint file (with ``config``), or hub id.

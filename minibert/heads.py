@@ -35,7 +35,18 @@ import numpy as np
 
 from . import ops
 from .errors import HeadError, InputError
-from .model import no_tap
+from .inputs import check_inputs
+from .model import BertModel, BertOutput, no_tap
+from .trace import Trace, capture
+
+__all__ = [
+    "HEAD_CLASSES", "HEAD_SOURCES", "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining",
+    "BertForSequenceClassification", "BertHeadModel", "check_head_available", "classify", "fill_mask", "l2_normalize",
+    "mean_pooling", "sentence_embeddings",
+    "IGNORE_INDEX", "bce_with_logits", "bce_with_logits_backward", "check_class_labels", "check_classification_labels",
+    "classification_loss", "classification_loss_backward", "classification_problem", "cross_entropy",
+    "cross_entropy_backward", "mse_loss", "mse_loss_backward",
+]
 
 # B = batch, T = sequence length, H = hidden size, V = vocabulary size, N = labels or chosen positions
 
@@ -53,7 +64,8 @@ HEAD_PARTS = {"pretraining": ("masked-lm", "next-sentence")}
 def check_head_available(head, heads_in_file, path):
     """Raise HeadError unless ``head`` is a known head that the file at ``path`` holds."""
     if head not in HEAD_SOURCES:
-        raise HeadError(f"unknown head {head!r}", f"use one of {', '.join(HEAD_SOURCES)} (or head=None for the encoder)")
+        hint = f"use one of {', '.join(HEAD_SOURCES)} (or head=None for the encoder)"
+        raise HeadError(f"unknown head {head!r}", hint)
     if not all(part in heads_in_file for part in HEAD_PARTS.get(head, (head,))):
         held = ", ".join(heads_in_file) if heads_in_file else "none (encoder only)"
         raise HeadError(
@@ -81,12 +93,6 @@ def l2_normalize(x, eps=1e-12):  # [B, H] -> [B, H]
     return x / np.maximum(norm, eps)  # [B, H]
 
 
-def cosine_similarity(a, b):  # [H], [H] -> scalar
-    """The cosine of the angle between two vectors: their dot product once both have length 1."""
-    a, b = l2_normalize(a[None, :])[0], l2_normalize(b[None, :])[0]  # [H], [H]
-    return float(a @ b)
-
-
 def sentence_embeddings(model, encoding):  # {"input_ids": [B, T], ...} -> [B, H]
     """Mean-pooled, L2-normalised sentence vectors of a tokenized batch (works on any encoder)."""
     bert = getattr(model, "bert", model)  # a head model's encoder, or the encoder itself
@@ -107,17 +113,19 @@ def check_class_labels(labels, shape, num_classes, name="labels"):  # -> int64 a
     if not np.issubdtype(a.dtype, np.integer):
         raise InputError(f"{name} has dtype {a.dtype}, expected integer class ids", f"pass {name} as an int64 array")
     if a.shape != tuple(shape):
-        raise InputError(f"{name} has shape {a.shape}, expected {tuple(shape)}", f"give one label per {'token' if len(shape) == 2 else 'sequence'}")
+        per = "token" if len(shape) == 2 else "sequence"
+        raise InputError(f"{name} has shape {a.shape}, expected {tuple(shape)}", f"give one label per {per}")
     bad = (a != IGNORE_INDEX) & ((a < 0) | (a >= num_classes))
     if bad.any():
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise InputError(
-            f"{name}[{', '.join(map(str, where))}] = {a[where]} is not a class id in [0, {num_classes}) nor {IGNORE_INDEX} (ignored)",
+            f"{name}[{', '.join(map(str, where))}] = {a[where]} is not a class id in [0, {num_classes}) "
+            f"nor {IGNORE_INDEX} (ignored)",
             f"use class ids 0..{num_classes - 1}, or {IGNORE_INDEX} where a position takes no part in the loss",
         )
     if (a == IGNORE_INDEX).all():
         raise InputError(f"every entry of {name} is {IGNORE_INDEX}: there is nothing to compute a loss on",
-                         f"label at least one position (transformers would return NaN)")
+                         "label at least one position (transformers would return NaN)")
     return a.astype(np.int64, copy=False)
 
 
@@ -170,7 +178,9 @@ def classification_problem(num_labels, labels):
     "multi_label_classification" for float labels."""
     if num_labels == 1:
         return "regression"
-    return "single_label_classification" if np.issubdtype(np.asarray(labels).dtype, np.integer) else "multi_label_classification"
+    if np.issubdtype(np.asarray(labels).dtype, np.integer):
+        return "single_label_classification"
+    return "multi_label_classification"
 
 
 def check_classification_labels(labels, batch_size, num_labels, dtype):  # -> (problem, labels)
@@ -212,11 +222,15 @@ def classification_loss_backward(problem, logits, labels):  # [B, N], labels -> 
 
 
 class BertHeadModel:
-    """An encoder (``self.bert``, a ``BertModel``) with one task head on top."""
+    """An encoder (``self.bert``, a ``BertModel``) with one task head on top.
+
+    ``model(input_ids, ...)`` checks the inputs, then runs ``forward``: the encoder's forward
+    pass, then the head's steps.
+    """
 
     head = None  # "masked-lm", "next-sentence", "classification" or "pretraining"
 
-    def __init__(self, bert):
+    def __init__(self, bert: BertModel):
         self.bert = bert
 
     # The encoder's settings, read through so the head steps use the same ones.
@@ -225,17 +239,16 @@ class BertHeadModel:
     backend = property(lambda self: self.bert.backend)
     F = property(lambda self: self.bert.F)
     weights = property(lambda self: self.bert.weights)
-    check_inputs = property(lambda self: self.bert.check_inputs)
+    path = property(lambda self: self.bert.path)
 
-    def trace(self, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None):
-        """``BertModel.trace`` through encoder and head: the head's steps are recorded too.
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *args, **kwargs) -> BertOutput:
+        """Check the inputs (``inputs.check_inputs``), run ``forward`` (its other arguments as given)."""
+        input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask, token_type_ids)
+        return self.forward(input_ids, attention_mask, token_type_ids, *args, **kwargs)
 
-        ``only`` / ``patch`` accept the encoder's step names (``minibert.trace.hook_points``);
-        the head steps are recorded in a full trace (no ``only``).
-        """
-        from . import trace
-
-        return trace.capture(self, input_ids, attention_mask, token_type_ids, only=only, patch=patch)
+    def trace(self, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None) -> Trace:
+        """``BertModel.trace`` through encoder and head: the head's steps are recorded too."""
+        return capture(self, input_ids, attention_mask, token_type_ids, only=only, patch=patch)
 
 
 class BertForMaskedLM(BertHeadModel):
@@ -260,16 +273,14 @@ class BertForMaskedLM(BertHeadModel):
         self.decoder_weight = w.get("cls.predictions.decoder.weight", w["embeddings.word_embeddings.weight"])  # [V, H]
         self.decoder_bias = w.get("cls.predictions.decoder.bias", w["cls.predictions.bias"])  # [V]
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, positions=None,
-                 output_hidden_states=False, output_attentions=False, tap=no_tap):
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
+    def forward(self, input_ids, attention_mask, token_type_ids, positions=None,
+                output_hidden_states=False, output_attentions=False, tap=no_tap) -> BertOutput:
+        out = self.bert.forward(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
         x = out.last_hidden_state  # [B, T, H]
         if positions is not None:
             x = x[self.check_positions(positions, x.shape[:2])]  # [N, H]
         out.logits = self.predictions(x, tap)  # [B, T, V], or [N, V]
         return out
-
-    forward = __call__
 
     def loss(self, out, labels):  # full logits [B, T, V], labels [B, T] -> float
         """transformers' masked-LM loss: cross-entropy over the tokens whose label is not -100."""
@@ -284,7 +295,8 @@ class BertForMaskedLM(BertHeadModel):
         h = tap(p + "dense", F.linear(x, w[p + "dense.weight"], w[p + "dense.bias"]))  # [..., H]
         h = tap(p + "transform_act_fn", F.gelu(h))  # [..., H], exact GELU (config.hidden_act)
         h = tap(p + "LayerNorm", F.layer_norm(h, w[p + "LayerNorm.weight"], w[p + "LayerNorm.bias"], eps))  # [..., H]
-        return tap("cls.predictions", F.linear(h, self.decoder_weight, self.decoder_bias))  # [..., H] @ [H, V] -> [..., V]
+        logits = F.linear(h, self.decoder_weight, self.decoder_bias)  # [..., H] @ [H, V] -> [..., V]
+        return tap("cls.predictions", logits)  # [..., V]
 
     @staticmethod
     def check_positions(positions, shape):  # [B, T] bool -> [B, T] bool
@@ -292,7 +304,8 @@ class BertForMaskedLM(BertHeadModel):
         positions = given[None, :] if given.ndim == 1 else given  # one sequence: a batch of one
         if positions.dtype != bool or positions.shape != tuple(shape):
             raise InputError(
-                f"positions has dtype {given.dtype} and shape {given.shape}, expected a bool array of shape {tuple(shape)}",
+                f"positions has dtype {given.dtype} and shape {given.shape}, "
+                f"expected a bool array of shape {tuple(shape)}",
                 "pass a [batch, seq_len] boolean array, e.g. positions=input_ids == tokenizer.mask_token_id",
             )
         return positions
@@ -306,15 +319,13 @@ class BertForNextSentencePrediction(BertHeadModel):
 
     head = "next-sentence"
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
-                 output_hidden_states=False, output_attentions=False, tap=no_tap):
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
+    def forward(self, input_ids, attention_mask, token_type_ids,
+                output_hidden_states=False, output_attentions=False, tap=no_tap) -> BertOutput:
+        out = self.bert.forward(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
         w = self.weights
         out.logits = tap("cls.seq_relationship", self.F.linear(  # [B, H] -> [B, 2]
             out.pooler_output, w["cls.seq_relationship.weight"], w["cls.seq_relationship.bias"]))
         return out
-
-    forward = __call__
 
     def loss(self, out, labels):  # logits [B, 2], labels [B] -> float
         """transformers' next-sentence loss: cross-entropy over the two classes."""
@@ -333,20 +344,19 @@ class BertForSequenceClassification(BertHeadModel):
     def id2label(self):
         return self.config.id2label
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
-                 output_hidden_states=False, output_attentions=False, tap=no_tap):
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
+    def forward(self, input_ids, attention_mask, token_type_ids,
+                output_hidden_states=False, output_attentions=False, tap=no_tap) -> BertOutput:
+        out = self.bert.forward(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions, tap)
         w = self.weights
         out.logits = tap("classifier", self.F.linear(  # [B, H] -> [B, N]
             out.pooler_output, w["classifier.weight"], w["classifier.bias"]))
         return out
 
-    forward = __call__
-
     def loss(self, out, labels):  # logits [B, N], labels -> float
         """transformers' loss: cross-entropy for integer labels, MSE when num_labels == 1,
         binary cross-entropy for float multi-labels (see ``classification_problem``)."""
-        problem, labels = check_classification_labels(labels, out.logits.shape[0], out.logits.shape[1], out.logits.dtype)
+        B, N = out.logits.shape
+        problem, labels = check_classification_labels(labels, B, N, out.logits.dtype)
         return float(classification_loss(problem, out.logits, labels))
 
 
@@ -357,19 +367,19 @@ class BertForPreTraining(BertForMaskedLM):
 
     head = "pretraining"
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, positions=None,
-                 output_hidden_states=False, output_attentions=False, tap=no_tap):
-        out = super().__call__(input_ids, attention_mask, token_type_ids, positions, output_hidden_states, output_attentions, tap)
+    def forward(self, input_ids, attention_mask, token_type_ids, positions=None,
+                output_hidden_states=False, output_attentions=False, tap=no_tap) -> BertOutput:
+        out = super().forward(input_ids, attention_mask, token_type_ids, positions,
+                              output_hidden_states, output_attentions, tap)
         w = self.weights
         out.seq_relationship_logits = tap("cls.seq_relationship", self.F.linear(  # [B, H] -> [B, 2]
             out.pooler_output, w["cls.seq_relationship.weight"], w["cls.seq_relationship.bias"]))
         return out
 
-    forward = __call__
-
     def loss(self, out, labels, next_sentence_label):  # -> float
         """transformers' BertForPreTraining loss: masked-LM loss + next-sentence loss."""
-        nsp = cross_entropy(out.seq_relationship_logits, check_class_labels(next_sentence_label, out.seq_relationship_logits.shape[:1], 2, "next_sentence_label"))
+        logits = out.seq_relationship_logits  # [B, 2]
+        nsp = cross_entropy(logits, check_class_labels(next_sentence_label, logits.shape[:1], 2, "next_sentence_label"))
         return super().loss(out, labels) + float(nsp)
 
 
@@ -397,7 +407,10 @@ def fill_mask(model, tokenizer, text, top_k=5):
     ids = np.array([enc["input_ids"]], dtype=np.int64)  # [1, T]
     positions = ids == tokenizer.mask_token_id  # [1, T]
     if not positions.any():
-        raise InputError(f"the text has no [MASK] token: {text!r}", "write [MASK] (upper case, with brackets) where a word should be predicted")
+        raise InputError(
+            f"the text has no [MASK] token: {text!r}",
+            "write [MASK] (upper case, with brackets) where a word should be predicted",
+        )
     out = model(ids, np.array([enc["attention_mask"]]), np.array([enc["token_type_ids"]]), positions=positions)
     probs = ops.softmax(out.logits.astype(np.float64))  # [N, V]
     k = min(top_k, probs.shape[-1])

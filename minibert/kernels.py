@@ -3,9 +3,10 @@
 Each public function here has the name and signature of the NumPy function in ``ops`` that it
 accelerates, and a docstring naming its twin; ``tests/test_kernels.py`` holds every pair equal
 on random inputs (float32 and float64, T=1, odd sizes, fully masked rows, large values).
-Functions not worth a kernel are re-exported from ``ops`` (the import below), so this module is a
-complete backend: ``BertModel(..., backend="numba")`` swaps ``ops`` for ``kernels`` and
-nothing else changes.
+The Numba backend, ``kernels.backend`` (built at the end of this file), is ``ops`` with these
+kernels in place of their twins; the functions not worth a kernel (embedding lookup, head
+split and merge, the mask bias, tanh, ...) stay ``ops``'. ``BertModel(..., backend="numba")``
+computes with it and nothing else changes.
 
 How a kernel is laid out: a thin Python wrapper flattens the leading axes to rows
 (``[..., H] -> [N, H]``), allocates the output and calls a jitted core that loops over rows.
@@ -29,44 +30,24 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .ops import (  # re-exported unchanged: no kernel needed (see each note)
-    attention_mask_bias,  # one [B, T] array per forward pass, a few microseconds
-    embedding,  # one fancy-indexing gather
-    erf,  # used only by ops.gelu; kernels.gelu has its own
-    merge_heads,  # a view + one copy
-    position_ids,  # np.arange
-    softmax,  # masked_softmax is the kernel the model calls
-    split_heads,  # a view, no copy
-)
-from .ops import (  # noqa: F401  the backward pass (minibert.train): NumPy only, re-exported unchanged
-    add_layer_norm_backward,
-    attention_context_backward,
-    attention_scores_backward,
-    dropout,
-    dropout_backward,
-    dropout_mask,
-    embedding_backward,
-    layer_norm_backward,
-    masked_softmax_backward,
-    merge_heads_backward,
-    softmax_backward,
-    split_heads_backward,
-    tanh_backward,
-)
+from . import ops
 
-# Below this many elements a kernel runs on one thread. A parallel launch costs ~4 us against
-# ~1 us for a serial call, and worse: right after a BLAS product, OpenBLAS's threads are still
-# spin-waiting on the cores Numba's threads need, so a parallel kernel waits for them.
-# Measured on a busy 2-core machine: bert-tiny [1, 128] took 73 ms per forward pass with
-# Numba's threads on every kernel of >= 16k elements and 4.1 ms with one thread; bert-tiny
-# [32, 128] took 115 ms with them on kernels of >= 256k elements and 66-70 ms with one thread.
-# So the parallel drivers only start at 4M elements (16 MB of float32, e.g. GELU at bert-medium
-# [32, 128]), where the work dwarfs the hand-over; below that one thread does it.
+__all__ = [
+    "add_layer_norm", "attention_context", "attention_scores", "backend", "gelu", "layer_norm", "linear",
+    "masked_softmax", "linear_backward", "gelu_backward",
+]
+
+# Below this many elements a kernel runs on one thread. A parallel launch costs more than a
+# serial call, and worse: right after a BLAS product, OpenBLAS's threads are still
+# spin-waiting on the cores Numba's threads need, so a parallel kernel waits for them. So the
+# parallel drivers only start at 4M elements (16 MB of float32, e.g. GELU at bert-medium
+# [32, 128]), where the work dwarfs the hand-over; below that one thread does it. The
+# measurements behind the threshold are in docs/performance.md ("Threads").
 PARALLEL_MIN_ELEMENTS = 1 << 22
 
 # error_model="numpy": a float division by zero gives inf/nan as in NumPy instead of raising
 # as in Python. Python's check is a branch in every loop that divides, which stops LLVM from
-# vectorising it (measured: GELU 8x slower with it).
+# vectorising it (GELU's loop, for one; docs/performance.md has the figures).
 NJIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
@@ -85,14 +66,13 @@ def _parallel(n):
 # OpenBLAS splits a product over its threads once M*N*K passes ~262k. For BERT's small
 # products that is a loss: the threads meet at a spin-wait barrier, which costs more than the
 # arithmetic saved, and on a busy machine (more runnable threads than cores) a descheduled
-# worker stalls the whole product for a scheduler time slice. Measured on the busy 2-core
-# machine: bert-tiny [1, 8] 43 ms -> 0.7 ms per forward pass with one thread for products
-# under 2M multiply-adds; bert-medium [1, 8] (products of 2M-8M) still took 1.4 s until the
-# limit was raised to 16M (69 ms). So products below GEMM_PARALLEL_MIN_MACS run on one BLAS
-# thread, larger ones (e.g. [1024, 128] @ [128, 512] at batch 8 x 128 tokens) on all of them.
-# The BLAS thread count is set through OpenBLAS's C API (ctypes, ~0.5 us a call) and restored
-# right after; without OpenBLAS (another BLAS, another OS) nothing changes.
-GEMM_PARALLEL_MIN_MACS = 1 << 24  # multiply-adds: 16M is ~0.5 ms on one core
+# worker stalls the whole product for a scheduler time slice. So products below
+# GEMM_PARALLEL_MIN_MACS run on one BLAS thread, larger ones (e.g. [1024, 128] @ [128, 512] at
+# batch 8 x 128 tokens) on all of them; the limit is where one core's product time makes the
+# hand-over cheap (measurements in docs/performance.md, "Threads"). The BLAS thread count is
+# set through OpenBLAS's C API (ctypes) and restored right after; without OpenBLAS (another
+# BLAS, another OS) nothing changes.
+GEMM_PARALLEL_MIN_MACS = 1 << 24  # multiply-adds
 
 
 def _find_openblas():
@@ -145,8 +125,8 @@ def linear(x, weight, bias):  # [..., in] -> [..., out]
 
     No Numba here: the product is BLAS's job. Three things make it faster than ``ops.linear``:
     the leading axes are flattened, because NumPy's 2-D matmul goes straight to one sgemm
-    call while a 3-D ``[B, T, in] @ [in, out]`` goes through the batched gufunc loop
-    (measured ~1.3x slower); the bias is added in place instead of into a new array; and a
+    call while a 3-D ``[B, T, in] @ [in, out]`` goes through the slower batched gufunc
+    loop; the bias is added in place instead of into a new array; and a
     small product runs on one BLAS thread (see ``_matmul``).
     ``weight.T`` is a free view: BLAS reads the [out, in] array transposed.
     """
@@ -280,7 +260,7 @@ def add_layer_norm(x, residual, weight, bias, eps):  # [..., H], [..., H] -> [..
 # Measured against the C library's erf on 2M points of [-5, 5]: max error 4.2e-7 (7 ulp of
 # 1.0); GELU's max error 9e-7 absolute, 2.6e-7 relative to max(1, |x|). PyTorch's own
 # vectorised float32 GELU is in the same class (3.8e-7). Unlike math.erf, it has no branch
-# and no call, so LLVM vectorises the loop: ~10x faster than math.erf on float32.
+# and no call, so LLVM vectorises the loop, which it cannot do around math.erf.
 @njit(**NJIT)
 def _erf_float32(x):  # float32 -> float32
     x = min(max(x, np.float32(-4.0)), np.float32(4.0))  # erf = +-1 beyond
@@ -390,8 +370,8 @@ def gelu_backward(dy, x):  # [...], [...] -> [...]
 # ---------------------------------------------------------------------------------------
 
 
-# float32 exp that LLVM vectorises (math.exp is a scalar C-library call per element, ~3-5 ns,
-# because LLVM has no vector exp without Intel's SVML). Cephes' expf: exp(x) = 2^n exp(r) with
+# float32 exp that LLVM vectorises (math.exp is a scalar C-library call per element, because
+# LLVM has no vector exp without Intel's SVML). Cephes' expf: exp(x) = 2^n exp(r) with
 # n = round(x / ln 2) and r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 split in two constants so r
 # is exact), exp(r) by a polynomial, and 2^n built from its IEEE bits, (n + 127) << 23, in an
 # int32 scratch row read back as float32. Below EXP32_MIN the true exp is subnormal (< 1.2e-38)
@@ -494,3 +474,43 @@ def masked_softmax(scores, mask_bias):  # [B, A, T, T], [B, 1, 1, T] -> [B, A, T
     core = _masked_softmax_parallel if _parallel(s.size) else _masked_softmax_serial
     core(s, bias, out)
     return out.reshape(B, A, T, K)
+
+
+# ---------------------------------------------------------------------------------------
+# The Numba backend: ops, with the functions above in place of their twins
+# ---------------------------------------------------------------------------------------
+
+
+class Backend:
+    """A backend built as "``ops``, with these functions replaced".
+
+    ``backend.linear`` is the kernel; a function without a kernel (``backend.embedding``) is
+    looked up in ``ops`` when it is used, so ``ops`` stays its only definition.
+    """
+
+    def __init__(self, name, overrides):
+        self.__name__ = name
+        self.overrides = dict(overrides)  # function name -> kernel
+        vars(self).update(overrides)
+
+    def __getattr__(self, name):  # only for names not replaced: ops' function
+        return getattr(ops, name)
+
+    def __dir__(self):
+        return sorted(set(ops.__all__) | set(self.overrides))
+
+    def __repr__(self):
+        return f"<backend {self.__name__}: ops with {', '.join(sorted(self.overrides))} from kernels>"
+
+
+backend = Backend("minibert.kernels.backend", {
+    "linear": linear,
+    "attention_scores": attention_scores,
+    "attention_context": attention_context,
+    "layer_norm": layer_norm,
+    "add_layer_norm": add_layer_norm,
+    "gelu": gelu,
+    "masked_softmax": masked_softmax,
+    "linear_backward": linear_backward,
+    "gelu_backward": gelu_backward,
+})

@@ -6,9 +6,10 @@ same string. Each step passes its value through ``tap(name, value)``: when nobod
 ``tap`` returns the value untouched; a trace (``minibert.trace``) records it, and an
 intervention may return a replacement.
 
-The math lives in ``ops`` (NumPy, the reference); a backend is a module with the same
-functions (``kernels`` holds the Numba twins). The backend is chosen in one place:
-``BertModel.__init__``.
+Every step computes through the backend ``self.F``: ``ops`` (NumPy, the readable reference)
+or ``kernels.backend`` (``ops`` with Numba twins of some functions). The backend is chosen in
+one place, ``BertModel.__init__``. Inputs are checked before the forward pass, in
+``inputs.check_inputs``.
 """
 
 from dataclasses import dataclass
@@ -16,15 +17,14 @@ from typing import Optional
 
 import numpy as np
 
-from . import kernels, ops
+from . import ops
 from .config import BertConfig
-from .errors import InputError
+from .inputs import DEFAULT_BACKEND, check_backend, check_dtype, check_inputs
+from .trace import Trace, capture
+
+__all__ = ["BertModel", "BertOutput", "backend_functions", "no_tap"]
 
 # B = batch, T = sequence length, H = hidden size, A = heads, D = H // A, I = intermediate size
-
-BACKENDS = {"numpy": ops, "numba": kernels}  # kernels: Numba twins of ops, same signatures
-DEFAULT_BACKEND = "numba"
-DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 def no_tap(name, value):
@@ -32,18 +32,24 @@ def no_tap(name, value):
     return value
 
 
+def backend_functions(backend):
+    """The functions a backend computes with: ``ops`` ("numpy") or ``kernels.backend`` ("numba")."""
+    if backend == "numpy":
+        return ops
+    from . import kernels  # imports numba: only once a Numba model is built
+
+    return kernels.backend
+
+
 @dataclass
 class BertOutput:
     """What ``BertModel.__call__`` returns, with the field names of transformers."""
 
     last_hidden_state: np.ndarray  # [B, T, H]
-    pooler_output: Optional[np.ndarray]  # [B, H]; None when the file has no pooler (a masked-LM checkpoint)
+    pooler_output: Optional[np.ndarray]  # [B, H]; None when the file has no pooler (masked-LM)
     hidden_states: Optional[tuple] = None  # L + 1 arrays [B, T, H]: embeddings, then each layer
-    attentions: Optional[tuple] = None  # L arrays [B, A, T, T]: each layer's attention probabilities
+    attentions: Optional[tuple] = None  # L arrays [B, A, T, T]: each layer's attention probs
     logits: Optional[np.ndarray] = None  # from a task head, when the model has one
-
-    def __getitem__(self, key):
-        return getattr(self, key)
 
 
 class BertModel:
@@ -51,100 +57,56 @@ class BertModel:
 
     Build it with ``minibert.load(path)``; call it like the PyTorch model::
 
-        out = model(input_ids, attention_mask=mask)   # [B, T] ints -> out.last_hidden_state [B, T, H]
+        out = model(input_ids, attention_mask=mask)  # [B, T] ints -> .last_hidden_state [B, T, H]
+
+    ``weights``: name -> array, under the Hugging Face names. ``path``: the file they came from
+    (recorded in traces); ``heads``: the task heads that file holds (``minibert.load`` fills both).
     """
 
-    def __init__(self, config: BertConfig, weights: dict, dtype="float32", backend="numpy"):
-        if dtype not in DTYPES:
-            raise InputError(f"dtype {dtype!r} is not supported", f"use one of {', '.join(DTYPES)}")
-        if backend not in BACKENDS:
-            raise InputError(f"backend {backend!r} is not available", f"use one of {', '.join(BACKENDS)}")
+    def __init__(self, config: BertConfig, weights: dict, dtype: str = "float32",
+                 backend: str = DEFAULT_BACKEND, path: Optional[str] = None, heads=()):
         self.config = config
-        self.dtype = np.dtype(DTYPES[dtype])
-        self.backend = backend
-        self.F = BACKENDS[backend]  # the module whose functions compute each step
+        self.dtype = check_dtype(dtype)
+        self.backend = check_backend(backend)
+        self.F = backend_functions(backend)  # the module whose functions compute each step
         # Every float tensor in the compute dtype, C-contiguous, under its Hugging Face name.
         self.weights = {
-            name: np.ascontiguousarray(w, dtype=self.dtype) if np.issubdtype(w.dtype, np.floating) else w
+            name: np.ascontiguousarray(w, self.dtype) if np.issubdtype(w.dtype, np.floating) else w
             for name, w in weights.items()
         }
-        # transformers builds BertForMaskedLM without the pooling layer: no pooler, no pooler_output.
+        # transformers builds BertForMaskedLM without a pooling layer: no pooler, no pooler_output.
         self.has_pooler = "pooler.dense.weight" in self.weights
+        self.path = path
+        self.heads = list(heads)
 
-    # -----------------------------------------------------------------------------------
-    # Inputs
-    # -----------------------------------------------------------------------------------
-
-    def check_inputs(self, input_ids, attention_mask=None, token_type_ids=None):
-        """Validate and normalise the inputs to [B, T] int64 arrays, with clear errors."""
-        cfg = self.config
-        input_ids = _as_int_array("input_ids", input_ids)
-        if input_ids.ndim == 1:  # a single sequence: a batch of one
-            input_ids = input_ids[None, :]
-        if input_ids.ndim != 2:
-            raise InputError(f"input_ids has shape {input_ids.shape}, expected [batch, seq_len]", "pass a 2-D array of token ids")
-        B, T = input_ids.shape
-        if T == 0 or B == 0:
-            raise InputError(f"input_ids has shape {input_ids.shape}: empty batch or sequence", "pass at least one token per row")
-        if T > cfg.max_position_embeddings:
-            raise InputError(
-                f"sequence length {T} exceeds max_position_embeddings={cfg.max_position_embeddings}",
-                f"truncate the input to at most {cfg.max_position_embeddings} tokens",
-            )
-        if input_ids.min() < 0 or input_ids.max() >= cfg.vocab_size:  # two reductions; find the culprit only on error
-            b, t = np.argwhere((input_ids < 0) | (input_ids >= cfg.vocab_size))[0]
-            raise InputError(
-                f"input_ids[{b}, {t}] = {input_ids[b, t]} is outside the vocabulary [0, {cfg.vocab_size})",
-                "use the tokenizer of this model's vocabulary",
-            )
-        if attention_mask is None and token_type_ids is None:  # the common case: nothing more to check
-            return input_ids, np.ones((B, T), np.int64), np.zeros((B, T), np.int64)
-        attention_mask = np.ones((B, T), np.int64) if attention_mask is None else _as_int_array("attention_mask", attention_mask)
-        token_type_ids = np.zeros((B, T), np.int64) if token_type_ids is None else _as_int_array("token_type_ids", token_type_ids)
-        for name, a in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
-            if a.ndim == 1:
-                a = a[None, :]
-            if a.shape != (B, T):
-                raise InputError(f"{name} has shape {a.shape} but input_ids has shape {(B, T)}", f"give {name} the same shape as input_ids")
-            if name == "attention_mask":
-                attention_mask = a
-            else:
-                token_type_ids = a
-        if attention_mask.min() < 0 or attention_mask.max() > 1:  # integers: only 0 and 1 pass
-            raise InputError("attention_mask must hold only 0 (padding) and 1 (token)", "build the mask from the tokenizer's attention_mask")
-        if token_type_ids.min() < 0 or token_type_ids.max() >= cfg.type_vocab_size:
-            b, t = np.argwhere((token_type_ids < 0) | (token_type_ids >= cfg.type_vocab_size))[0]
-            raise InputError(
-                f"token_type_ids[{b}, {t}] = {token_type_ids[b, t]} is outside [0, {cfg.type_vocab_size})",
-                "use 0 for the first segment and 1 for the second",
-            )
-        return input_ids, attention_mask, token_type_ids
-
-    # -----------------------------------------------------------------------------------
-    # Forward pass
-    # -----------------------------------------------------------------------------------
-
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
-                 output_hidden_states=False, output_attentions=False, tap=no_tap):
-        input_ids, attention_mask, token_type_ids = self.check_inputs(input_ids, attention_mask, token_type_ids)
+    def forward(self, input_ids, attention_mask, token_type_ids,
+                output_hidden_states=False, output_attentions=False, tap=no_tap) -> BertOutput:
+        """The forward pass on checked inputs: three [B, T] int64 arrays (``model(...)`` checks)."""
         x = self.embeddings(input_ids, token_type_ids, tap)  # [B, T, H]
         mask_bias = self.F.attention_mask_bias(attention_mask, self.dtype)  # [B, 1, 1, T]
-        hidden_states, attentions = [x], []
+        hidden_states, attentions = [x], []  # kept only when asked for
         for i in range(self.config.num_hidden_layers):
             x, probs = self.layer(i, x, mask_bias, tap)  # [B, T, H], [B, A, T, T]
-            hidden_states.append(x)
-            attentions.append(probs)
-        pooled = self.pooler(x, tap) if self.has_pooler else None  # [B, H]
+            if output_hidden_states:
+                hidden_states.append(x)
+            if output_attentions:
+                attentions.append(probs)
         return BertOutput(
-            last_hidden_state=x,
-            pooler_output=pooled,
+            last_hidden_state=x,  # [B, T, H]
+            pooler_output=self.pooler(x, tap) if self.has_pooler else None,  # [B, H]
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
         )
 
-    forward = __call__
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None,
+                 output_hidden_states: bool = False, output_attentions: bool = False,
+                 tap=no_tap) -> BertOutput:
+        """Check the inputs (lists or arrays, [T] or [B, T]: ``inputs.check_inputs``); forward."""
+        ids, mask, types = check_inputs(self.config, input_ids, attention_mask, token_type_ids)
+        return self.forward(ids, mask, types, output_hidden_states, output_attentions, tap)
 
-    def trace(self, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None):
+    def trace(self, input_ids, attention_mask=None, token_type_ids=None,
+              only=None, patch=None) -> Trace:
         """Run the forward pass and return a ``minibert.trace.Trace`` of its named steps.
 
         ``only``: glob patterns of the steps to keep (``"encoder.layer.0.*"``; TransformerLens
@@ -152,91 +114,71 @@ class BertModel:
         ``patch``: name -> function(value) -> new value, used in place of
         that step's value for the rest of the pass. ``MINIBERT_BREAK=<name>`` stops in pdb there.
         """
-        from . import trace
+        return capture(self, input_ids, attention_mask, token_type_ids, only=only, patch=patch)
 
-        return trace.capture(self, input_ids, attention_mask, token_type_ids, only=only, patch=patch)
+    # -----------------------------------------------------------------------------------
+    # The steps: embeddings, L transformer layers, pooler
+    # -----------------------------------------------------------------------------------
 
     def embeddings(self, input_ids, token_type_ids, tap=no_tap):  # [B, T] ints -> [B, T, H]
-        F, w, T = self.F, self.weights, input_ids.shape[1]
-        words = tap("embeddings.word_embeddings", F.embedding(input_ids, w["embeddings.word_embeddings.weight"]))  # [B, T, H]
-        types = tap("embeddings.token_type_embeddings", F.embedding(token_type_ids, w["embeddings.token_type_embeddings.weight"]))  # [B, T, H]
-        positions = tap("embeddings.position_embeddings", F.embedding(ops.position_ids(T), w["embeddings.position_embeddings.weight"]))  # [1, T, H]
-        x = tap("embeddings.sum", words + types + positions)  # [B, T, H], summed in transformers' order
-        return tap("embeddings.LayerNorm", F.layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.config.layer_norm_eps))
+        """Word + token type + position embeddings, then LayerNorm."""
+        positions = self.F.position_ids(input_ids.shape[1])  # [1, T]
+        words = self.lookup("embeddings.word_embeddings", input_ids, tap)  # [B, T, H]
+        types = self.lookup("embeddings.token_type_embeddings", token_type_ids, tap)  # [B, T, H]
+        positions = self.lookup("embeddings.position_embeddings", positions, tap)  # [1, T, H]
+        x = tap("embeddings.sum", words + types + positions)  # [B, T, H], transformers' order
+        return self.norm("embeddings.LayerNorm", x, tap)  # [B, T, H]
 
     def layer(self, i, x, mask_bias, tap=no_tap):  # [B, T, H] -> [B, T, H], [B, A, T, T]
         """One transformer block: self-attention, add & norm, feed-forward, add & norm."""
-        F, w, cfg = self.F, self.weights, self.config
-        p = f"encoder.layer.{i}."
-        eps = cfg.layer_norm_eps
+        F, A, p = self.F, self.config.num_attention_heads, f"encoder.layer.{i}."
 
         # Self-attention: project to queries, keys and values, one slice of H per head.
-        q = tap(p + "attention.self.query", F.linear(x, w[p + "attention.self.query.weight"], w[p + "attention.self.query.bias"]))  # [B, T, H]
-        k = tap(p + "attention.self.key", F.linear(x, w[p + "attention.self.key.weight"], w[p + "attention.self.key.bias"]))  # [B, T, H]
-        v = tap(p + "attention.self.value", F.linear(x, w[p + "attention.self.value.weight"], w[p + "attention.self.value.bias"]))  # [B, T, H]
-        A = cfg.num_attention_heads
-        q, k, v = F.split_heads(q, A), F.split_heads(k, A), F.split_heads(v, A)  # [B, A, T, D] each
-        scale = self.dtype.type(cfg.head_size ** -0.5)  # 1 / sqrt(D)
-        scores = tap(p + "attention.self.scores", F.attention_scores(q, k, scale))  # [B, A, T, T], scaled, before the mask
+        q = F.split_heads(self.dense(p + "attention.self.query", x, tap), A)  # [B, A, T, D]
+        k = F.split_heads(self.dense(p + "attention.self.key", x, tap), A)  # [B, A, T, D]
+        v = F.split_heads(self.dense(p + "attention.self.value", x, tap), A)  # [B, A, T, D]
+        scale = self.dtype.type(self.config.head_size ** -0.5)  # 1 / sqrt(D)
+        scores = tap(p + "attention.self.scores", F.attention_scores(q, k, scale))  # [B, A, T, T]
         probs = tap(p + "attention.self.probs", F.masked_softmax(scores, mask_bias))  # [B, A, T, T]
-        context = tap(p + "attention.self.context", F.merge_heads(F.attention_context(probs, v)))  # [B, T, H]
+        context = F.merge_heads(F.attention_context(probs, v))  # [B, A, T, D] -> [B, T, H]
+        context = tap(p + "attention.self.context", context)  # [B, T, H]
 
-        # Output projection, residual connection, LayerNorm.
-        h = tap(p + "attention.output.dense", F.linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"]))  # [B, T, H]
-        x = tap(p + "attention.output.LayerNorm", F.add_layer_norm(h, x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps))  # [B, T, H]
+        # Output projection, then the residual connection and LayerNorm.
+        h = self.dense(p + "attention.output.dense", context, tap)  # [B, T, H]
+        x = self.add_norm(p + "attention.output.LayerNorm", h, x, tap)  # [B, T, H]
 
         # Feed-forward: widen to I, exact GELU, back to H; residual connection, LayerNorm.
-        h = tap(p + "intermediate.dense", F.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))  # [B, T, I]
+        h = self.dense(p + "intermediate.dense", x, tap)  # [B, T, I]
         h = tap(p + "intermediate.gelu", F.gelu(h))  # [B, T, I]
-        h = tap(p + "output.dense", F.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"]))  # [B, T, H]
-        x = tap(p + "output.LayerNorm", F.add_layer_norm(h, x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps))  # [B, T, H]
+        h = self.dense(p + "output.dense", h, tap)  # [B, T, H]
+        x = self.add_norm(p + "output.LayerNorm", h, x, tap)  # [B, T, H]
         return x, probs
 
     def pooler(self, x, tap=no_tap):  # [B, T, H] -> [B, H]
         """Dense layer and tanh on the first token ([CLS])."""
+        h = self.dense("pooler.dense", x[:, 0], tap)  # [B, H]
+        return tap("pooler", self.F.tanh(h))  # [B, H]
+
+    # -----------------------------------------------------------------------------------
+    # One named step each: fetch the weights stored under `name`, compute, tap `name`
+    # -----------------------------------------------------------------------------------
+
+    def dense(self, name, x, tap=no_tap):  # [..., in] -> [..., out]
+        """``nn.Linear`` ``name``: x @ name.weight^T + name.bias."""
         w = self.weights
-        h = tap("pooler.dense", self.F.linear(x[:, 0], w["pooler.dense.weight"], w["pooler.dense.bias"]))  # [B, H]
-        return tap("pooler", np.tanh(h))  # [B, H]
+        return tap(name, self.F.linear(x, w[name + ".weight"], w[name + ".bias"]))
 
+    def lookup(self, name, ids, tap=no_tap):  # [B, T] ints -> [B, T, H]
+        """``nn.Embedding`` ``name``: one row of name.weight per id."""
+        return tap(name, self.F.embedding(ids, self.weights[name + ".weight"]))
 
-def _as_int_array(name, value):
-    """Turn a list or array of token ids into an int64 array, or say clearly why not."""
-    try:
-        a = np.asarray(value)
-    except ValueError as e:  # ragged nested lists
-        raise InputError(f"{name} is not a rectangular array ({e})", "pad every row to the same length") from None
-    if a.dtype == bool:
-        a = a.astype(np.int64)
-    if not np.issubdtype(a.dtype, np.integer):
-        if np.issubdtype(a.dtype, np.floating) and a.size and np.all(a == np.round(a)) and name == "attention_mask":
-            a = a.astype(np.int64)  # a float 0/1 mask, as some pipelines build it
-        else:
-            raise InputError(f"{name} has dtype {a.dtype}, expected integers", f"pass {name} as an integer array (np.int64)")
-    return a.astype(np.int64, copy=False)
+    def norm(self, name, x, tap=no_tap):  # [..., H] -> [..., H]
+        """``nn.LayerNorm`` ``name``, with name.weight, name.bias and the config's eps."""
+        w, eps = self.weights, self.config.layer_norm_eps
+        return tap(name, self.F.layer_norm(x, w[name + ".weight"], w[name + ".bias"], eps))
 
-
-def load(path, dtype="float32", backend=DEFAULT_BACKEND, verify=True, head=None):
-    """Load a converted minibert .h5 file as a ready-to-call ``BertModel``.
-
-    ``dtype``: "float32" (as PyTorch) or "float64" (every step in float64).
-    ``backend``: "numba" (the fast kernels) or "numpy" (the readable reference); default ``DEFAULT_BACKEND``.
-    ``verify``: check every tensor's SHA-256 against the one stored at conversion.
-    ``head``: None for the bare encoder, or "masked-lm", "next-sentence", "classification"
-    for the encoder with that task head (``minibert.heads``); its outputs carry ``logits``.
-    """
-    from . import weights as weights_format
-
-    w = weights_format.load(path, verify=verify)
-    if head is not None:
-        from .heads import check_head_available
-
-        check_head_available(head, w.heads, path)  # before building anything: a clear HeadError
-    model = BertModel(w.config, w.tensors, dtype=dtype, backend=backend)
-    model.path = str(path)
-    model.heads = list(w.heads)  # the task heads the file holds
-    if head is not None:
-        from .heads import HEAD_CLASSES
-
-        model = HEAD_CLASSES[head](model)
-        model.path = str(path)
-    return model
+    def add_norm(self, name, x, residual, tap=no_tap):  # [..., H], [..., H] -> [..., H]
+        """The residual connection, then ``nn.LayerNorm`` ``name``: LayerNorm(x + residual)."""
+        w, eps = self.weights, self.config.layer_norm_eps
+        h = self.F.add_layer_norm(x, residual, w[name + ".weight"], w[name + ".bias"], eps)
+        return tap(name, h)

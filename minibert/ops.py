@@ -18,6 +18,19 @@ import math
 
 import numpy as np
 
+__all__ = [
+    "linear", "layer_norm", "add_layer_norm", "erf", "gelu", "tanh", "softmax",
+    "embedding", "position_ids",
+    "split_heads", "merge_heads", "attention_mask_bias", "attention_scores", "masked_softmax",
+    "attention_context",
+    # the backward pass (minibert.train), each beside its forward
+    "linear_backward", "layer_norm_backward", "add_layer_norm_backward", "gelu_backward",
+    "tanh_backward",
+    "softmax_backward", "embedding_backward", "split_heads_backward", "merge_heads_backward",
+    "attention_scores_backward", "masked_softmax_backward", "attention_context_backward",
+    "dropout_mask", "dropout", "dropout_backward",
+]
+
 # ---------------------------------------------------------------------------------------
 # Building blocks
 # ---------------------------------------------------------------------------------------
@@ -28,7 +41,7 @@ def linear(x, weight, bias):  # [..., in] -> [..., out]
     return x @ weight.T + bias  # [..., in] @ [in, out] + [out] -> [..., out]
 
 
-def linear_backward(dy, x, weight):  # [..., out], [..., in], [out, in] -> [..., in], [out, in], [out]
+def linear_backward(dy, x, weight):  # [..., out], [..., in], [out, in] -> dx, dweight, dbias
     """y = x W^T + b, so dx = dy W, dW = dy^T x (summed over every leading axis), db = sum dy."""
     dx = dy @ weight  # [..., out] @ [out, in] -> [..., in]
     dy2, x2 = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])  # [N, out], [N, in]
@@ -56,7 +69,9 @@ def layer_norm_backward(dy, x, weight, eps):  # [..., H], [..., H], [H] -> [...,
     rstd = 1.0 / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + eps)  # [..., 1]
     xhat = (x - mean) * rstd  # [..., H]
     g = dy * weight  # [..., H], d loss / d xhat
-    dx = rstd * (g - g.mean(-1, keepdims=True) - xhat * (g * xhat).mean(-1, keepdims=True))  # [..., H]
+    g_mean = g.mean(-1, keepdims=True)  # [..., 1]
+    gx_mean = (g * xhat).mean(-1, keepdims=True)  # [..., 1]
+    dx = rstd * (g - g_mean - xhat * gx_mean)  # [..., H]
     H = x.shape[-1]
     dweight = (dy * xhat).reshape(-1, H).sum(0)  # [H]
     dbias = dy.reshape(-1, H).sum(0)  # [H]
@@ -68,7 +83,7 @@ def add_layer_norm(x, residual, weight, bias, eps):  # [..., H], [..., H] -> [..
     return layer_norm(x + residual, weight, bias, eps)
 
 
-def add_layer_norm_backward(dy, x, residual, weight, eps):  # [..., H] x3, [H] -> [..., H], [..., H], [H], [H]
+def add_layer_norm_backward(dy, x, residual, weight, eps):  # -> dx, dresidual, dweight, dbias
     """y = LayerNorm(x + residual): both addends receive the gradient of the sum."""
     dsum, dweight, dbias = layer_norm_backward(dy, x + residual, weight, eps)  # [..., H], [H], [H]
     return dsum, dsum, dweight, dbias  # dx, dresidual (the same array), dweight, dbias
@@ -95,9 +110,14 @@ def gelu_backward(dy, x):  # [...], [...] -> [...]
     return dy * (cdf + x * pdf)
 
 
+def tanh(x):  # [...] -> [...]
+    """The pooler's activation (``nn.Tanh``)."""
+    return np.tanh(x)
+
+
 def tanh_backward(dy, x):  # [...], [...] -> [...]
     """The pooler's activation: tanh'(x) = 1 - tanh(x)^2."""
-    y = np.tanh(x)  # [...]
+    y = tanh(x)  # [...]
     return dy * (1.0 - y * y)
 
 
@@ -122,7 +142,7 @@ def embedding(ids, table):  # [B, T] int, [N, H] -> [B, T, H]
     return table[ids]
 
 
-def embedding_backward(dy, ids, num_embeddings, padding_idx=None):  # [B, T, H], [B, T] int -> [N, H]
+def embedding_backward(dy, ids, num_embeddings, padding_idx=None):  # [B, T, H], [B, T] -> [N, H]
     """A lookup copies row ids[b, t] to position (b, t), so each row's gradient is the sum of
     dy over every position that read it: a scatter-add (``np.add.at`` adds repeated ids,
     ``dtable[ids] += dy`` would keep only one). The ``padding_idx`` row gets no gradient, as
@@ -182,10 +202,10 @@ def attention_scores(query, key, scale):  # [B, A, T, D], [B, A, T, D] -> [B, A,
     return (query @ key.transpose(0, 1, 3, 2)) * scale
 
 
-def attention_scores_backward(dscores, query, key, scale):  # [B, A, T, T], [B, A, T, D] x2 -> [B, A, T, D] x2
+def attention_scores_backward(dscores, query, key, scale):  # [B, A, T, T] -> dquery, dkey
     """S = s Q K^T, so dQ = s dS K and dK = s dS^T Q."""
     dquery = (dscores @ key) * scale  # [B, A, T, T] @ [B, A, T, D] -> [B, A, T, D]
-    dkey = (dscores.transpose(0, 1, 3, 2) @ query) * scale  # [B, A, T, T] @ [B, A, T, D] -> [B, A, T, D]
+    dkey = (dscores.transpose(0, 1, 3, 2) @ query) * scale  # [B, A, T, T] @ [B, A, T, D]
     return dquery, dkey
 
 
@@ -195,8 +215,8 @@ def masked_softmax(scores, mask_bias):  # [B, A, T, T], [B, 1, 1, T] -> [B, A, T
 
 
 def masked_softmax_backward(dprobs, probs):  # [B, A, T, T], [B, A, T, T] -> [B, A, T, T]
-    """The mask is a constant added to the scores: d scores = d (scores + mask) = softmax's backward.
-    A masked key has probability 0, so it gets no gradient."""
+    """The mask is a constant added to the scores, so d scores = d (scores + mask): softmax's
+    backward. A masked key has probability 0, so it gets no gradient."""
     return softmax_backward(dprobs, probs)
 
 
@@ -205,7 +225,7 @@ def attention_context(probs, value):  # [B, A, T, T], [B, A, T, D] -> [B, A, T, 
     return probs @ value
 
 
-def attention_context_backward(dcontext, probs, value):  # [B, A, T, D], [B, A, T, T], [B, A, T, D] -> [B, A, T, T], [B, A, T, D]
+def attention_context_backward(dcontext, probs, value):  # [B, A, T, D] -> dprobs, dvalue
     """C = P V, so dP = dC V^T and dV = P^T dC."""
     dprobs = dcontext @ value.transpose(0, 1, 3, 2)  # [B, A, T, D] @ [B, A, D, T] -> [B, A, T, T]
     dvalue = probs.transpose(0, 1, 3, 2) @ dcontext  # [B, A, T, T] @ [B, A, T, D] -> [B, A, T, D]

@@ -22,8 +22,13 @@ torch and transformers are imported here only, when called (the ``dev`` extra).
 
 import numpy as np
 
+from . import weights as weights_format
+from .config import BertConfig
 from .errors import MinibertError
+from .inputs import check_inputs
 from .trace import Trace
+
+__all__ = ["torch_model", "trace", "trace_grads", "hf_config", "TORCH_HEAD_CLASSES"]
 
 TORCH_DTYPES = ("float32", "float64")
 
@@ -38,6 +43,25 @@ def _import_torch():
             "pip install 'minibert[dev]'  (torch==2.13.0, transformers==5.23.0)",
         ) from None
     return torch, transformers
+
+
+def hf_config(config: BertConfig, **overrides):
+    """The transformers ``BertConfig`` with the sizes of a minibert ``BertConfig``.
+
+    ``overrides``: other transformers config fields (e.g. ``id2label``). The attention
+    implementation is left at transformers' default; ``torch_model`` asks for eager attention.
+    """
+    _, transformers = _import_torch()
+    c = config
+    return transformers.BertConfig(**{
+        "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_hidden_layers": c.num_hidden_layers,
+        "num_attention_heads": c.num_attention_heads, "intermediate_size": c.intermediate_size,
+        "max_position_embeddings": c.max_position_embeddings, "type_vocab_size": c.type_vocab_size,
+        "layer_norm_eps": c.layer_norm_eps, "hidden_act": c.hidden_act, "pad_token_id": c.pad_token_id,
+        "hidden_dropout_prob": c.hidden_dropout_prob, "attention_probs_dropout_prob": c.attention_probs_dropout_prob,
+        "classifier_dropout": c.classifier_dropout,
+        **overrides,
+    })
 
 
 # minibert head name -> the transformers class with that head
@@ -57,28 +81,20 @@ def torch_model(weights, dtype="float32", head=None):
     that head (``TORCH_HEAD_CLASSES``); its encoder tensors are the file's under ``bert.``.
     """
     torch, transformers = _import_torch()
-    from . import weights as weights_format
-
     if dtype not in TORCH_DTYPES:
-        raise MinibertError(f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}")
+        raise MinibertError(
+            f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}"
+        )
     w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
-    c = w.config
-    hf_config = transformers.BertConfig(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
-        num_attention_heads=c.num_attention_heads, intermediate_size=c.intermediate_size,
-        max_position_embeddings=c.max_position_embeddings, type_vocab_size=c.type_vocab_size,
-        layer_norm_eps=c.layer_norm_eps, hidden_act=c.hidden_act, pad_token_id=c.pad_token_id,
-        hidden_dropout_prob=c.hidden_dropout_prob, attention_probs_dropout_prob=c.attention_probs_dropout_prob,
-        classifier_dropout=c.classifier_dropout,
-    )
-    hf_config._attn_implementation = "eager"  # SDPA returns no attention probabilities
+    config = hf_config(w.config)
+    config._attn_implementation = "eager"  # SDPA returns no attention probabilities
     if head is None:
-        model = transformers.BertModel(hf_config, add_pooling_layer=True)
+        model = transformers.BertModel(config, add_pooling_layer=True)
         encoder_names = set(model.state_dict())
-        state = {name: torch.from_numpy(np.ascontiguousarray(t)) for name, t in w.tensors.items() if name in encoder_names}
+        state = {n: torch.from_numpy(np.ascontiguousarray(t)) for n, t in w.tensors.items() if n in encoder_names}
         model.load_state_dict(state, strict=True)  # every encoder tensor must come from the file
     else:
-        model = _torch_head_model(transformers, torch, hf_config, w, head)
+        model = _torch_head_model(transformers, torch, config, w, head)
     model = model.double() if dtype == "float64" else model.float()
     return model.eval()
 
@@ -116,19 +132,17 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
     given). Inputs are checked with the same rules as ``minibert.BertModel``.
     """
     torch, transformers = _import_torch()
-    from . import weights as weights_format
-    from .model import BertModel
-
+    if dtype not in TORCH_DTYPES:
+        raise MinibertError(
+            f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}"
+        )
     if model is None:
         w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
         model = torch_model(w, dtype)
         config = w.config
     else:
-        from .config import BertConfig
-
         config = BertConfig.from_dict(model.config.to_dict())
-    checker = BertModel(config, {}, dtype=dtype)  # no weights: used for its input checks only
-    input_ids, attention_mask, token_type_ids = checker.check_inputs(input_ids, attention_mask, token_type_ids)
+    input_ids, attention_mask, token_type_ids = check_inputs(config, input_ids, attention_mask, token_type_ids)
 
     values = {}
 
@@ -146,7 +160,9 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
 
     for part in ("word_embeddings", "token_type_embeddings", "position_embeddings"):
         on(f"embeddings.{part}", output_hook(f"embeddings.{part}"))
-    handles.append(modules["embeddings.LayerNorm"].register_forward_pre_hook(lambda module, args: keep("embeddings.sum", args[0])))
+    handles.append(
+        modules["embeddings.LayerNorm"].register_forward_pre_hook(lambda module, args: keep("embeddings.sum", args[0]))
+    )
     on("embeddings.LayerNorm", output_hook("embeddings.LayerNorm"))
 
     for i in range(config.num_hidden_layers):
@@ -217,19 +233,13 @@ def trace_grads(weights, input_ids, attention_mask=None, token_type_ids=None, he
     ``meta["loss"]`` is transformers' ``outputs.loss``.
     """
     torch, transformers = _import_torch()
-    from . import weights as weights_format
-    from .model import BertModel
-
     if model is None:
         w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
         model = torch_model(w, dtype, head=head)
         config = w.config
     else:
-        from .config import BertConfig
-
         config = BertConfig.from_dict(model.config.to_dict())
-    checker = BertModel(config, {}, dtype=dtype)  # no weights: used for its input checks only
-    input_ids, attention_mask, token_type_ids = checker.check_inputs(input_ids, attention_mask, token_type_ids)
+    input_ids, attention_mask, token_type_ids = check_inputs(config, input_ids, attention_mask, token_type_ids)
 
     values = {}
 
@@ -249,16 +259,20 @@ def trace_grads(weights, input_ids, attention_mask=None, token_type_ids=None, he
             node.register_hook(lambda grad_inputs, grad_outputs: keep(name, grad_inputs[0]))
         return hook
 
+    def on_param_grad(name):  # post-accumulate hook: the parameter's gradient, complete
+        return lambda param: keep(name, param.grad)
+
     modules = dict(model.named_modules())
     prefix = "" if head is None else "bert."
-    steps = [(prefix + f"embeddings.{part}", f"embeddings.{part}") for part in ("word_embeddings", "token_type_embeddings", "position_embeddings")]
-    steps.append((prefix + "embeddings.LayerNorm", "embeddings.LayerNorm"))
+    steps = [("embeddings." + part, "embeddings." + part)  # (module name without prefix, step name)
+             for part in ("word_embeddings", "token_type_embeddings", "position_embeddings", "LayerNorm")]
     for i in range(config.num_hidden_layers):
         p = f"encoder.layer.{i}."
-        steps += [(prefix + p + f"attention.self.{proj}", p + f"attention.self.{proj}") for proj in ("query", "key", "value")]
-        steps += [(prefix + p + step, p + step) for step in ("attention.output.dense", "attention.output.LayerNorm", "intermediate.dense")]
-        steps += [(prefix + p + "intermediate", p + "intermediate.gelu"), (prefix + p + "output.dense", p + "output.dense"),
-                  (prefix + p + "output.LayerNorm", p + "output.LayerNorm")]
+        steps += [(p + step, p + step) for step in (
+            "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+            "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")]
+        steps.append((p + "intermediate", p + "intermediate.gelu"))  # dense, then the activation
+    steps = [(prefix + module, name) for module, name in steps]
     if prefix + "pooler" in modules:
         steps += [(prefix + "pooler.dense", "pooler.dense"), (prefix + "pooler.activation", "pooler")]
     head_steps = ["cls.predictions.transform.dense", "cls.predictions.transform.transform_act_fn",
@@ -277,9 +291,10 @@ def trace_grads(weights, input_ids, attention_mask=None, token_type_ids=None, he
         handles.append(modules[prefix + p].register_forward_hook(on_softmax_input_grad(p + ".scores")))
     for name, param in model.named_parameters():
         param.grad = None
-        handles.append(param.register_post_accumulate_grad_hook(lambda p, name=name.removeprefix("bert."): keep(name, p.grad)))
+        handles.append(param.register_post_accumulate_grad_hook(on_param_grad(name.removeprefix("bert."))))
 
-    kwargs = dict(input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(attention_mask), token_type_ids=torch.tensor(token_type_ids))
+    kwargs = dict(input_ids=torch.tensor(input_ids), attention_mask=torch.tensor(attention_mask),
+                  token_type_ids=torch.tensor(token_type_ids))
     if labels is not None:
         kwargs["labels"] = torch.as_tensor(np.asarray(labels))
     if next_sentence_label is not None:
@@ -288,7 +303,8 @@ def trace_grads(weights, input_ids, attention_mask=None, token_type_ids=None, he
         with torch.enable_grad():
             out = model(**kwargs)
             if out.loss is None:
-                raise MinibertError(f"{type(model).__name__} computed no loss", "pass labels (and next_sentence_label for pretraining)")
+                raise MinibertError(f"{type(model).__name__} computed no loss",
+                                    "pass labels (and next_sentence_label for pretraining)")
             out.loss.backward()
     finally:
         for h in handles:

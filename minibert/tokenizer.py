@@ -27,6 +27,7 @@ import re
 import unicodedata
 
 from .errors import InputError
+from .weights import read_vocab
 
 # The special tokens BERT's vocabulary must contain, in the order transformers lists them.
 UNK, SEP, PAD, CLS, MASK = "[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]"
@@ -231,7 +232,7 @@ class BasicTokenizer:
         # Stripping accents can empty a word (one made of combining marks only): it vanishes.
         return split_on_punctuation(word) if word else []
 
-    def tokenize(self, text):
+    def tokenize(self, text: str) -> "list[str]":
         """Split ``text`` into words and punctuation marks."""
         tokens = []
         for word in self.split_words(text):
@@ -307,7 +308,8 @@ def read_text_file(path, kind="text file", hint="convert the file to UTF-8, e.g.
 
 def read_vocab_txt(path):
     """The tokens of a ``vocab.txt`` (one per line, the line number is the id)."""
-    text = read_text_file(path, "vocabulary file", "a BERT vocab.txt is UTF-8; re-save it as UTF-8 or use the original file")
+    hint = "a BERT vocab.txt is UTF-8; re-save it as UTF-8 or use the original file"
+    text = read_text_file(path, "vocabulary file", hint)
     # Like transformers (a file opened in text mode): "\n", "\r\n" and "\r" all end a line.
     return [line.rstrip("\n") for line in io.StringIO(text, newline=None).readlines()]
 
@@ -325,7 +327,7 @@ class Tokenizer:
 
     WORD_CACHE_SIZE = 100_000
 
-    def __init__(self, tokens, do_lower_case=True, source="<vocabulary>"):
+    def __init__(self, tokens: "list[str]", do_lower_case: bool = True, source: str = "<vocabulary>"):
         # Like transformers, a token listed twice keeps its LAST id.
         self.vocab = {token: index for index, token in enumerate(tokens)}
         self.ids_to_tokens = {index: token for token, index in self.vocab.items()}
@@ -348,7 +350,7 @@ class Tokenizer:
         self._word_cache = {}
 
     @classmethod
-    def from_file(cls, path, do_lower_case=None):
+    def from_file(cls, path: "str | os.PathLike", do_lower_case: "bool | None" = None) -> "Tokenizer":
         """Load a ``vocab.txt`` (uncased unless ``do_lower_case=False``) or a minibert ``.h5``."""
         path = os.fspath(path)
         if not os.path.isfile(path):
@@ -357,9 +359,7 @@ class Tokenizer:
                 hint="pass the path of a BERT vocab.txt or of a minibert .h5 file",
             )
         if path.endswith((".h5", ".hdf5")):
-            from .weights import read_vocab  # the one reader of the .h5 format
-
-            tokens, stored_lower_case = read_vocab(path)
+            tokens, stored_lower_case = read_vocab(path)  # weights.py: the one reader of the .h5 format
             if do_lower_case is None:
                 do_lower_case = stored_lower_case
         else:
@@ -475,7 +475,7 @@ class Tokenizer:
                     hint="decode ids produced by this tokenizer's vocabulary",
                 )
 
-    def decode(self, ids, skip_special_tokens=False):
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
         """Turn ids back into text, gluing ``##`` pieces to the piece before them.
 
         Like transformers, spaces before ``. ? ! ,`` and before ``'s n't 'm 've 're`` are removed.
@@ -490,13 +490,13 @@ class Tokenizer:
 
     def encode(
         self,
-        text,
-        text_pair=None,
-        max_length=None,
+        text: str,
+        text_pair: "str | None" = None,
+        max_length: "int | None" = None,
         truncation=False,
         padding=False,
-        return_offsets=False,
-    ):
+        return_offsets: bool = False,
+    ) -> dict:
         """Model inputs for one text or one pair: ``[CLS] A [SEP]`` or ``[CLS] A [SEP] B [SEP]``.
 
         Returns a dict of python lists: ``input_ids``, ``token_type_ids`` (0 for A, 1 for B)
@@ -539,7 +539,8 @@ class Tokenizer:
             _pad(encoding, max_length, self.pad_token_id)
         return encoding
 
-    def encode_batch(self, texts, text_pairs=None, max_length=None, truncation=False, padding="longest"):
+    def encode_batch(self, texts: "list[str]", text_pairs: "list[str] | None" = None, max_length: "int | None" = None,
+                     truncation=False, padding="longest") -> dict:
         """Model inputs for a batch, as ``[batch, length]`` NumPy int64 arrays.
 
         ``padding="longest"`` (default) pads every row to the longest one; ``"max_length"``

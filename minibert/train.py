@@ -34,8 +34,9 @@ N labels (or, in the masked-LM head, the labelled positions).
 import numpy as np
 
 from . import heads as H
-from . import ops
 from .errors import InputError
+from .inputs import check_inputs
+from .trace import Trace, matches
 
 # ---------------------------------------------------------------------------------------
 # The API
@@ -61,8 +62,6 @@ def trace_grads(model, input_ids, attention_mask=None, token_type_ids=None, labe
                 next_sentence_label=None, rng=None, only=None):
     """A ``Trace`` of d loss / d value at every named step and d loss / d parameter, in backward
     order. ``only``: glob patterns of the names to keep. ``trace.meta["loss"]`` is the loss."""
-    from .trace import Trace, matches
-
     patterns = None if only is None else [only] if isinstance(only, str) else list(only)
     values = {}
 
@@ -73,7 +72,9 @@ def trace_grads(model, input_ids, attention_mask=None, token_type_ids=None, labe
     loss, cache = forward(model, input_ids, attention_mask, token_type_ids, labels, next_sentence_label, rng)
     backward(model, cache, tap=record)
     inputs = dict(zip(("input_ids", "attention_mask", "token_type_ids"), cache["inputs"]))
-    inputs.update({k: np.asarray(v) for k, v in (("labels", labels), ("next_sentence_label", next_sentence_label)) if v is not None})
+    for name, value in (("labels", labels), ("next_sentence_label", next_sentence_label)):
+        if value is not None:
+            inputs[name] = np.asarray(value)
     meta = {
         "producer": "minibert (backward by hand)",
         "kind": "gradients",
@@ -102,12 +103,15 @@ def forward(model, input_ids, attention_mask, token_type_ids, labels, next_sente
     """The loss (a float) and the cache: per part of the model, the arrays its backward needs."""
     head = getattr(model, "head", None)
     if head not in HEAD_STEPS:
-        raise InputError("value_and_grad needs a model with a task head (an encoder alone has no loss)",
-                         'load it with a head: minibert.load(path, head="classification"), "masked-lm", "next-sentence" or "pretraining"')
+        raise InputError(
+            "value_and_grad needs a model with a task head (an encoder alone has no loss)",
+            'load it with a head: minibert.load(path, head="classification"), "masked-lm", "next-sentence" '
+            'or "pretraining"',
+        )
     if rng is not None and not isinstance(rng, np.random.Generator):
         raise InputError(f"rng is a {type(rng).__name__}, expected a numpy.random.Generator or None",
                          "pass rng=np.random.default_rng(seed) for dropout, or rng=None for none")
-    ids, mask, types = model.check_inputs(input_ids, attention_mask, token_type_ids)
+    ids, mask, types = check_inputs(model.config, input_ids, attention_mask, token_type_ids)
     targets = check_labels(model, ids.shape, labels, next_sentence_label)
     cache = {"inputs": (ids, mask, types), "layers": []}
     x, cache["embeddings"] = embeddings_forward(model, ids, types, rng)  # [B, T, H]
@@ -133,7 +137,7 @@ def backward(model, cache, tap=no_tap):
 
 
 # ---------------------------------------------------------------------------------------
-# Shared small steps: a dense layer, a parameter's gradient, dropout
+# One named step each, and its backward: dense layer, LayerNorm, residual + LayerNorm, lookup
 # ---------------------------------------------------------------------------------------
 
 
@@ -143,10 +147,42 @@ def dense(model, name, x):  # [..., in] -> [..., out], the nn.Linear called `nam
 
 
 def dense_backward(model, name, dy, x, grads, tap):  # [..., out], [..., in] -> [..., in]
-    dx, dweight, dbias = model.F.linear_backward(dy, x, model.weights[name + ".weight"])  # [..., in], [out, in], [out]
+    dx, dweight, dbias = model.F.linear_backward(dy, x, model.weights[name + ".weight"])  # dW [out, in]
     add_grad(grads, tap, name + ".weight", dweight)
     add_grad(grads, tap, name + ".bias", dbias)
     return dx
+
+
+def norm(model, name, x):  # [..., H] -> [..., H], the nn.LayerNorm called `name`
+    w = model.weights
+    return model.F.layer_norm(x, w[name + ".weight"], w[name + ".bias"], model.config.layer_norm_eps)
+
+
+def norm_backward(model, name, dy, x, grads, tap):  # [..., H], [..., H] -> [..., H]
+    F, eps = model.F, model.config.layer_norm_eps
+    dx, dweight, dbias = F.layer_norm_backward(dy, x, model.weights[name + ".weight"], eps)  # [..., H], [H], [H]
+    add_grad(grads, tap, name + ".weight", dweight)
+    add_grad(grads, tap, name + ".bias", dbias)
+    return dx
+
+
+def add_norm(model, name, h, x):  # [..., H], [..., H] -> [..., H]: LayerNorm `name` of h + x
+    w = model.weights
+    return model.F.add_layer_norm(h, x, w[name + ".weight"], w[name + ".bias"], model.config.layer_norm_eps)
+
+
+def add_norm_backward(model, name, dy, h, x, grads, tap):  # -> dh, dx, each [..., H]
+    F, eps = model.F, model.config.layer_norm_eps
+    dh, dx, dweight, dbias = F.add_layer_norm_backward(dy, h, x, model.weights[name + ".weight"], eps)
+    add_grad(grads, tap, name + ".weight", dweight)
+    add_grad(grads, tap, name + ".bias", dbias)
+    return dh, dx
+
+
+def lookup_backward(model, name, dy, ids, grads, tap, padding_idx=None):  # the nn.Embedding `name`
+    table = model.weights[name + ".weight"]  # [N, H]
+    dtable = model.F.embedding_backward(dy, ids, table.shape[0], padding_idx)  # [N, H]
+    add_grad(grads, tap, name + ".weight", dtable)
 
 
 def add_grad(grads, tap, name, grad, final=True):
@@ -168,7 +204,7 @@ def dropout_backward(model, dy, mask):  # [...] -> [...]
 
 
 def activation(model):
-    """The feed-forward activation named by config.hidden_act (a backend function), and its backward."""
+    """The activation named by config.hidden_act (a backend function), and its backward."""
     act = getattr(model.F, model.config.hidden_act)  # e.g. F.gelu
     return act, getattr(model.F, act.__name__ + "_backward")  # e.g. F.gelu_backward(dy, x)
 
@@ -182,30 +218,27 @@ def embeddings_forward(model, ids, types, rng):  # [B, T] ints -> [B, T, H], sav
     F, w, cfg = model.F, model.weights, model.config
     words = F.embedding(ids, w["embeddings.word_embeddings.weight"])  # [B, T, H]
     token_types = F.embedding(types, w["embeddings.token_type_embeddings.weight"])  # [B, T, H]
-    positions = F.embedding(ops.position_ids(ids.shape[1]), w["embeddings.position_embeddings.weight"])  # [1, T, H]
+    positions = F.embedding(F.position_ids(ids.shape[1]), w["embeddings.position_embeddings.weight"])  # [1, T, H]
     x = words + token_types + positions  # [B, T, H], embeddings.sum
-    y = F.layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], cfg.layer_norm_eps)  # [B, T, H]
+    y = norm(model, "embeddings.LayerNorm", x)  # [B, T, H]
     y, mask = dropout(model, y, cfg.hidden_dropout_prob, rng)  # [B, T, H]
     return y, dict(ids=ids, types=types, sum=x, mask=mask)
 
 
 def embeddings_backward(model, dy, s, grads, tap):  # [B, T, H] -> (parameter gradients only)
-    F, w, cfg = model.F, model.weights, model.config
+    F, cfg = model.F, model.config
     dy = dropout_backward(model, dy, s["mask"])  # [B, T, H]
     tap("embeddings.LayerNorm", dy)
-    dx, dweight, dbias = F.layer_norm_backward(dy, s["sum"], w["embeddings.LayerNorm.weight"], cfg.layer_norm_eps)  # [B, T, H], [H], [H]
-    add_grad(grads, tap, "embeddings.LayerNorm.weight", dweight)
-    add_grad(grads, tap, "embeddings.LayerNorm.bias", dbias)
+    dx = norm_backward(model, "embeddings.LayerNorm", dy, s["sum"], grads, tap)  # [B, T, H]
     tap("embeddings.sum", dx)
-    T = dx.shape[1]
     dpositions = dx.sum(0, keepdims=True)  # [1, T, H]: one row of positions, broadcast over the batch
     tap("embeddings.position_embeddings", dpositions)
-    add_grad(grads, tap, "embeddings.position_embeddings.weight", F.embedding_backward(dpositions, ops.position_ids(T), cfg.max_position_embeddings))
+    lookup_backward(model, "embeddings.position_embeddings", dpositions, F.position_ids(dx.shape[1]), grads, tap)
     tap("embeddings.token_type_embeddings", dx)
-    add_grad(grads, tap, "embeddings.token_type_embeddings.weight", F.embedding_backward(dx, s["types"], cfg.type_vocab_size))
+    lookup_backward(model, "embeddings.token_type_embeddings", dx, s["types"], grads, tap)
     tap("embeddings.word_embeddings", dx)
     # Last: the tied masked-LM decoder may already have added its part to this table.
-    add_grad(grads, tap, "embeddings.word_embeddings.weight", F.embedding_backward(dx, s["ids"], cfg.vocab_size, padding_idx=cfg.pad_token_id))
+    lookup_backward(model, "embeddings.word_embeddings", dx, s["ids"], grads, tap, padding_idx=cfg.pad_token_id)
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,8 +248,8 @@ def embeddings_backward(model, dy, s, grads, tap):  # [B, T, H] -> (parameter gr
 
 def layer_forward(model, i, x, mask_bias, rng):  # [B, T, H] -> [B, T, H], saved
     """``BertModel.layer`` with dropout, keeping the arrays ``layer_backward`` reads."""
-    F, w, cfg = model.F, model.weights, model.config
-    p, eps, A = f"encoder.layer.{i}.", cfg.layer_norm_eps, cfg.num_attention_heads
+    F, cfg = model.F, model.config
+    p, A = f"encoder.layer.{i}.", cfg.num_attention_heads
     act, _ = activation(model)
 
     q = F.split_heads(dense(model, p + "attention.self.query", x), A)  # [B, A, T, D]
@@ -229,41 +262,37 @@ def layer_forward(model, i, x, mask_bias, rng):  # [B, T, H] -> [B, T, H], saved
 
     h = dense(model, p + "attention.output.dense", context)  # [B, T, H]
     h, h_mask = dropout(model, h, cfg.hidden_dropout_prob, rng)  # [B, T, H]
-    x1 = F.add_layer_norm(h, x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps)  # [B, T, H]
+    x1 = add_norm(model, p + "attention.output.LayerNorm", h, x)  # [B, T, H]
 
     inter = dense(model, p + "intermediate.dense", x1)  # [B, T, I]
     g = act(inter)  # [B, T, I]
     o = dense(model, p + "output.dense", g)  # [B, T, H]
     o, o_mask = dropout(model, o, cfg.hidden_dropout_prob, rng)  # [B, T, H]
-    x2 = F.add_layer_norm(o, x1, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)  # [B, T, H]
+    x2 = add_norm(model, p + "output.LayerNorm", o, x1)  # [B, T, H]
     return x2, dict(x=x, q=q, k=k, v=v, probs=probs, probs_mask=probs_mask, context=context,
                     h=h, h_mask=h_mask, x1=x1, inter=inter, g=g, o=o, o_mask=o_mask)
 
 
 def layer_backward(model, i, dx2, s, grads, tap):  # d output [B, T, H] -> d input [B, T, H]
     """``layer_forward`` from the bottom up: each step's backward, in reverse order."""
-    F, w, cfg = model.F, model.weights, model.config
-    p, eps, A = f"encoder.layer.{i}.", cfg.layer_norm_eps, cfg.num_attention_heads
+    F, cfg = model.F, model.config
+    p, A = f"encoder.layer.{i}.", cfg.num_attention_heads
     _, act_backward = activation(model)
 
     # Feed-forward block: x2 = LayerNorm(dropout(dense(act(dense(x1)))) + x1)
     tap(p + "output.LayerNorm", dx2)
-    do, dx1, dweight, dbias = F.add_layer_norm_backward(dx2, s["o"], s["x1"], w[p + "output.LayerNorm.weight"], eps)  # [B, T, H] x2, [H] x2
-    add_grad(grads, tap, p + "output.LayerNorm.weight", dweight)
-    add_grad(grads, tap, p + "output.LayerNorm.bias", dbias)
+    do, dx1 = add_norm_backward(model, p + "output.LayerNorm", dx2, s["o"], s["x1"], grads, tap)  # [B, T, H] x2
     do = dropout_backward(model, do, s["o_mask"])  # [B, T, H]
     tap(p + "output.dense", do)
     dg = dense_backward(model, p + "output.dense", do, s["g"], grads, tap)  # [B, T, I]
     tap(p + "intermediate.gelu", dg)
     dinter = act_backward(dg, s["inter"])  # [B, T, I]
     tap(p + "intermediate.dense", dinter)
-    dx1 = dx1 + dense_backward(model, p + "intermediate.dense", dinter, s["x1"], grads, tap)  # [B, T, H]: residual + FFN input
+    dx1 = dx1 + dense_backward(model, p + "intermediate.dense", dinter, s["x1"], grads, tap)  # [B, T, H]
 
     # Attention block: x1 = LayerNorm(dropout(dense(context)) + x)
     tap(p + "attention.output.LayerNorm", dx1)
-    dh, dx, dweight, dbias = F.add_layer_norm_backward(dx1, s["h"], s["x"], w[p + "attention.output.LayerNorm.weight"], eps)  # [B, T, H] x2, [H] x2
-    add_grad(grads, tap, p + "attention.output.LayerNorm.weight", dweight)
-    add_grad(grads, tap, p + "attention.output.LayerNorm.bias", dbias)
+    dh, dx = add_norm_backward(model, p + "attention.output.LayerNorm", dx1, s["h"], s["x"], grads, tap)
     dh = dropout_backward(model, dh, s["h_mask"])  # [B, T, H]
     tap(p + "attention.output.dense", dh)
     dcontext = dense_backward(model, p + "attention.output.dense", dh, s["context"], grads, tap)  # [B, T, H]
@@ -275,7 +304,8 @@ def layer_backward(model, i, dx2, s, grads, tap):  # d output [B, T, H] -> d inp
     tap(p + "attention.self.probs", dprobs)
     dscores = F.masked_softmax_backward(dprobs, s["probs"])  # [B, A, T, T]
     tap(p + "attention.self.scores", dscores)
-    dq, dk = F.attention_scores_backward(dscores, s["q"], s["k"], model.dtype.type(cfg.head_size ** -0.5))  # [B, A, T, D] x2
+    scale = model.dtype.type(cfg.head_size ** -0.5)  # 1 / sqrt(D)
+    dq, dk = F.attention_scores_backward(dscores, s["q"], s["k"], scale)  # [B, A, T, D] x2
 
     # The three projections all read x (the layer input), which also feeds the residual.
     for name, dproj in (("value", dv), ("key", dk), ("query", dq)):
@@ -293,7 +323,7 @@ def layer_backward(model, i, dx2, s, grads, tap):  # d output [B, T, H] -> d inp
 def pooler_forward(model, x):  # [B, T, H] -> [B, H], saved
     first = x[:, 0]  # [B, H], the [CLS] token
     h = dense(model, "pooler.dense", first)  # [B, H]
-    return np.tanh(h), dict(first=first, h=h, shape=x.shape)
+    return model.F.tanh(h), dict(first=first, h=h, shape=x.shape)
 
 
 def pooler_backward(model, dpooled, s, grads, tap):  # [B, H] -> [B, T, H]
@@ -312,20 +342,21 @@ def pooler_backward(model, dpooled, s, grads, tap):  # [B, H] -> [B, T, H]
 
 def check_labels(model, shape, labels, next_sentence_label):
     """The checked labels of ``model.head`` for inputs of ``shape`` [B, T]."""
-    head, (B, T) = model.head, shape
+    head, (B, T), V = model.head, shape, model.config.vocab_size
     if labels is None:
-        raise InputError(f"value_and_grad needs labels for the {head} head", "pass labels=..., as to transformers' BertFor* models")
+        raise InputError(f"value_and_grad needs labels for the {head} head",
+                         "pass labels=..., as to transformers' BertFor* models")
     if head == "pretraining":
         if next_sentence_label is None:
             raise InputError("the pretraining head needs next_sentence_label [B] as well as labels [B, T]",
                              "pass next_sentence_label=..., 0 where B follows A, 1 where B is random")
-        return (H.check_class_labels(labels, (B, T), model.config.vocab_size),
-                H.check_class_labels(next_sentence_label, (B,), 2, "next_sentence_label"))
+        nsl = H.check_class_labels(next_sentence_label, (B,), 2, "next_sentence_label")
+        return H.check_class_labels(labels, (B, T), V), nsl
     if next_sentence_label is not None:
         raise InputError(f"next_sentence_label is for head='pretraining'; the {head} head takes labels only",
                          "pass the labels as labels=...")
     if head == "masked-lm":
-        return H.check_class_labels(labels, (B, T), model.config.vocab_size)
+        return H.check_class_labels(labels, (B, T), V)
     if head == "next-sentence":
         return H.check_class_labels(labels, (B,), 2)
     return H.check_classification_labels(labels, B, model.config.num_labels, model.dtype)  # (problem, labels)
@@ -363,10 +394,13 @@ def next_sentence_backward(model, s, grads, tap):  # -> d last hidden state [B, 
     return pooler_backward(model, dpooled, s["pooler"], grads, tap)
 
 
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+
+
 def decoder_names(weights):
     """The masked-LM decoder's weight and bias: tied to the word embeddings and
     cls.predictions.bias, unless the file stores untied ones (as heads.BertForMaskedLM reads them)."""
-    weight = "cls.predictions.decoder.weight" if "cls.predictions.decoder.weight" in weights else "embeddings.word_embeddings.weight"
+    weight = "cls.predictions.decoder.weight" if "cls.predictions.decoder.weight" in weights else WORD_EMBEDDINGS
     bias = "cls.predictions.decoder.bias" if "cls.predictions.decoder.bias" in weights else "cls.predictions.bias"
     return weight, bias
 
@@ -374,22 +408,22 @@ def decoder_names(weights):
 def masked_lm_forward(model, x, labels, rng):  # [B, T, H], labels [B, T] -> loss, saved
     """The transform and decoder on the labelled positions only: the others add nothing to the
     loss (label -100), so their logits [V each] are never computed."""
-    F, w, cfg = model.F, model.weights, model.config
+    F, w = model.F, model.weights
     act, _ = activation(model)
     positions = labels != H.IGNORE_INDEX  # [B, T]
     xs = x[positions]  # [n, H]
-    p = "cls.predictions.transform."
-    h = dense(model, p + "dense", xs)  # [n, H]
+    h = dense(model, "cls.predictions.transform.dense", xs)  # [n, H]
     g = act(h)  # [n, H]
-    z = F.layer_norm(g, w[p + "LayerNorm.weight"], w[p + "LayerNorm.bias"], cfg.layer_norm_eps)  # [n, H]
+    z = norm(model, "cls.predictions.transform.LayerNorm", g)  # [n, H]
     weight, bias = decoder_names(w)
     logits = F.linear(z, w[weight], w[bias])  # [n, H] @ [H, V] -> [n, V]
     loss = H.cross_entropy(logits, labels[positions])
-    return loss, dict(positions=positions, shape=x.shape, xs=xs, h=h, g=g, z=z, logits=logits, labels=labels[positions])
+    return loss, dict(positions=positions, shape=x.shape, xs=xs, h=h, g=g, z=z, logits=logits,
+                      labels=labels[positions])
 
 
 def masked_lm_backward(model, s, grads, tap):  # -> d last hidden state [B, T, H]
-    F, w, cfg = model.F, model.weights, model.config
+    F, w = model.F, model.weights
     _, act_backward = activation(model)
     at = positions_tap(tap, s["positions"])  # taps [n, ...] gradients as [B, T, ...] (0 elsewhere)
     p = "cls.predictions.transform."
@@ -397,12 +431,10 @@ def masked_lm_backward(model, s, grads, tap):  # -> d last hidden state [B, T, H
     at("cls.predictions", dlogits)
     weight, bias = decoder_names(w)
     dz, dweight, dbias = F.linear_backward(dlogits, s["z"], w[weight])  # [n, H], [V, H], [V]
-    add_grad(grads, tap, weight, dweight, final=weight != "embeddings.word_embeddings.weight")  # tied: the lookup adds the rest
+    add_grad(grads, tap, weight, dweight, final=weight != WORD_EMBEDDINGS)  # tied: the lookup adds the rest
     add_grad(grads, tap, bias, dbias)
     at(p + "LayerNorm", dz)
-    dg, dweight, dbias = F.layer_norm_backward(dz, s["g"], w[p + "LayerNorm.weight"], cfg.layer_norm_eps)  # [n, H], [H], [H]
-    add_grad(grads, tap, p + "LayerNorm.weight", dweight)
-    add_grad(grads, tap, p + "LayerNorm.bias", dbias)
+    dg = norm_backward(model, p + "LayerNorm", dz, s["g"], grads, tap)  # [n, H]
     at(p + "transform_act_fn", dg)
     dh = act_backward(dg, s["h"])  # [n, H]
     at(p + "dense", dh)

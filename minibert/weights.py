@@ -26,6 +26,7 @@ import numpy as np
 
 from .config import BertConfig
 from .errors import ConfigError, WeightsError
+from .version import __version__
 
 FORMAT_NAME = "minibert-bert"
 FORMAT_VERSION = 1
@@ -146,7 +147,7 @@ def check_head_tensors(tensors, config, heads, source):
         reason = HEAD_REASONS[head].format(H=config.hidden_size, V=config.vocab_size, N=config.num_labels)
         if head in ("next-sentence", "classification") and not has_pooler(tensors):
             raise WeightsError(f"{source}: the {head} head reads the pooler output, but the file has no pooler.dense tensors", RECONVERT)
-        for name, shape in required.items():
+        for name in required:
             if name not in tensors:
                 raise WeightsError(f"{source}: tensor {name} of the {head} head is missing", RECONVERT)
         for name, shape in {**required, **optional}.items():
@@ -196,8 +197,6 @@ def _h5py():
 def save(path, weights):
     """Write a WeightsFile to ``path`` (.h5). Tensors are stored in their own dtype."""
     h5py = _h5py()
-    from . import __version__
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")

@@ -54,7 +54,8 @@ def summary(terminalreporter):
             worst[key] = (name, err, scale, tol)
     tr = terminalreporter
     tr.section("gradients: worst max|minibert - torch.autograd| per model, head and dtype")
-    tr.write_line(f"{'model / head (inputs)':<52} {'dtype':<8} {'worst parameter':<44} {'max abs err':>11} {'tolerance':>10}")
-    for (label, dtype), (name, err, scale, tol) in sorted(worst.items()):
+    header = f"{'model / head (inputs)':<52} {'dtype':<8} {'worst parameter':<44} {'max abs err':>11} {'tolerance':>10}"
+    tr.write_line(header)
+    for (label, dtype), (name, err, _scale, tol) in sorted(worst.items()):
         tr.write_line(f"{label:<52} {dtype:<8} {name:<44} {err:>11.2e} {tol:>10.1e}")
     tr.write_line(f"{len(GRAD_RECORDED)} gradients compared")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import minibert
-from conftest import padded_batch
+
+from helpers import padded_batch
 
 DTYPES = ["float32", "float64"]
 
@@ -30,7 +31,7 @@ def test_backends_agree_on_every_named_step(dtype, minilm_h5):
     for backend in ("numpy", "numba"):
         model = minibert.load(minilm_h5, dtype=dtype, backend=backend)
         seen = steps[backend] = []
-        model(ids, mask, types, tap=lambda name, value: seen.append((name, value)) or value)
+        model(ids, mask, types, tap=lambda name, value, seen=seen: seen.append((name, value)) or value)
     assert [n for n, _ in steps["numba"]] == [n for n, _ in steps["numpy"]]
     tol = BACKEND_TOLERANCE[dtype]
     for (name, ours), (_, ref) in zip(steps["numba"], steps["numpy"]):
@@ -56,7 +57,10 @@ def test_backends_agree_untraced_with_every_output_option(dtype, minilm_h5):
             assert (ours.hidden_states is not None) == hs and (ours.attentions is not None) == att
             pairs = [("last_hidden_state", ours.last_hidden_state, ref.last_hidden_state),
                      ("pooler_output", ours.pooler_output, ref.pooler_output)]
-            pairs += [(f"hidden_states[{i}]", a, b) for i, (a, b) in enumerate(zip(ours.hidden_states or (), ref.hidden_states))]
+            pairs += [
+                (f"hidden_states[{i}]", a, b)
+                for i, (a, b) in enumerate(zip(ours.hidden_states or (), ref.hidden_states))
+            ]
             pairs += [(f"attentions[{i}]", a, b) for i, (a, b) in enumerate(zip(ours.attentions or (), ref.attentions))]
             for name, a, b in pairs:
                 assert a.dtype == np.dtype(dtype), name

@@ -6,7 +6,9 @@ from minibert import BertConfig, ConfigError
 from minibert.config import PRESETS
 
 
-@pytest.mark.parametrize("name,L,H", [("bert-tiny", 2, 128), ("bert-mini", 4, 256), ("bert-small", 4, 512), ("bert-medium", 8, 512)])
+@pytest.mark.parametrize(
+    "name,L,H", [("bert-tiny", 2, 128), ("bert-mini", 4, 256), ("bert-small", 4, 512), ("bert-medium", 8, 512)]
+)
 def test_presets_follow_the_model_cards(name, L, H):
     c = BertConfig.preset(name)
     assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size) == (L, H, H // 64, 4 * H)
@@ -27,11 +29,14 @@ def test_missing_required_key_is_a_clear_error(tmp_path):
         BertConfig.from_json(p)
 
 
-@pytest.mark.parametrize("bad,match", [
-    ({"hidden_size": 33}, "not a multiple of num_attention_heads"),
-    ({"hidden_act": "relu"}, "hidden_act='relu' is not supported"),
-    ({"num_hidden_layers": 0}, "num_hidden_layers=0 must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"hidden_size": 33}, "not a multiple of num_attention_heads"),
+        ({"hidden_act": "relu"}, "hidden_act='relu' is not supported"),
+        ({"num_hidden_layers": 0}, "num_hidden_layers=0 must be a positive integer"),
+    ],
+)
 def test_bad_values(bad, match):
     d = dict(vocab_size=10, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     d.update(bad)

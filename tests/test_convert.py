@@ -1,10 +1,7 @@
 """The converter end to end: sources, names, buffers, metadata."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +11,9 @@ import minibert
 from minibert import weights
 from minibert.convert import read_safetensors
 
+from helpers import run_cli
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args, env=None):
-    """Run `python -m minibert ...` in a subprocess, from the repo root."""
-    full_env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
-    return subprocess.run([sys.executable, "-m", "minibert", *map(str, args)], capture_output=True, text=True, env=full_env, cwd=REPO)
 
 
 def test_minilm_directory(minilm_dir, minilm_h5):
@@ -33,7 +26,9 @@ def test_minilm_directory(minilm_dir, minilm_h5):
     assert w.heads == []
     assert set(w.source_sha256) == {"model.safetensors", "config.json", "vocab.txt"}
     src = read_safetensors(minilm_dir / "model.safetensors")
-    np.testing.assert_array_equal(w.tensors["encoder.layer.3.intermediate.dense.weight"], src["encoder.layer.3.intermediate.dense.weight"])
+    np.testing.assert_array_equal(
+        w.tensors["encoder.layer.3.intermediate.dense.weight"], src["encoder.layer.3.intermediate.dense.weight"]
+    )
 
 
 def test_safetensors_reader_matches_the_safetensors_package(minilm_dir):
@@ -80,7 +75,10 @@ def test_old_gamma_beta_names(preset_model, tmp_path):
 
     _, hf_dir, h5 = preset_model("bert-tiny")
     tensors = read_safetensors(hf_dir / "model.safetensors")
-    renamed = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v for k, v in tensors.items()}
+    renamed = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in tensors.items()
+    }
     d = tmp_path / "old"
     d.mkdir()
     save_file(renamed, d / "model.safetensors")
@@ -89,7 +87,9 @@ def test_old_gamma_beta_names(preset_model, tmp_path):
     np.testing.assert_array_equal(a.tensors["embeddings.LayerNorm.weight"], tensors["embeddings.LayerNorm.weight"])
 
 
-@pytest.mark.parametrize("name,expected", [("prajjwal1/bert-tiny", True), ("bert-base-cased", False), ("bert-base-uncased", True)])
+@pytest.mark.parametrize(
+    "name,expected", [("prajjwal1/bert-tiny", True), ("bert-base-cased", False), ("bert-base-uncased", True)]
+)
 def test_do_lower_case_from_the_name_when_no_tokenizer_config(name, expected, preset_model, minilm_dir, tmp_path):
     _, hf_dir, _ = preset_model("bert-tiny")
     cfg = json.loads((hf_dir / "config.json").read_text())
@@ -113,15 +113,27 @@ def test_hub_id_from_the_local_cache_when_offline(preset_model, minilm_dir, tmp_
     shutil.copy(minilm_dir / "vocab.txt", snap / "vocab.txt")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
-    r = run_cli("convert", "prajjwal1/bert-tiny", tmp_path / "hub.h5", env={"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"})
+    r = run_cli(
+        "convert",
+        "prajjwal1/bert-tiny",
+        tmp_path / "hub.h5",
+        env={"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 0, r.stderr
     a, b = weights.load(tmp_path / "hub.h5"), weights.load(h5)
     np.testing.assert_array_equal(a.tensors["pooler.dense.weight"], b.tensors["pooler.dense.weight"])
     assert len(a.vocab) == 30522
 
 
+@pytest.mark.torch  # huggingface_hub comes with transformers (the dev extra)
 def test_hub_id_neither_online_nor_cached_is_a_clear_error(tmp_path):
-    r = run_cli("convert", "prajjwal1/bert-tiny", tmp_path / "x.h5", env={"HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"})
+    pytest.importorskip("huggingface_hub")
+    r = run_cli(
+        "convert",
+        "prajjwal1/bert-tiny",
+        tmp_path / "x.h5",
+        env={"HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 1
     assert "cannot fetch from the hub nor find it in the local cache" in r.stderr
     assert "fix: download the files of prajjwal1/bert-tiny" in r.stderr

@@ -1,10 +1,7 @@
 """Bad input gets a clear minibert error naming the problem and the fix, never a traceback."""
 
-import os
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -14,6 +11,8 @@ import pytest
 import minibert
 from minibert import ConversionError, InputError, WeightsError
 from minibert.weights import tensor_sha256
+
+from helpers import run_cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny_model.h5"
@@ -30,11 +29,6 @@ def tiny_copy(tmp_path):
 @pytest.fixture(scope="module")
 def model():
     return minibert.load(TINY)
-
-
-def cli(*args):
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "minibert", *map(str, args)], capture_output=True, text=True, env=env)
 
 
 # --- files -------------------------------------------------------------------------------
@@ -136,7 +130,8 @@ def test_config_shape_mismatch_at_conversion(preset_model, tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     cfg["intermediate_size"] = 256
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ConversionError, match=r"intermediate.dense.weight has shape \(512, 128\), expected \(256, 128\)"):
+    expected = r"intermediate.dense.weight has shape \(512, 128\), expected \(256, 128\)"
+    with pytest.raises(ConversionError, match=expected):
         minibert.convert(d, tmp_path / "out.h5")
 
 
@@ -161,7 +156,9 @@ def test_bin_whose_pickle_would_run_code_is_refused(preset_model, tmp_path):
     d = tmp_path / "evil"
     d.mkdir()
     shutil.copy(hf_dir / "config.json", d)
-    torch.save({"embeddings.word_embeddings.weight": torch.zeros(2), "payload": RunsCode(str(marker))}, d / "pytorch_model.bin")
+    torch.save(
+        {"embeddings.word_embeddings.weight": torch.zeros(2), "payload": RunsCode(str(marker))}, d / "pytorch_model.bin"
+    )
     with pytest.raises(ConversionError, match="refused to load") as e:
         minibert.convert(d, tmp_path / "out.h5")
     assert "trust" in str(e.value)
@@ -231,12 +228,15 @@ def test_unknown_backend():
 # --- the command line prints errors without a traceback ----------------------------------
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["inspect", "nope.h5"], "error: nope.h5: file not found"),
-    (["convert", "/no/such/dir", "out.h5"], "error: /no/such/dir: no such file or directory"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["inspect", "nope.h5"], "error: nope.h5: file not found"),
+        (["convert", "/no/such/dir", "out.h5"], "error: /no/such/dir: no such file or directory"),
+    ],
+)
 def test_cli_errors_are_one_line_and_exit_nonzero(args, expected):
-    r = cli(*args)
+    r = run_cli(*args)
     assert r.returncode == 1
     assert r.stderr.startswith(expected)
     assert "fix: " in r.stderr

@@ -13,7 +13,8 @@ import pytest
 
 import minibert
 from minibert import compare, ops, reference, train
-from minibert.trace import Trace, hook_points
+from minibert.hooks import hook_points
+from minibert.trace import Trace
 
 MNLI = dict(num_labels=3, id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
             label2id={"entailment": 0, "neutral": 1, "contradiction": 2})
@@ -35,13 +36,16 @@ def classifier(preset_model):
 @pytest.fixture(scope="module")
 def references(classifier):
     ids, mask, types, labels = batch()
-    return {dtype: reference.trace_grads(classifier, ids, mask, types, head="classification", labels=labels, dtype=dtype)
-            for dtype in ("float32", "float64")}
+    return {
+        dtype: reference.trace_grads(classifier, ids, mask, types, head="classification", labels=labels, dtype=dtype)
+        for dtype in ("float32", "float64")
+    }
 
 
 def ours(h5, dtype="float64", backend="numpy"):
     ids, mask, types, labels = batch()
-    return train.trace_grads(minibert.load(h5, dtype=dtype, head="classification", backend=backend), ids, mask, types, labels=labels)
+    model = minibert.load(h5, dtype=dtype, head="classification", backend=backend)
+    return train.trace_grads(model, ids, mask, types, labels=labels)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -98,7 +102,7 @@ def softmax_backward_without_row_sum(dy, y):  # y * dy: the diagonal of the Jaco
     return y * dy
 
 
-def embedding_backward_without_accumulation(dy, ids, num_embeddings, padding_idx=None):  # dtable[ids] = dy: last write wins
+def embedding_backward_without_accumulation(dy, ids, num_embeddings, padding_idx=None):  # last write wins
     dtable = np.zeros((num_embeddings, dy.shape[-1]), dy.dtype)
     dtable[ids.reshape(-1)] = dy.reshape(-1, dy.shape[-1])
     if padding_idx is not None:
@@ -108,13 +112,17 @@ def embedding_backward_without_accumulation(dy, ids, num_embeddings, padding_idx
 
 BUGS = {
     # In backward order the classifier is the first linear: its weight gradient has the wrong shape.
-    "linear weight gradient without the transpose": ("linear_backward", linear_backward_without_transpose, "classifier.weight"),
+    "linear weight gradient without the transpose": (
+        "linear_backward", linear_backward_without_transpose, "classifier.weight"),
     # LayerNorm's parameter gradients are right; the input gradient is the first wrong value:
     # d loss / d output.dense of the last layer.
-    "LayerNorm backward without the mean term": ("layer_norm_backward", layer_norm_backward_without_mean, "encoder.layer.1.output.dense"),
-    "softmax backward without the row sum": ("softmax_backward", softmax_backward_without_row_sum, "encoder.layer.1.attention.self.scores"),
+    "LayerNorm backward without the mean term": (
+        "layer_norm_backward", layer_norm_backward_without_mean, "encoder.layer.1.output.dense"),
+    "softmax backward without the row sum": (
+        "softmax_backward", softmax_backward_without_row_sum, "encoder.layer.1.attention.self.scores"),
     # The first table with repeated ids in backward order is the token-type table (ids 0 and 1 only).
-    "embedding backward without accumulation": ("embedding_backward", embedding_backward_without_accumulation, "embeddings.token_type_embeddings.weight"),
+    "embedding backward without accumulation": (
+        "embedding_backward", embedding_backward_without_accumulation, "embeddings.token_type_embeddings.weight"),
 }
 
 

@@ -8,18 +8,20 @@ gradient from the lookup) and, where B = 3, a fully masked row. PyTorch's side i
 transformers ``BertFor*`` model built from the same .h5 (``minibert.reference.torch_model``)
 in eval mode, its ``outputs.loss.backward()``.
 
-Tolerances (tests/grad_parity.py): float64 1e-10 x max(1, max|ref|), float32 1e-5 x max(1, max|ref|) (tightened from the issue's 1e-4: worst measured 3.7e-6),
-per parameter; the worst are printed at the end of the run.
+Tolerances (tests/grad_parity.py), per parameter: float64 1e-10 x max(1, max|ref|), float32
+1e-5 x max(1, max|ref|) (tightened from the issue's 1e-4: the worst measured is 3.7e-6); the
+worst are printed at the end of the run.
 """
 
 import numpy as np
 import pytest
 import torch
+from grad_parity import assert_close_scaled, assert_grads_close, torch_grads
 
 import minibert
-from conftest import PRESETS, padded_batch, randomize_
-from grad_parity import assert_close_scaled, assert_grads_close, torch_grads
 from minibert import HeadError, InputError, reference, train
+
+from helpers import PRESETS, padded_batch, randomize_
 
 DTYPES = ["float32", "float64"]
 MNLI = dict(
@@ -139,6 +141,16 @@ def test_numpy_backend_gradients_match_too(preset_model):
 # ---------------------------------------------------------------------------------------
 
 
+class HeadOnly:
+    """A model seen through its head parameters only (those not under ``bert.``), for randomize_."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def named_parameters(self):
+        return [(n, p) for n, p in self.model.named_parameters() if not n.startswith("bert.")]
+
+
 @pytest.fixture(scope="module")
 def minilm_with_heads(minilm_dir, tmp_path_factory):
     """all-MiniLM-L6-v2's encoder under a classification head and under BertForPreTraining's
@@ -150,8 +162,7 @@ def minilm_with_heads(minilm_dir, tmp_path_factory):
                                          ("pretraining", "BertForPreTraining", {})):
         torch.manual_seed(0)
         model = getattr(transformers, model_class).from_pretrained(minilm_dir, attn_implementation="eager", **overrides)
-        head_only = type("HeadOnly", (), {"named_parameters": lambda self: [(n, p) for n, p in model.named_parameters() if not n.startswith("bert.")]})()
-        randomize_(head_only, seed=1)
+        randomize_(HeadOnly(model), seed=1)
         directory = tmp_path_factory.mktemp("minilm-" + head)
         model.save_pretrained(directory)
         files[head] = minibert.convert(directory, directory / "model.h5")
@@ -163,7 +174,8 @@ def minilm_with_heads(minilm_dir, tmp_path_factory):
 def test_minilm_gradients_match_autograd(head, dtype, minilm_with_heads):
     ids, mask, types = grad_batch(6, 30522, B=2, T=12)
     labels, nsl = make_labels(head, ids, seed=7)
-    check_against_torch(f"all-MiniLM-L6-v2 {head} [2,12]", minilm_with_heads[head], head, dtype, ids, mask, types, labels, nsl)
+    h5 = minilm_with_heads[head]
+    check_against_torch(f"all-MiniLM-L6-v2 {head} [2,12]", h5, head, dtype, ids, mask, types, labels, nsl)
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,5 +258,7 @@ def test_pretraining_head_outputs(preset_model):
     tm = reference.torch_model(h5, "float64", head="pretraining")
     with torch.no_grad():
         ref = tm(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.tensor(types))
-    assert_close_scaled("bert-tiny pretraining outputs", "prediction_logits", out.logits, ref.prediction_logits.numpy(), "float64")
-    assert_close_scaled("bert-tiny pretraining outputs", "seq_relationship_logits", out.seq_relationship_logits, ref.seq_relationship_logits.numpy(), "float64")
+    label = "bert-tiny pretraining outputs"
+    assert_close_scaled(label, "prediction_logits", out.logits, ref.prediction_logits.numpy(), "float64")
+    nsp = ref.seq_relationship_logits.numpy()
+    assert_close_scaled(label, "seq_relationship_logits", out.seq_relationship_logits, nsp, "float64")

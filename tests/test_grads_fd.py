@@ -55,14 +55,16 @@ def check_entries(label, loss, x, grad, n=6, seed=0):
     rng = np.random.default_rng(seed)
     magnitude = np.abs(grad).ravel()
     large = np.flatnonzero(magnitude >= 0.01 * magnitude.max())
-    flat = np.argsort(-magnitude)[: n // 2].tolist() + rng.choice(large, min(len(large), n - n // 2), replace=False).tolist()
+    largest = np.argsort(-magnitude)[: n // 2].tolist()
+    flat = largest + rng.choice(large, min(len(large), n - n // 2), replace=False).tolist()
     for f in flat:
         index = np.unravel_index(f, x.shape)
         fd = numeric_grad(loss, x, index)
+        message = f"{label}{list(index)}: finite difference {fd!r}, backward {grad[index]!r}"
         if abs(grad[index]) < SMALL:  # below the finite difference's resolution: compare absolutely
-            assert abs(fd - grad[index]) <= ABS_TOL, f"{label}{list(index)}: finite difference {fd!r}, backward {grad[index]!r}"
+            assert abs(fd - grad[index]) <= ABS_TOL, message
             continue
-        assert rel_err(fd, grad[index]) <= REL_TOL, f"{label}{list(index)}: finite difference {fd!r}, backward {grad[index]!r}"
+        assert rel_err(fd, grad[index]) <= REL_TOL, message
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,7 +94,8 @@ def test_linear_backward():
 
 def test_layer_norm_backward():
     x, w, b = randn(2, 3, 6) * 3 + 1, randn(6), randn(6)
-    check_op("layer_norm", lambda *a: ops.layer_norm(*a, 1e-12), (x, w, b), lambda R: ops.layer_norm_backward(R, x, w, 1e-12), wrt=(0, 1, 2))
+    check_op("layer_norm", lambda *a: ops.layer_norm(*a, 1e-12), (x, w, b),
+             lambda R: ops.layer_norm_backward(R, x, w, 1e-12), wrt=(0, 1, 2))
 
 
 def test_add_layer_norm_backward():
@@ -101,7 +104,7 @@ def test_add_layer_norm_backward():
              lambda R: ops.add_layer_norm_backward(R, x, r, w, 1e-12), wrt=(0, 1, 2, 3))
 
 
-@pytest.mark.parametrize("name", sorted(set(SUPPORTED_ACTIVATIONS) | {"tanh"}))  # every hidden_act, and the pooler's tanh
+@pytest.mark.parametrize("name", sorted(set(SUPPORTED_ACTIVATIONS) | {"tanh"}))  # every hidden_act; the pooler's
 def test_activation_backward(name):
     assert hasattr(ops, name + "_backward"), f"ops.{name} has no backward: add {name}_backward(dy, x) beside it"
     forward = np.tanh if name == "tanh" else getattr(ops, name)
@@ -133,7 +136,8 @@ def test_masked_softmax_backward_of_a_fully_masked_row_is_autograds():
     probs = ops.masked_softmax(scores, ops.attention_mask_bias(np.zeros((1, 5), np.int64), np.dtype(np.float64)))
     assert np.array_equal(probs, np.full(probs.shape, 0.2))
     R = randn(*probs.shape)
-    np.testing.assert_allclose(ops.masked_softmax_backward(R, probs), 0.2 * (R - R.mean(-1, keepdims=True)), rtol=1e-13, atol=1e-15)
+    expected = 0.2 * (R - R.mean(-1, keepdims=True))  # softmax_backward at y = 1/5 everywhere
+    np.testing.assert_allclose(ops.masked_softmax_backward(R, probs), expected, rtol=1e-13, atol=1e-15)
 
 
 def test_attention_products_backward():
@@ -141,7 +145,8 @@ def test_attention_products_backward():
     scale = 5 ** -0.5
     check_op("attention_scores", lambda q, k: ops.attention_scores(q, k, scale), (q, k),
              lambda R: ops.attention_scores_backward(R, q, k, scale), wrt=(0, 1))
-    check_op("attention_context", ops.attention_context, (p, v), lambda R: ops.attention_context_backward(R, p, v), wrt=(0, 1))
+    check_op("attention_context", ops.attention_context, (p, v),
+             lambda R: ops.attention_context_backward(R, p, v), wrt=(0, 1))
 
 
 def test_split_and_merge_heads_backward():
@@ -153,7 +158,8 @@ def test_split_and_merge_heads_backward():
 def test_embedding_backward_adds_repeated_ids_and_skips_padding():
     table = randn(7, 3)
     ids = np.array([[1, 4, 4, 0], [4, 2, 0, 1]])  # 4 three times, 1 twice, 0 (padding) twice
-    check_op("embedding", lambda t: ops.embedding(ids, t), (table,), lambda R: ops.embedding_backward(R, ids, 7), wrt=(0,))
+    check_op("embedding", lambda t: ops.embedding(ids, t), (table,),
+             lambda R: ops.embedding_backward(R, ids, 7), wrt=(0,))
     R = randn(2, 4, 3)
     d = ops.embedding_backward(R, ids, 7, padding_idx=0)
     assert np.array_equal(d[0], np.zeros(3)) and np.allclose(d[4], R[0, 1] + R[0, 2] + R[1, 0])
@@ -167,7 +173,8 @@ def test_dropout_backward():
 
 def test_losses_backward():
     logits, labels = randn(5, 4), np.array([1, -100, 3, 0, -100])
-    check_entries("cross_entropy", lambda: float(heads.cross_entropy(logits, labels)), logits, heads.cross_entropy_backward(logits, labels))
+    dlogits = heads.cross_entropy_backward(logits, labels)
+    check_entries("cross_entropy", lambda: float(heads.cross_entropy(logits, labels)), logits, dlogits)
     assert np.array_equal(heads.cross_entropy_backward(logits, labels)[[1, 4]], np.zeros((2, 4)))  # ignored rows
     pred, target = randn(5), randn(5)
     check_entries("mse", lambda: float(heads.mse_loss(pred, target)), pred, heads.mse_loss_backward(pred, target))
@@ -175,10 +182,13 @@ def test_losses_backward():
     check_entries("bce", lambda: float(heads.bce_with_logits(z, t)), z, heads.bce_with_logits_backward(z, t))
 
 
-def test_kernels_is_a_complete_backward_backend():
-    """Every ops *_backward is in kernels (re-exported or a twin)."""
-    missing = [n for n in dir(ops) if n.endswith("_backward") and not hasattr(kernels, n)]
-    assert not missing, f"kernels lacks {missing}"
+def test_the_numba_backend_computes_the_backward_with_the_twins():
+    """kernels.backend: the two backward kernels in place of their twins, ops' for the rest."""
+    for name in (n for n in ops.__all__ if n.endswith("_backward")):
+        twin = getattr(kernels, name, None)
+        assert getattr(kernels.backend, name) is (twin if twin is not None else getattr(ops, name))
+    assert kernels.backend.linear_backward is kernels.linear_backward
+    assert kernels.backend.gelu_backward is kernels.gelu_backward
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -197,7 +207,8 @@ def test_backward_twins_equal(dtype):
         dy = randn(*shape).astype(dtype)
         ours = kernels.gelu_backward(dy, x)
         assert ours.dtype == dtype and ours.shape == x.shape
-        some = np.r_[0:min(4, x.size), np.random.default_rng(0).integers(0, x.size, 20000)]  # elementwise: a sample is enough
+        # elementwise: a sample is enough (the special values, then random ones)
+        some = np.r_[0:min(4, x.size), np.random.default_rng(0).integers(0, x.size, 20000)]
         np.testing.assert_allclose(ours.ravel()[some], ops.gelu_backward(dy.ravel()[some], x.ravel()[some]), **tol)
 
 

@@ -4,7 +4,7 @@ verbs fill-mask / classify / similarity, against transformers.
 Seeded random BertForMaskedLM / BertForPreTraining / BertForSequenceClassification models of the
 four preset shapes go through our converter; their logits, encoder outputs and every head step
 (tapped by its transformers module name, captured in PyTorch by a forward hook on the module of
-that name) are compared with tests/parity.py. Sentence embeddings are checked on the real
+that name) are compared with helpers.assert_close. Sentence embeddings are checked on the real
 all-MiniLM-L6-v2.
 """
 
@@ -13,16 +13,18 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 import minibert
-from conftest import PRESETS, padded_batch
 from minibert import HeadError, InputError, WeightsError
 from minibert.cli import main
 from minibert.convert import read_safetensors
 from minibert.errors import ConversionError
 from minibert.tokenizer import Tokenizer
-from parity import assert_close, assert_model_outputs_close
+
+from helpers import PRESETS, assert_close, assert_model_outputs_close, padded_batch
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 DTYPES = ["float32", "float64"]
 MNLI = dict(
@@ -72,8 +74,12 @@ def torch_run(model, dtype, ids, mask, types, steps):
     model = model.double() if dtype == "float64" else model.float()
     modules = dict(model.named_modules())
     captured = {}
-    hooks = [modules[name].register_forward_hook(lambda m, i, o, name=name: captured.__setitem__(name, o)) for name in steps]
-    kwargs = dict(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), token_type_ids=torch.as_tensor(types))
+    hooks = [
+        modules[name].register_forward_hook(lambda m, i, o, name=name: captured.__setitem__(name, o)) for name in steps
+    ]
+    kwargs = dict(
+        input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), token_type_ids=torch.as_tensor(types)
+    )
     try:
         with torch.inference_mode():
             out = model(**kwargs, output_hidden_states=True, output_attentions=True)
@@ -279,7 +285,9 @@ def test_untied_config_without_decoder_weight_is_a_conversion_error(preset_model
     config["tie_word_embeddings"] = False
     (tmp_path / "config.json").write_text(json.dumps(config))
     shutil.copy(hf_dir / "model.safetensors", tmp_path / "model.safetensors")
-    with pytest.raises(ConversionError, match="tie_word_embeddings=false but the checkpoint has no cls.predictions.decoder.weight"):
+    with pytest.raises(
+        ConversionError, match="tie_word_embeddings=false but the checkpoint has no cls.predictions.decoder.weight"
+    ):
         minibert.convert(tmp_path, tmp_path / "model.h5")
 
 
@@ -289,7 +297,9 @@ def test_misshaped_head_tensor_is_a_conversion_error(preset_model, tmp_path):
     tensors["classifier.weight"] = tensors["classifier.weight"][:, :100]
     shutil.copy(hf_dir / "config.json", tmp_path / "config.json")
     save_safetensors(tensors, tmp_path / "model.safetensors")
-    with pytest.raises(ConversionError, match=r"classifier.weight of the classification head has shape \(3, 100\), expected \(3, 128\)"):
+    with pytest.raises(
+        ConversionError, match=r"classifier.weight of the classification head has shape \(3, 100\), expected \(3, 128\)"
+    ):
         minibert.convert(tmp_path, tmp_path / "model.h5")
 
 
@@ -322,7 +332,9 @@ def torch_sentence_embeddings(model, encoding, dtype):
     model = model.double() if dtype == "float64" else model.float()
     ids, mask = torch.as_tensor(encoding["input_ids"]), torch.as_tensor(encoding["attention_mask"])
     with torch.inference_mode():
-        h = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.as_tensor(encoding["token_type_ids"])).last_hidden_state
+        h = model(
+            input_ids=ids, attention_mask=mask, token_type_ids=torch.as_tensor(encoding["token_type_ids"])
+        ).last_hidden_state
         m = mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / torch.clamp(m.sum(1), min=1e-9)
         return torch.nn.functional.normalize(pooled, p=2, dim=1).numpy()
@@ -378,12 +390,17 @@ def test_cli_fill_mask_top_k_matches_transformers(capsys, mlm_with_vocab):
     tok = Tokenizer.from_file(h5)
     ids = torch.tensor([tok.encode(text)["input_ids"]])
     with torch.inference_mode():
-        probs = torch.softmax(torch_model.float()(input_ids=ids).logits[ids == tok.mask_token_id].double(), -1)  # [2, V]
+        probs = torch.softmax(
+            torch_model.float()(input_ids=ids).logits[ids == tok.mask_token_id].double(), -1
+        )  # [2, V]
     top = torch.topk(probs, 3)
     expected = []
     for i in range(2):
         expected.append(f"[MASK] {i + 1}:")
-        expected += [f"  {p:8.4f}  {tok.convert_ids_to_tokens(int(t))}" for p, t in zip(top.values[i].tolist(), top.indices[i].tolist())]
+        expected += [
+            f"  {p:8.4f}  {tok.convert_ids_to_tokens(int(t))}"
+            for p, t in zip(top.values[i].tolist(), top.indices[i].tolist())
+        ]
     assert out.splitlines() == expected
 
 

@@ -6,12 +6,14 @@ all-MiniLM-L6-v2 checks pretrained weights. Every hidden state and attention map
 
 import numpy as np
 import pytest
-import torch
 
 import minibert
 from minibert import Tokenizer
-from conftest import PRESETS, padded_batch
-from parity import assert_close, assert_model_outputs_close
+
+from helpers import PRESETS, assert_close, assert_model_outputs_close, padded_batch
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 DTYPES = ["float32", "float64"]
 BACKENDS = ["numpy", "numba"]  # the NumPy reference and the Numba kernels, same checks, same tolerances
@@ -96,11 +98,17 @@ def test_padded_batch_equals_one_by_one_on_real_tokens(dtype, backend, minilm_h5
     model = minibert.load(minilm_h5, dtype=dtype, backend=backend)
     out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     ref = torch_forward(minilm_torch, dtype, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    assert_close(f"MiniLM-L6 real tokens batch ({backend})", "last_hidden_state", out.last_hidden_state, ref.last_hidden_state, dtype)
+    assert_close(
+        f"MiniLM-L6 real tokens batch ({backend})",
+        "last_hidden_state",
+        out.last_hidden_state,
+        ref.last_hidden_state,
+        dtype,
+    )
     tol = 1e-5 if dtype == "float32" else 1e-10
     for b in range(len(REAL_TEXTS)):
         n = int(batch["attention_mask"][b].sum())
-        alone = model(batch["input_ids"][b:b + 1, :n], None, batch["token_type_ids"][b:b + 1, :n])
+        alone = model(batch["input_ids"][b : b + 1, :n], None, batch["token_type_ids"][b : b + 1, :n])
         scale = max(1.0, np.abs(alone.last_hidden_state).max())
         np.testing.assert_allclose(out.last_hidden_state[b, :n], alone.last_hidden_state[0], rtol=0, atol=tol * scale)
         np.testing.assert_allclose(out.pooler_output[b], alone.pooler_output[0], rtol=0, atol=tol * scale)

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 import minibert
-from conftest import padded_inputs
 from minibert import compare, ops, reference
 from minibert.model import BertModel
+
+from helpers import padded_inputs
 
 DTYPES = ["float32", "float64"]
 
@@ -65,10 +66,16 @@ def mask_with_wrong_sign(attention_mask, dtype):  # +huge on padding instead of 
 
 BACKEND_BUGS = {
     "softmax over the wrong axis": (dict(masked_softmax=softmax_over_queries), "encoder.layer.0.attention.self.probs"),
-    "missing 1/sqrt(d) scaling": (dict(attention_scores=scores_without_scaling), "encoder.layer.0.attention.self.scores"),
+    "missing 1/sqrt(d) scaling": (
+        dict(attention_scores=scores_without_scaling),
+        "encoder.layer.0.attention.self.scores",
+    ),
     "tanh-approximate GELU": (dict(gelu=tanh_gelu), "encoder.layer.0.intermediate.gelu"),
     "LayerNorm eps 1e-5": (dict(layer_norm=layer_norm_eps_1e5), "embeddings.LayerNorm"),
-    "mask added with the wrong sign": (dict(attention_mask_bias=mask_with_wrong_sign), "encoder.layer.0.attention.self.probs"),
+    "mask added with the wrong sign": (
+        dict(attention_mask_bias=mask_with_wrong_sign),
+        "encoder.layer.0.attention.self.probs",
+    ),
 }
 
 

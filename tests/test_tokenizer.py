@@ -5,24 +5,19 @@ Every expected value here is produced by the reference at test time, on a corpus
 (tests/tokenizer_corpus.py). Run with ``-s`` or ``-rA`` to see the parity summary.
 """
 
-import os
-import sys
 import unicodedata
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import transformers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
-sys.path.insert(0, os.path.dirname(__file__))
-from tokenizer_corpus import build_corpus, vocab_path  # noqa: E402
+from minibert.errors import InputError
+from minibert.tokenizer import Tokenizer
 
-from minibert.errors import InputError  # noqa: E402
-from minibert.tokenizer import Tokenizer  # noqa: E402
-
-transformers.logging.set_verbosity_error()  # longest_first on pairs warns on every call
+from helpers import minilm_directory
+from tokenizer_corpus import build_corpus
 
 N_LINES = 20000
 SHOW = 5  # mismatches shown in a failure message
@@ -32,8 +27,22 @@ SHOW = 5  # mismatches shown in a failure message
 
 
 @pytest.fixture(scope="module")
+def transformers_tokenizers():
+    """transformers' tokenizers, the reference (conftest marks every test using them ``torch``)."""
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.bert import tokenization_bert_legacy
+
+    transformers.logging.set_verbosity_error()  # longest_first on pairs warns on every call
+    return SimpleNamespace(
+        legacy=tokenization_bert_legacy.BertTokenizerLegacy,  # the slow tokenizer: the reference
+        load_vocab=tokenization_bert_legacy.load_vocab,
+        fast=transformers.BertTokenizer,
+    )
+
+
+@pytest.fixture(scope="module")
 def vocab_file():
-    return vocab_path()
+    return str(minilm_directory() / "vocab.txt")  # the uncased BERT vocabulary (30522 tokens)
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +56,17 @@ def ours(vocab_file):
 
 
 @pytest.fixture(scope="module")
-def ref(vocab_file):
-    return BertTokenizerLegacy(vocab_file=vocab_file, do_lower_case=True)
+def ref(vocab_file, transformers_tokenizers):
+    return transformers_tokenizers.legacy(vocab_file=vocab_file, do_lower_case=True)
 
 
 @pytest.fixture(scope="module")
-def fast(vocab_file):
+def fast(vocab_file, transformers_tokenizers):
     # transformers 5.23.0's BertTokenizer ignores a `vocab_file=` argument (it silently
     # uses a 5-token vocabulary); it needs the vocabulary as `vocab=`.
     with open(vocab_file, encoding="utf-8") as f:
         tokens = f.read().split("\n")[:-1]
-    return transformers.BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True)
+    return transformers_tokenizers.fast(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True)
 
 
 def ref_encode(ref, text, pair=None, **kwargs):
@@ -76,6 +85,7 @@ def show(mismatches):
 # -- corpus parity ---------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 20,000 lines and 10,000 pairs through both tokenizers
 def test_corpus_parity_tokens_and_encodings(corpus, ours, ref):
     """tokenize(), encode(text) and encode(text, pair) on every line equal the reference's."""
     assert len(corpus) >= 10000, "the corpus builder found too little text on this machine"
@@ -99,10 +109,11 @@ def test_corpus_parity_tokens_and_encodings(corpus, ours, ref):
     assert not mismatches, show(mismatches)
 
 
-def test_corpus_parity_cased(vocab_file, corpus):
+@pytest.mark.slow
+def test_corpus_parity_cased(vocab_file, corpus, transformers_tokenizers):
     """do_lower_case=False (no lower-casing, no accent stripping) on a sample of the corpus."""
     ours = Tokenizer.from_file(vocab_file, do_lower_case=False)
-    ref = BertTokenizerLegacy(vocab_file=vocab_file, do_lower_case=False)
+    ref = transformers_tokenizers.legacy(vocab_file=vocab_file, do_lower_case=False)
     sample = corpus[::4]
     mismatches = [(t, ref.tokenize(t), ours.tokenize(t)) for t in sample]
     mismatches = [m for m in mismatches if m[1] != m[2]]
@@ -291,7 +302,7 @@ def test_property_truncation(ours, ref, a, b, max_length, strategy):
 
 
 @pytest.mark.parametrize("do_lower_case", [True, False])
-def test_from_h5_file(tmp_path, vocab_file, corpus, minilm_h5, do_lower_case):
+def test_from_h5_file(tmp_path, vocab_file, corpus, minilm_h5, do_lower_case, transformers_tokenizers):
     import shutil
 
     import h5py
@@ -303,15 +314,16 @@ def test_from_h5_file(tmp_path, vocab_file, corpus, minilm_h5, do_lower_case):
     ours = Tokenizer.from_file(path)
     assert ours.do_lower_case is do_lower_case
     assert ours.vocab_size == 30522
-    ref = BertTokenizerLegacy(vocab_file=vocab_file, do_lower_case=do_lower_case)
+    ref = transformers_tokenizers.legacy(vocab_file=vocab_file, do_lower_case=do_lower_case)
     for text in corpus[:3000:3]:
         assert ours.tokenize(text) == ref.tokenize(text), text
 
 
-def test_vocab_txt_cased_when_asked(vocab_file):
+def test_vocab_txt_cased_when_asked(vocab_file, transformers_tokenizers):
     assert Tokenizer.from_file(vocab_file).do_lower_case is True
     cased = Tokenizer.from_file(vocab_file, do_lower_case=False)
-    assert cased.tokenize("Héllo") == BertTokenizerLegacy(vocab_file=vocab_file, do_lower_case=False).tokenize("Héllo")
+    reference = transformers_tokenizers.legacy(vocab_file=vocab_file, do_lower_case=False)
+    assert cased.tokenize("Héllo") == reference.tokenize("Héllo")
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -407,17 +419,15 @@ def test_read_text_file(tmp_path, ours):
         Tokenizer.read_text_file(tmp_path / "missing.txt")
 
 
-def test_vocab_txt_with_windows_line_endings(tmp_path, vocab_file, corpus):
+def test_vocab_txt_with_windows_line_endings(tmp_path, vocab_file, corpus, transformers_tokenizers):
     """A vocab.txt saved with CRLF line endings reads like transformers reads it."""
-    from transformers.models.bert.tokenization_bert_legacy import load_vocab
-
     with open(vocab_file, "rb") as f:
         data = f.read()
     path = tmp_path / "vocab.txt"
     path.write_bytes(data.replace(b"\n", b"\r\n"))
     ours = Tokenizer.from_file(path)
-    assert ours.vocab == dict(load_vocab(str(path)))
-    ref = BertTokenizerLegacy(vocab_file=str(path), do_lower_case=True)
+    assert ours.vocab == dict(transformers_tokenizers.load_vocab(str(path)))
+    ref = transformers_tokenizers.legacy(vocab_file=str(path), do_lower_case=True)
     for text in corpus[:1000:10]:
         assert ours.tokenize(text) == ref.tokenize(text)
 
@@ -449,10 +459,10 @@ def test_decode_batch_rows_and_single_ids(corpus, ours, ref):
 
 
 @pytest.fixture(scope="module")
-def cased_pair(vocab_file):
+def cased_pair(vocab_file, transformers_tokenizers):
     return (
         Tokenizer.from_file(vocab_file, do_lower_case=False),
-        BertTokenizerLegacy(vocab_file=vocab_file, do_lower_case=False),
+        transformers_tokenizers.legacy(vocab_file=vocab_file, do_lower_case=False),
     )
 
 

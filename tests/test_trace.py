@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 import minibert
-from conftest import padded_inputs
 from minibert import Trace, compare, ops, reference
-from minibert.cli import main
+from minibert.cli import ALIAS_BEGIN, ALIAS_END, DOC_BEGIN, DOC_END, alias_table, hook_table, main
 from minibert.errors import InputError
-from minibert.trace import (
-    ALIAS_BEGIN, ALIAS_END, DOC_BEGIN, DOC_END, Recorder, alias_table, hook_points, hook_table, resolve_name,
-)
+from minibert.hooks import hook_points
+from minibert.trace import Recorder, resolve_name
+
+from helpers import padded_inputs
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "debugging.md"
 DTYPES = ["float32", "float64"]
@@ -47,7 +47,9 @@ def test_hook_points_are_the_steps_of_the_forward_pass(tiny):
 
 
 def test_doc_hook_table_is_generated_from_the_code():
-    """docs/debugging.md holds exactly hook_table(); regenerate with `python -m minibert hooks --write-doc docs/debugging.md`."""
+    """docs/debugging.md holds exactly hook_table().
+
+    Regenerate with `python -m minibert hooks --write-doc docs/debugging.md`."""
     text = DOC.read_text(encoding="utf-8")
     table = text.split(DOC_BEGIN, 1)[1].split(DOC_END, 1)[0].strip()
     assert table == hook_table()
@@ -59,8 +61,10 @@ def test_transformerlens_aliases_resolve():
     assert resolve_name("blocks.0.attn.hook_pattern") == "encoder.layer.0.attention.self.probs"
     assert resolve_name("blocks.*.attn.hook_z") == "encoder.layer.*.attention.self.context"
     assert resolve_name("blocks.3.mlp.hook_post") == "encoder.layer.3.intermediate.gelu"
-    assert resolve_name("hook_embed") == "embeddings.word_embeddings"
-    assert resolve_name("hook_pos_embed") == "embeddings.position_embeddings"
+    assert resolve_name("embed.hook_embed") == "embeddings.word_embeddings"
+    assert resolve_name("embed.hook_pos_embed") == "embeddings.position_embeddings"
+    assert resolve_name("blocks.2.ln1.hook_normalized") == "encoder.layer.2.attention.output.LayerNorm"
+    assert resolve_name("blocks.0.hook_resid_mid") == "blocks.0.hook_resid_mid"  # TL's sum before LayerNorm: no twin
     assert resolve_name("encoder.layer.0.*") == "encoder.layer.0.*"  # our names pass through
 
 
@@ -165,9 +169,11 @@ def test_zeroing_one_head_changes_the_layer_exactly_as_computed_by_hand(tiny, dt
     v = ops.split_heads(t[p + "attention.self.value"], cfg.num_attention_heads)  # [B, A, T, D]
     context = ops.merge_heads(ops.attention_context(t[p + "attention.self.probs"], v))  # [B, T, H]
     D = cfg.head_size
-    np.testing.assert_array_equal(context[..., head * D:(head + 1) * D], 0.0)  # the zeroed head adds nothing
+    np.testing.assert_array_equal(context[..., head * D : (head + 1) * D], 0.0)  # the zeroed head adds nothing
     h = ops.linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"])
-    x = ops.add_layer_norm(h, x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], cfg.layer_norm_eps)
+    x = ops.add_layer_norm(
+        h, x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], cfg.layer_norm_eps
+    )
     h = ops.gelu(ops.linear(x, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"]))
     h = ops.linear(h, w[p + "output.dense.weight"], w[p + "output.dense.bias"])
     y = ops.add_layer_norm(h, x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], cfg.layer_norm_eps)
@@ -188,7 +194,7 @@ def test_patching_in_another_inputs_activation(tiny):
     ta = model.trace(a)
     assert not np.array_equal(ta["embeddings.LayerNorm"], tb["embeddings.LayerNorm"])
     np.testing.assert_array_equal(patched["embeddings.word_embeddings"], ta["embeddings.word_embeddings"])
-    for name in list(tb)[list(tb).index("embeddings.LayerNorm"):]:
+    for name in list(tb)[list(tb).index("embeddings.LayerNorm") :]:
         np.testing.assert_array_equal(patched[name], tb[name])
     np.testing.assert_array_equal(patched.output.last_hidden_state, tb.output.last_hidden_state)
 
@@ -222,10 +228,14 @@ def test_break_fires_at_the_named_step_with_the_forward_pass_in_scope(tiny, monk
     def hook(*args, **kwargs):  # stands in for pdb: look at the frames it would show
         tap_frame = sys._getframe(1)  # where breakpoint() was called
         forward_frame = tap_frame.f_back  # what `up` shows in pdb
-        stops.append((
-            tap_frame.f_locals["name"], tap_frame.f_locals["value"].copy(),
-            forward_frame.f_code.co_name, dict(forward_frame.f_locals),
-        ))
+        stops.append(
+            (
+                tap_frame.f_locals["name"],
+                tap_frame.f_locals["value"].copy(),
+                forward_frame.f_code.co_name,
+                dict(forward_frame.f_locals),
+            )
+        )
 
     monkeypatch.setattr(sys, "breakpointhook", hook)
     monkeypatch.setenv("MINIBERT_BREAK", target)
@@ -301,8 +311,13 @@ def test_reference_trace_matches_ours_at_every_hook_point(tiny, preset_model, dt
     # The hooked values are transformers' own: compare with the original torch model's outputs.
     m = torch_model.double() if dtype == "float64" else torch_model.float()
     with torch.inference_mode():
-        out = m(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask), token_type_ids=torch.as_tensor(types),
-                output_hidden_states=True, output_attentions=True)
+        out = m(
+            input_ids=torch.as_tensor(ids),
+            attention_mask=torch.as_tensor(mask),
+            token_type_ids=torch.as_tensor(types),
+            output_hidden_states=True,
+            output_attentions=True,
+        )
     np.testing.assert_array_equal(ref["encoder.layer.1.output.LayerNorm"], out.last_hidden_state.numpy())
     np.testing.assert_array_equal(ref["encoder.layer.0.attention.self.probs"], out.attentions[0].numpy())
     np.testing.assert_array_equal(ref["embeddings.LayerNorm"], out.hidden_states[0].numpy())
@@ -330,7 +345,7 @@ def test_cli_parity_passes_every_hook_point_on_minilm(minilm_h5, capsys, dtype):
 
 def test_cli_parity_exits_1_and_names_the_first_divergence(tiny, monkeypatch, capsys):
     def tanh_gelu(x):  # the approximate GELU, a classic porting bug
-        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
 
     monkeypatch.setattr(ops, "gelu", tanh_gelu)
     code = main(["parity", str(tiny), "--ids", "101,2054,2003,102", "--backend", "numpy"])
@@ -370,7 +385,7 @@ def test_cli_trace_saves_and_plots(minilm_h5, tmp_path, capsys):
 
 
 def test_plot_size_follows_the_head_count(tiny, tmp_path):
-    from minibert.trace import plot_attention
+    from minibert.plot import plot_attention
 
     t = minibert.load(tiny).trace(*padded_inputs(), only="*.probs")
     paths = plot_attention(t, tmp_path)

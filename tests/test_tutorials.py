@@ -9,11 +9,12 @@ notebook that runs is a notebook whose numbers are right.
 Needs the ``tutorials`` extra (jupytext, nbclient, nbformat, ipykernel, matplotlib).
 """
 
-import os
 import time
 from pathlib import Path
 
 import pytest
+
+pytestmark = [pytest.mark.tutorials, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
@@ -41,13 +42,17 @@ def execute(path, cwd, only_first_code_cells=None):
         import jupytext
         from nbclient import NotebookClient
     except ImportError as e:
-        raise ImportError(f"running the tutorials needs the tutorials extra: pip install -e '.[tutorials]' ({e})") from None
+        raise ImportError(
+            f"running the tutorials needs the tutorials extra: pip install -e '.[tutorials]' ({e})"
+        ) from None
 
     nb = jupytext.read(path)
     if only_first_code_cells is not None:
         code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
         nb.cells = nb.cells[: code[only_first_code_cells - 1] + 1]
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    )
     client.execute()
     return nb
 

@@ -23,14 +23,15 @@ In a training step, in the order of transformers' Trainer::
 
 import re
 
-import numba
 import numpy as np
 
 from .errors import InputError
 
 # transformers' Trainer.get_decay_parameter_names: parameters of LayerNorm layers and every name
 # containing "bias" get no weight decay (the patterns are matched on the lower-cased name).
-NO_DECAY_PATTERNS = [re.compile(p) for p in (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")]
+NO_DECAY_PATTERNS = [
+    re.compile(p) for p in (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
+]
 
 
 def decay_parameter_names(names):
@@ -63,30 +64,6 @@ def adamw_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, 
     param += (-step_size * exp_avg) / denom  # torch's addcdiv_: self + value * t1 / t2
 
 
-@numba.njit(cache=True)
-def _adamw_kernel(param, grad, exp_avg, exp_avg_sq, decay, one_minus_beta1, beta2, one_minus_beta2,
-                  bias_correction2_sqrt, eps, neg_step_size):  # 1-D views, updated in place
-    for i in range(param.size):
-        p = param[i] * decay
-        m = exp_avg[i] + one_minus_beta1 * (grad[i] - exp_avg[i])
-        v = exp_avg_sq[i] * beta2 + one_minus_beta2 * grad[i] * grad[i]
-        exp_avg[i] = m
-        exp_avg_sq[i] = v
-        param[i] = p + (neg_step_size * m) / (np.sqrt(v) / bias_correction2_sqrt + eps)
-
-
-def adamw_update_fused(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
-    """Twin of ``adamw_update`` (same signature, same operations in the same order, so the same
-    rounding): one Numba loop over the elements instead of nine NumPy passes with temporaries.
-    The arrays must be C-contiguous and of one dtype (the optimiser's own)."""
-    dtype = param.dtype.type
-    bias_correction1 = 1 - beta1**step
-    bias_correction2 = 1 - beta2**step
-    _adamw_kernel(param.reshape(-1), grad.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1),
-                  dtype(1 - lr * weight_decay), dtype(1 - beta1), dtype(beta2), dtype(1 - beta2),
-                  dtype(bias_correction2**0.5), dtype(eps), dtype(-(lr / bias_correction1)))
-
-
 class AdamW:
     """``torch.optim.AdamW`` over a dict of named NumPy parameters, updated in place.
 
@@ -94,21 +71,28 @@ class AdamW:
     ``decay``: the names that get weight decay; default ``decay_parameter_names(params)``
     (transformers' Trainer: none on biases and LayerNorm weights).
     Defaults are PyTorch's (lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0.01).
-    ``fused``: True (default) updates with the Numba loop ``adamw_update_fused``, False with the
+    ``fused``: True (default) updates with the Numba loop ``kernels.adamw_update``, False with the
     NumPy reference ``adamw_update``; the two give the same numbers (tests/test_optim.py).
     """
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, decay=None, fused=True):
         if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise InputError(f"invalid AdamW settings lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}",
-                             "use lr >= 0, 0 <= beta < 1, eps >= 0, weight_decay >= 0")
+            raise InputError(
+                f"invalid AdamW settings lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}",
+                "use lr >= 0, 0 <= beta < 1, eps >= 0, weight_decay >= 0",
+            )
         self.params = {n: p for n, p in params.items() if np.issubdtype(p.dtype, np.floating)}
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
         self.decay = set(decay_parameter_names(self.params) if decay is None else decay)
         self.exp_avg = {n: np.zeros_like(p) for n, p in self.params.items()}  # m, first moment
         self.exp_avg_sq = {n: np.zeros_like(p) for n, p in self.params.items()}  # v, second moment
         self.step_count = 0  # optimiser steps taken
-        self.update = adamw_update_fused if fused else adamw_update
+        if fused:
+            from . import kernels  # imports numba: only when a fused optimiser is made
+
+            self.update = kernels.adamw_update
+        else:
+            self.update = adamw_update
 
     def step(self, grads, lr=None):
         """Update every parameter from its gradient (a dict with the same names), in place.
@@ -118,8 +102,10 @@ class AdamW:
         """
         unknown = set(grads) - set(self.params)
         if unknown:
-            raise InputError(f"gradients for unknown parameters: {', '.join(sorted(unknown)[:3])}",
-                             "pass the grads dict of train.value_and_grad for the same model")
+            raise InputError(
+                f"gradients for unknown parameters: {', '.join(sorted(unknown)[:3])}",
+                "pass the grads dict of train.value_and_grad for the same model",
+            )
         lr = self.lr if lr is None else lr
         self.step_count += 1
         beta1, beta2 = self.betas
@@ -128,11 +114,24 @@ class AdamW:
                 continue
             grad = grads[name]
             if grad.shape != param.shape:
-                raise InputError(f"gradient of {name} has shape {grad.shape}, the parameter {param.shape}",
-                                 "pass the grads dict of train.value_and_grad for the same model")
+                raise InputError(
+                    f"gradient of {name} has shape {grad.shape}, the parameter {param.shape}",
+                    "pass the grads dict of train.value_and_grad for the same model",
+                )
             weight_decay = self.weight_decay if name in self.decay else 0.0
             grad = np.ascontiguousarray(grad, dtype=param.dtype)
-            self.update(param, grad, self.exp_avg[name], self.exp_avg_sq[name], self.step_count, lr, beta1, beta2, self.eps, weight_decay)
+            self.update(
+                param,
+                grad,
+                self.exp_avg[name],
+                self.exp_avg_sq[name],
+                self.step_count,
+                lr,
+                beta1,
+                beta2,
+                self.eps,
+                weight_decay,
+            )
 
     def state_dict(self):
         """Everything needed to resume: the step count and both moments of every parameter."""
@@ -143,12 +142,16 @@ class AdamW:
         for key in ("exp_avg", "exp_avg_sq"):
             if set(state[key]) != set(self.params):
                 missing = sorted(set(self.params) ^ set(state[key]))[:3]
-                raise InputError(f"{source}: {key} does not cover the same parameters as the model (e.g. {', '.join(missing)})",
-                                 "resume with the checkpoint's own model file")
+                raise InputError(
+                    f"{source}: {key} does not cover the same parameters as the model (e.g. {', '.join(missing)})",
+                    "resume with the checkpoint's own model file",
+                )
             for name, value in state[key].items():
                 if value.shape != self.params[name].shape:
-                    raise InputError(f"{source}: {key}/{name} has shape {value.shape}, the parameter {self.params[name].shape}",
-                                     "resume with the checkpoint's own model file")
+                    raise InputError(
+                        f"{source}: {key}/{name} has shape {value.shape}, the parameter {self.params[name].shape}",
+                        "resume with the checkpoint's own model file",
+                    )
                 getattr(self, key)[name] = np.ascontiguousarray(value, dtype=self.params[name].dtype)
         self.step_count = int(state["step_count"])
 

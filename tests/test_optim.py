@@ -8,7 +8,7 @@ test_training.py) runs the whole training step, gradients included.
 import numpy as np
 import pytest
 
-from minibert import optim
+from minibert import kernels, optim
 from minibert.errors import InputError
 
 NAMES = {  # a few tensors named like BERT's, shapes kept small
@@ -44,8 +44,11 @@ def test_decay_names_are_the_trainers():
     import transformers
     from transformers import BertConfig, BertForSequenceClassification
 
-    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
-                                                     num_attention_heads=2, intermediate_size=16, num_labels=3))
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, num_labels=3
+        )
+    )
     trainer_decay = transformers.Trainer.get_decay_parameter_names(None, model)
     names = [n for n, _ in model.named_parameters()]
     assert optim.decay_parameter_names(names) == trainer_decay
@@ -83,7 +86,10 @@ def test_adamw_equals_torch_with_schedule_and_clipping(weight_decay, fused):
         assert abs(our_norm - float(torch_norm)) <= 1e-14 * our_norm
         for n, t in tensors.items():
             worst = max(worst, float(np.max(np.abs(params[n] - t.detach().numpy()))))
-    print(f"AdamW (fused={fused}) vs torch, 8 steps, weight_decay={weight_decay}: max abs parameter difference {worst:.1e}")
+    print(
+        f"AdamW (fused={fused}) vs torch, 8 steps, weight_decay={weight_decay}: "
+        f"max abs parameter difference {worst:.1e}"
+    )
     assert worst <= 1e-15 * 4  # a few float64 roundings of values of size ~1
 
 
@@ -96,7 +102,7 @@ def test_fused_update_is_the_numpy_update(dtype):
     a, b = [x.copy() for x in arrays], [x.copy() for x in arrays]
     for step in (1, 2, 3):
         optim.adamw_update(a[0], a[1], a[2], a[3], step, 3e-3, 0.9, 0.999, 1e-8, 0.01)
-        optim.adamw_update_fused(b[0], b[1], b[2], b[3], step, 3e-3, 0.9, 0.999, 1e-8, 0.01)
+        kernels.adamw_update(b[0], b[1], b[2], b[3], step, 3e-3, 0.9, 0.999, 1e-8, 0.01)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
 
@@ -108,7 +114,12 @@ def test_no_decay_on_bias_and_layernorm():
     opt = optim.AdamW(params, lr=0.1, weight_decay=0.5)
     opt.step({n: np.zeros_like(p) for n, p in params.items()})
     for n in NAMES:
-        factor = 1 - 0.1 * 0.5 if n in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight", "classifier.weight") else 1.0
+        factor = (
+            1 - 0.1 * 0.5
+            if n
+            in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight", "classifier.weight")
+            else 1.0
+        )
         np.testing.assert_array_equal(params[n], before[n] * factor)
 
 

@@ -58,6 +58,7 @@ WORKLOADS = [(8, 128), (32, 128)]
 def build(name, workdir):
     """(minibert .h5 with a 2-label classification head, its Hugging Face export directory)."""
     from bench import minilm_checkpoint, preset_checkpoint
+
     from minibert.export import export
     from minibert.weights import load, save
 
@@ -65,14 +66,20 @@ def build(name, workdir):
     encoder = minibert.convert(hf, Path(workdir) / f"{name}-encoder.h5")
     w = load(encoder)
     if not w.vocab:  # the seeded random presets come without a vocabulary; export needs one
-        w.vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"[unused{i}]" for i in range(w.config.vocab_size - 5)]
+        w.vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [
+            f"[unused{i}]" for i in range(w.config.vocab_size - 5)
+        ]
     h5 = save(Path(workdir) / f"{name}.h5", fit.with_classification_head(w, ["a", "b"], seed=0))
     return h5, export(h5, Path(workdir) / f"{name}-hf")
 
 
 def inputs(B, T, vocab_size, seed=0):
     rng = np.random.default_rng(seed)
-    return rng.integers(1000 if vocab_size > 2000 else 5, vocab_size, size=(B, T)), np.ones((B, T), np.int64), rng.integers(0, 2, size=B)
+    return (
+        rng.integers(1000 if vocab_size > 2000 else 5, vocab_size, size=(B, T)),
+        np.ones((B, T), np.int64),
+        rng.integers(0, 2, size=B),
+    )
 
 
 def minibert_step_fn(h5):
@@ -105,8 +112,13 @@ def torch_step_fn(hf_dir):
             names = [n for n, _ in model.named_parameters()]
             decay = set(optim.decay_parameter_names(names))
             params = dict(model.named_parameters())
-            state["opt"] = torch.optim.AdamW([{"params": [params[n] for n in names if n in decay], "weight_decay": 0.01},
-                                              {"params": [params[n] for n in names if n not in decay], "weight_decay": 0.0}], lr=1e-5)
+            state["opt"] = torch.optim.AdamW(
+                [
+                    {"params": [params[n] for n in names if n in decay], "weight_decay": 0.01},
+                    {"params": [params[n] for n in names if n not in decay], "weight_decay": 0.0},
+                ],
+                lr=1e-5,
+            )
         out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), labels=torch.from_numpy(y))
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -136,8 +148,12 @@ def memory_child(engine, h5, hf_dir, B, T):
 
 
 def measure_memory(engine, h5, hf_dir, B, T):
-    out = subprocess.run([sys.executable, __file__, "--memory-child", engine, str(h5), str(hf_dir), str(B), str(T)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", engine, str(h5), str(hf_dir), str(B), str(T)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -173,29 +189,55 @@ def main(argv=None):
                         tick = time.perf_counter()
                         step(ids, mask, y)
                         times[e].append(time.perf_counter() - tick)
-                row = {"model": name, "B": B, "T": T, **{f"{e}_ms": 1e3 * statistics.median(t) for e, t in times.items()},
-                       "reps": len(times["minibert"])}
+                row = {
+                    "model": name,
+                    "B": B,
+                    "T": T,
+                    **{f"{e}_ms": 1e3 * statistics.median(t) for e, t in times.items()},
+                    "reps": len(times["minibert"]),
+                }
                 row["ratio"] = row["torch_ms"] / row["minibert_ms"]
                 if not args.no_memory:
                     for e in engines:
                         row[f"{e}_peak_step_mib"] = measure_memory(e, h5, hf_dir, B, T)["peak_step_mib"]
                 rows.append(row)
-                print(f"{name} ({B}, {T}): minibert {row['minibert_ms']:.0f} ms, torch {row['torch_ms']:.0f} ms, "
-                      f"ratio {row['ratio']:.2f}x" + ("" if args.no_memory else
-                      f"; peak step memory minibert {row['minibert_peak_step_mib']:.0f} MiB, torch {row['torch_peak_step_mib']:.0f} MiB"),
-                      flush=True)
+                print(
+                    f"{name} ({B}, {T}): minibert {row['minibert_ms']:.0f} ms, torch {row['torch_ms']:.0f} ms, "
+                    f"ratio {row['ratio']:.2f}x"
+                    + (
+                        ""
+                        if args.no_memory
+                        else f"; peak step memory minibert {row['minibert_peak_step_mib']:.0f} MiB, "
+                        f"torch {row['torch_peak_step_mib']:.0f} MiB"
+                    ),
+                    flush=True,
+                )
     load_after = os.getloadavg()
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "command": " ".join(sys.argv),
-              "load_average_before": load, "load_average_after": load_after, "cpu_count": os.cpu_count(), "rows": rows}
+    result = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "load_average_before": load,
+        "load_average_after": load_after,
+        "cpu_count": os.cpu_count(),
+        "rows": rows,
+    }
     out = HERE / "results" / f"{datetime.date.today().isoformat()}-train.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"load average before {load[0]:.1f}, after {load_after[0]:.1f} (1 min) on {os.cpu_count()} cores; wrote {out}")
-    print("| model | (B, T) | minibert ms | PyTorch ms | ratio (> 1: minibert faster) | peak step MiB minibert / PyTorch |")
+    print(
+        f"load average before {load[0]:.1f}, after {load_after[0]:.1f} (1 min) on {os.cpu_count()} cores; wrote {out}"
+    )
+    print(
+        "| model | (B, T) | minibert ms | PyTorch ms | ratio (> 1: minibert faster) "
+        "| peak step MiB minibert / PyTorch |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
         mem = "" if args.no_memory else f"{r['minibert_peak_step_mib']:.0f} / {r['torch_peak_step_mib']:.0f}"
-        print(f"| {r['model']} | ({r['B']}, {r['T']}) | {r['minibert_ms']:.0f} | {r['torch_ms']:.0f} | {r['ratio']:.2f}x | {mem} |")
+        print(
+            f"| {r['model']} | ({r['B']}, {r['T']}) | {r['minibert_ms']:.0f} | {r['torch_ms']:.0f} "
+            f"| {r['ratio']:.2f}x | {mem} |"
+        )
 
 
 if __name__ == "__main__":

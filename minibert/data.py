@@ -69,7 +69,10 @@ def read_examples(path, task="classification"):
     elif path.suffix == ".tsv":
         rows = _tsv_rows(path, text)
     else:
-        raise DataError(f"{path}: unknown file type {path.suffix!r}", "use .jsonl (one JSON object per line) or .tsv (with a header line)")
+        raise DataError(
+            f"{path}: unknown file type {path.suffix!r}",
+            "use .jsonl (one JSON object per line) or .tsv (with a header line)",
+        )
     examples = []
     for line, row in rows:
         for key in ("text", "label") + (("text_pair",) if task == "pair-classification" else ()):
@@ -77,10 +80,15 @@ def read_examples(path, task="classification"):
                 raise DataError(f"{path}:{line}: the row has no {key!r} field", _fields_hint(task))
         for key in ("text", "text_pair"):
             if row.get(key) is not None and not isinstance(row[key], str):
-                raise DataError(f"{path}:{line}: {key!r} is {type(row[key]).__name__}, expected a string", _fields_hint(task))
+                raise DataError(
+                    f"{path}:{line}: {key!r} is {type(row[key]).__name__}, expected a string", _fields_hint(task)
+                )
         label = row["label"]
         if isinstance(label, bool) or not isinstance(label, (str, int)):
-            raise DataError(f"{path}:{line}: label {label!r} is {type(label).__name__}, expected a string or an integer", _fields_hint(task))
+            raise DataError(
+                f"{path}:{line}: label {label!r} is {type(label).__name__}, expected a string or an integer",
+                _fields_hint(task),
+            )
         pair = row.get("text_pair") if task == "pair-classification" else None
         examples.append(Example(row["text"], pair, str(label), line))
     if not examples:
@@ -102,7 +110,9 @@ def _jsonl_rows(path, text):
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{line}: not valid JSON ({e.msg})", "write one JSON object per line") from None
         if not isinstance(row, dict):
-            raise DataError(f"{path}:{line}: expected a JSON object, found {type(row).__name__}", "write one JSON object per line")
+            raise DataError(
+                f"{path}:{line}: expected a JSON object, found {type(row).__name__}", "write one JSON object per line"
+            )
         yield line, row
 
 
@@ -112,14 +122,18 @@ def _tsv_rows(path, text):
         return
     header = lines[0].split("\t")
     if "text" not in header or "label" not in header:
-        raise DataError(f"{path}:1: the header {header} names no 'text' and 'label' columns",
-                        "start the file with a header line such as text<TAB>text_pair<TAB>label")
+        raise DataError(
+            f"{path}:1: the header {header} names no 'text' and 'label' columns",
+            "start the file with a header line such as text<TAB>text_pair<TAB>label",
+        )
     for line, row in enumerate(csv.reader(lines[1:], delimiter="\t", quoting=csv.QUOTE_NONE), start=2):
         if not row or row == [""]:
             continue
         if len(row) != len(header):
-            raise DataError(f"{path}:{line}: {len(row)} columns, the header has {len(header)}",
-                            "one value per header column, separated by tabs (no tabs inside a text)")
+            raise DataError(
+                f"{path}:{line}: {len(row)} columns, the header has {len(header)}",
+                "one value per header column, separated by tabs (no tabs inside a text)",
+            )
         yield line, dict(zip(header, row))
 
 
@@ -132,19 +146,25 @@ def label_set(examples, labels=None, path="the training file"):
     if len(set(names)) != len(names):
         raise DataError(f"the labels {names} repeat a name", "give each label once, e.g. --labels neg,pos")
     if len(names) < 2:
-        raise DataError(f"{path}: a classifier needs at least 2 labels, found {names}", "check the label column, or pass --labels")
+        raise DataError(
+            f"{path}: a classifier needs at least 2 labels, found {names}", "check the label column, or pass --labels"
+        )
     label2id = {name: i for i, name in enumerate(names)}
     for e in examples:
         if e.label not in label2id:
-            raise DataError(f"{path}:{e.line}: unknown label {e.label!r} (known: {', '.join(names)})",
-                            "fix the row, or add the label to --labels")
+            raise DataError(
+                f"{path}:{e.line}: unknown label {e.label!r} (known: {', '.join(names)})",
+                "fix the row, or add the label to --labels",
+            )
     return label2id
 
 
 def classification_batch(examples, tokenizer, label2id, max_length):
     """Tokenize, pad to the longest row and attach the labels: the keyword arguments of value_and_grad."""
     pairs = [e.text_pair for e in examples] if examples[0].text_pair is not None else None
-    enc = tokenizer.encode_batch([e.text for e in examples], pairs, max_length=max_length, truncation=True)  # [B, T] each
+    enc = tokenizer.encode_batch(
+        [e.text for e in examples], pairs, max_length=max_length, truncation=True
+    )  # [B, T] each
     enc["labels"] = np.array([label2id[e.label] for e in examples], dtype=np.int64)  # [B]
     return enc
 
@@ -171,7 +191,10 @@ def read_corpus(path):
     """Documents as lists of sentences: one sentence per line, a blank line between documents."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: corpus file not found", "pass a UTF-8 text file: one sentence per line, blank line between documents")
+        raise DataError(
+            f"{path}: corpus file not found",
+            "pass a UTF-8 text file: one sentence per line, blank line between documents",
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -187,13 +210,23 @@ def read_corpus(path):
     if current:
         documents.append(current)
     if len(documents) < 2:
-        raise DataError(f"{path}: {len(documents)} document(s); next-sentence pairs need at least 2",
-                        "separate documents by a blank line")
+        raise DataError(
+            f"{path}: {len(documents)} document(s); next-sentence pairs need at least 2",
+            "separate documents by a blank line",
+        )
     return documents
 
 
-def mask_tokens(input_ids, attention_mask, special_tokens_mask, rng, vocab_size, mask_token_id,
-                masked_lm_prob=0.15, max_predictions=None):
+def mask_tokens(
+    input_ids,
+    attention_mask,
+    special_tokens_mask,
+    rng,
+    vocab_size,
+    mask_token_id,
+    masked_lm_prob=0.15,
+    max_predictions=None,
+):
     """BERT's masked-LM inputs: ``create_masked_lm_predictions`` of Google's create_pretraining_data.py.
 
     In each row, round(15% of its tokens) positions are chosen (at least 1; the count includes
@@ -249,9 +282,18 @@ def sentence_pairs(documents, rng, count):
 def pretraining_batch(documents, tokenizer, rng, batch_size, max_length, masked_lm_prob=0.15):
     """One batch for the "pretraining" head: masked sentence pairs and their two label sets."""
     pairs = sentence_pairs(documents, rng, batch_size)
-    enc = tokenizer.encode_batch([a for a, _, _ in pairs], [b for _, b, _ in pairs], max_length=max_length, truncation=True)
+    enc = tokenizer.encode_batch(
+        [a for a, _, _ in pairs], [b for _, b, _ in pairs], max_length=max_length, truncation=True
+    )
     special = np.isin(enc["input_ids"], [tokenizer.cls_token_id, tokenizer.sep_token_id])  # [B, T]
-    enc["input_ids"], enc["labels"] = mask_tokens(enc["input_ids"], enc["attention_mask"], special, rng,
-                                                  len(tokenizer.vocab), tokenizer.mask_token_id, masked_lm_prob)
+    enc["input_ids"], enc["labels"] = mask_tokens(
+        enc["input_ids"],
+        enc["attention_mask"],
+        special,
+        rng,
+        len(tokenizer.vocab),
+        tokenizer.mask_token_id,
+        masked_lm_prob,
+    )
     enc["next_sentence_label"] = np.array([label for _, _, label in pairs], dtype=np.int64)  # [B]
     return enc

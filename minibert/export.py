@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import weights as weights_format
 from .errors import WeightsError
+from .version import __version__
 
 # The transformers class for the heads a file holds (the first match wins).
 ARCHITECTURES = [
@@ -31,8 +33,13 @@ ARCHITECTURES = [
     ({"classification"}, "BertForSequenceClassification"),
     (set(), "BertModel"),
 ]
-NUMPY_TO_SAFETENSORS = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
-                        np.dtype(np.int64): "I64", np.dtype(np.int32): "I32"}
+NUMPY_TO_SAFETENSORS = {
+    np.dtype(np.float64): "F64",
+    np.dtype(np.float32): "F32",
+    np.dtype(np.float16): "F16",
+    np.dtype(np.int64): "I64",
+    np.dtype(np.int32): "I32",
+}
 
 
 def write_safetensors(path, tensors, metadata=None):
@@ -41,9 +48,16 @@ def write_safetensors(path, tensors, metadata=None):
     for name in sorted(tensors):
         array = np.ascontiguousarray(tensors[name])
         if array.dtype not in NUMPY_TO_SAFETENSORS:
-            raise WeightsError(f"tensor {name} has dtype {array.dtype}, which the exporter does not write", "store float32 or float64 tensors")
+            raise WeightsError(
+                f"tensor {name} has dtype {array.dtype}, which the exporter does not write",
+                "store float32 or float64 tensors",
+            )
         raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": NUMPY_TO_SAFETENSORS[array.dtype], "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {
+            "dtype": NUMPY_TO_SAFETENSORS[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
         blobs.append(raw)
         offset += len(raw)
     if metadata:
@@ -88,7 +102,9 @@ def hf_config(weights, arch):
         "classifier_dropout": getattr(c, "classifier_dropout", None),
         "position_embedding_type": "absolute",
         "tie_word_embeddings": "cls.predictions.decoder.weight" not in weights.tensors,
-        "torch_dtype": "float64" if weights.tensors["embeddings.word_embeddings.weight"].dtype == np.float64 else "float32",
+        "torch_dtype": "float64"
+        if weights.tensors["embeddings.word_embeddings.weight"].dtype == np.float64
+        else "float32",
     }
     if arch == "BertForSequenceClassification":
         d["id2label"] = {str(i): name for i, name in sorted(c.id2label.items())}
@@ -104,27 +120,41 @@ def hf_tensors(weights, arch):
     """
     prefix = "" if arch == "BertModel" else "bert."
     heads = ("cls.", "classifier.")
-    return {(name if name.startswith(heads) else prefix + name): array for name, array in weights.tensors.items()
-            if arch != "BertModel" or not name.startswith(heads)}
+    return {
+        (name if name.startswith(heads) else prefix + name): array
+        for name, array in weights.tensors.items()
+        if arch != "BertModel" or not name.startswith(heads)
+    }
 
 
 def export(path, out_dir):
     """Write ``config.json``, ``vocab.txt``, ``tokenizer_config.json`` and ``model.safetensors``; return out_dir."""
-    from . import __version__
-    from .weights import load
-
-    weights = load(path)
+    weights = weights_format.load(path)
     if not weights.vocab:
-        raise WeightsError(f"{path}: the file holds no vocabulary, and a Hugging Face directory needs vocab.txt",
-                           "convert the model from a directory that has vocab.txt")
+        raise WeightsError(
+            f"{path}: the file holds no vocabulary, and a Hugging Face directory needs vocab.txt",
+            "convert the model from a directory that has vocab.txt",
+        )
     arch = architecture(weights.heads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(hf_config(weights, arch), indent=2) + "\n", encoding="utf-8")
     (out_dir / "vocab.txt").write_text("".join(token + "\n" for token in weights.vocab), encoding="utf-8")
-    (out_dir / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "BertTokenizer", "do_lower_case": weights.do_lower_case,
-        "model_max_length": weights.config.max_position_embeddings}, indent=2) + "\n", encoding="utf-8")
-    write_safetensors(out_dir / "model.safetensors", hf_tensors(weights, arch),
-                      metadata={"format": "pt", "exported_by": f"minibert {__version__}", "source": str(path)})
+    (out_dir / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "BertTokenizer",
+                "do_lower_case": weights.do_lower_case,
+                "model_max_length": weights.config.max_position_embeddings,
+            },
+            indent=2,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    write_safetensors(
+        out_dir / "model.safetensors",
+        hf_tensors(weights, arch),
+        metadata={"format": "pt", "exported_by": f"minibert {__version__}", "source": str(path)},
+    )
     return out_dir

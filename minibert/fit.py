@@ -33,9 +33,14 @@ from typing import Optional
 
 import numpy as np
 
-from . import data, optim
+from . import data, optim, train
+from . import weights as weights_format
+from .api import load
 from .config import BertConfig
 from .errors import MinibertError
+from .heads import BertForMaskedLM
+from .tokenizer import Tokenizer, read_vocab_txt
+from .weights import WeightsFile, encoder_shapes, file_sha256, has_pooler, head_shapes, read_vocab, save
 
 STATE_FORMAT = "minibert-trainer-state"
 STATE_VERSION = 1
@@ -69,14 +74,14 @@ def init_tensor(name, shape, rng, pad_token_id=0):
 
 def new_model(config, vocab, do_lower_case, heads, seed, source):
     """A ``WeightsFile`` of a freshly initialised BERT with the given heads (pretraining from scratch)."""
-    from .weights import WeightsFile, encoder_shapes, head_shapes
-
     rng = np.random.default_rng(seed)
     shapes = dict(encoder_shapes(config))
     for head in heads:
         shapes.update(head_shapes(config, head)[0])  # required tensors only: the decoder is tied
     tensors = {name: init_tensor(name, shape, rng, config.pad_token_id) for name, shape in sorted(shapes.items())}
-    return WeightsFile(config=config, tensors=tensors, vocab=list(vocab), do_lower_case=do_lower_case, heads=list(heads), source=source)
+    return WeightsFile(
+        config=config, tensors=tensors, vocab=list(vocab), do_lower_case=do_lower_case, heads=list(heads), source=source
+    )
 
 
 def with_classification_head(weights, labels, seed):
@@ -85,8 +90,6 @@ def with_classification_head(weights, labels, seed):
     Other heads are dropped (fine-tuning trains the classifier); a pooler is initialised if the
     file has none. A classification head already holding exactly these labels is kept.
     """
-    from .weights import encoder_shapes, has_pooler
-
     rng = np.random.default_rng(seed)
     config = weights.config
     id2label = dict(enumerate(labels))
@@ -103,17 +106,29 @@ def with_classification_head(weights, labels, seed):
         tensors["classifier.weight"] = init_tensor("classifier.weight", (len(labels), H), rng)
         tensors["classifier.bias"] = init_tensor("classifier.bias", (len(labels),), rng)
     new_config = BertConfig.from_dict({**config.to_dict(), "id2label": id2label})
-    return type(weights)(config=new_config, tensors=tensors, vocab=weights.vocab, do_lower_case=weights.do_lower_case,
-                         heads=["classification"], source=weights.source, source_sha256=weights.source_sha256)
+    return type(weights)(
+        config=new_config,
+        tensors=tensors,
+        vocab=weights.vocab,
+        do_lower_case=weights.do_lower_case,
+        heads=["classification"],
+        source=weights.source,
+        source_sha256=weights.source_sha256,
+    )
 
 
 def model_weights_file(model, template):
     """The model's current tensors as a WeightsFile with the template's config, vocab and heads."""
-    from .weights import WeightsFile
-
     tensors = {name: np.array(model.weights[name]) for name in template.tensors}
-    return WeightsFile(config=template.config, tensors=tensors, vocab=template.vocab, do_lower_case=template.do_lower_case,
-                       heads=template.heads, source=template.source, source_sha256=template.source_sha256)
+    return WeightsFile(
+        config=template.config,
+        tensors=tensors,
+        vocab=template.vocab,
+        do_lower_case=template.do_lower_case,
+        heads=template.heads,
+        source=template.source,
+        source_sha256=template.source_sha256,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -140,7 +155,7 @@ class ClassificationTask:
         return math.ceil(len(self.train) / self.batch_size)
 
     def batch(self, seed, epoch, index):
-        order = data.epoch_order(len(self.train), seed, epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+        order = data.epoch_order(len(self.train), seed, epoch)[index * self.batch_size : (index + 1) * self.batch_size]
         return data.classification_batch([self.train[i] for i in order], self.tokenizer, self.label2id, self.max_length)
 
     def evaluate(self, model):
@@ -149,7 +164,9 @@ class ClassificationTask:
             return {}
         correct, total_loss = 0, 0.0
         for start in range(0, len(self.dev), self.batch_size):
-            b = data.classification_batch(self.dev[start:start + self.batch_size], self.tokenizer, self.label2id, self.max_length)
+            b = data.classification_batch(
+                self.dev[start : start + self.batch_size], self.tokenizer, self.label2id, self.max_length
+            )
             logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).logits  # [B, N]
             logp = log_softmax(logits)  # [B, N]
             total_loss -= logp[np.arange(len(b["labels"])), b["labels"]].sum()
@@ -170,15 +187,25 @@ class PretrainingTask:
     def __init__(self, documents, dev_documents, tokenizer, batch_size, max_length, dev_batches=8, seed=0):
         self.documents, self.tokenizer = documents, tokenizer
         self.batch_size, self.max_length = batch_size, max_length
-        self.dev = [data.pretraining_batch(dev_documents, tokenizer, data.batch_rng(seed, 0, i, stream=1), batch_size, max_length)
-                    for i in range(dev_batches)] if dev_documents else []
+        self.dev = (
+            [
+                data.pretraining_batch(
+                    dev_documents, tokenizer, data.batch_rng(seed, 0, i, stream=1), batch_size, max_length
+                )
+                for i in range(dev_batches)
+            ]
+            if dev_documents
+            else []
+        )
 
     def steps_per_epoch(self):
         starts = sum(len(doc) - 1 for doc in self.documents)
         return max(1, starts // self.batch_size)
 
     def batch(self, seed, epoch, index):
-        return data.pretraining_batch(self.documents, self.tokenizer, data.batch_rng(seed, epoch, index), self.batch_size, self.max_length)
+        return data.pretraining_batch(
+            self.documents, self.tokenizer, data.batch_rng(seed, epoch, index), self.batch_size, self.max_length
+        )
 
     def evaluate(self, model):
         return evaluate_pretraining(model, self.dev) if self.dev else {}
@@ -190,8 +217,6 @@ def evaluate_pretraining(model, batches, top_k=5):
     ``model``: a pretraining (or masked-LM) head model. The masked-LM loss is the mean over every
     masked token of every batch (what transformers' loss is for a single batch).
     """
-    from .heads import BertForMaskedLM
-
     mlm = BertForMaskedLM(model.bert)  # the same encoder and weights, masked-LM logits only at the chosen positions
     nll, hits1, hitsk, tokens, nsp_nll, nsp_correct, pairs = 0.0, 0, 0, 0, 0.0, 0, 0
     for b in batches:
@@ -206,7 +231,9 @@ def evaluate_pretraining(model, batches, top_k=5):
         tokens += len(target)
         if "next_sentence_label" in b and "cls.seq_relationship.weight" in model.weights:
             w = model.weights
-            nsp_logits = model.F.linear(out.pooler_output, w["cls.seq_relationship.weight"], w["cls.seq_relationship.bias"])  # [B, 2]
+            nsp_logits = model.F.linear(
+                out.pooler_output, w["cls.seq_relationship.weight"], w["cls.seq_relationship.bias"]
+            )  # [B, 2]
             y = b["next_sentence_label"]
             nsp_nll -= log_softmax(nsp_logits)[np.arange(len(y)), y].sum()
             nsp_correct += int((nsp_logits.argmax(-1) == y).sum())
@@ -258,8 +285,6 @@ class Progress:
 
 
 def _sha256(path):
-    from .weights import file_sha256
-
     return file_sha256(path)
 
 
@@ -287,8 +312,10 @@ def save_state(out_dir, optimizer, progress, settings, model_sha256):
 def check_resumable(out_dir):
     for name in ("trainer_state.h5", "model.h5"):
         if not (Path(out_dir) / name).is_file():
-            raise TrainingError(f"{Path(out_dir) / name}: no trainer state to resume from",
-                                "start a new run (without --resume), or point --out at the directory of the run to continue")
+            raise TrainingError(
+                f"{Path(out_dir) / name}: no trainer state to resume from",
+                "start a new run (without --resume), or point --out at the directory of the run to continue",
+            )
 
 
 def load_state(out_dir):
@@ -297,13 +324,18 @@ def load_state(out_dir):
 
     path = Path(out_dir) / "trainer_state.h5"
     if not path.is_file():
-        raise TrainingError(f"{path}: no trainer state to resume from", "start a new run (without --resume), or point --out at a run directory")
+        raise TrainingError(
+            f"{path}: no trainer state to resume from",
+            "start a new run (without --resume), or point --out at a run directory",
+        )
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != STATE_FORMAT or int(f.attrs.get("format_version", -1)) != STATE_VERSION:
             raise TrainingError(f"{path}: not a minibert trainer state (version {STATE_VERSION})", "start a new run")
-        state = {"step_count": int(f.attrs["step_count"]),
-                 "exp_avg": {n: d[()] for n, d in f["exp_avg"].items()},
-                 "exp_avg_sq": {n: d[()] for n, d in f["exp_avg_sq"].items()}}
+        state = {
+            "step_count": int(f.attrs["step_count"]),
+            "exp_avg": {n: d[()] for n, d in f["exp_avg"].items()},
+            "exp_avg_sq": {n: d[()] for n, d in f["exp_avg_sq"].items()},
+        }
         progress = Progress(**json.loads(f.attrs["progress"]), history=json.loads(f.attrs["history"]))
         return state, progress, json.loads(f.attrs["settings"]), str(f.attrs["model_sha256"])
 
@@ -338,9 +370,6 @@ def fit(model, task, settings, out_dir, template, resume=False, log=None):
     ``template``: the WeightsFile the model was loaded from (config, vocab, heads of the
     checkpoints). Returns the Progress; ``progress.interrupted`` is True after a Ctrl-C.
     """
-    from . import train
-    from .weights import save
-
     log = log or (lambda message: print(message, file=sys.stderr))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -352,12 +381,18 @@ def fit(model, task, settings, out_dir, template, resume=False, log=None):
     if resume:
         state, progress, saved_settings, model_sha = load_state(out_dir)
         if model_sha != _sha256(out_dir / "model.h5"):
-            raise TrainingError(f"{out_dir}: model.h5 is not the file trainer_state.h5 was saved with",
-                                "the run directory was changed by hand; start a new run")
-        changed = sorted(k for k in saved_settings if k not in BOOKKEEPING and saved_settings[k] != asdict(settings).get(k))
+            raise TrainingError(
+                f"{out_dir}: model.h5 is not the file trainer_state.h5 was saved with",
+                "the run directory was changed by hand; start a new run",
+            )
+        changed = sorted(
+            k for k in saved_settings if k not in BOOKKEEPING and saved_settings[k] != asdict(settings).get(k)
+        )
         if changed:
-            raise TrainingError(f"{out_dir}: the run was started with other settings ({', '.join(changed)})",
-                                "resume with the same options as the original run")
+            raise TrainingError(
+                f"{out_dir}: the run was started with other settings ({', '.join(changed)})",
+                "resume with the same options as the original run",
+            )
         optimizer.load_state_dict(state, source=str(out_dir / "trainer_state.h5"))
 
     def checkpoint():
@@ -384,20 +419,33 @@ def fit(model, task, settings, out_dir, template, resume=False, log=None):
             seconds = time.perf_counter() - tick
             progress.seconds = time.perf_counter() - started
             tokens = int(np.asarray(batch["attention_mask"]).sum())
-            record = {"step": progress.step, "epoch": progress.epoch, "loss": float(loss), "lr": lr,
-                      "grad_norm": grad_norm, "tokens_per_s": tokens / seconds, "seconds": progress.seconds}
+            record = {
+                "step": progress.step,
+                "epoch": progress.epoch,
+                "loss": float(loss),
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens_per_s": tokens / seconds,
+                "seconds": progress.seconds,
+            }
             progress.history.append(record)
             bar.update(record)
             epoch_done = progress.index >= steps_per_epoch
             if epoch_done:
                 progress.epoch += 1
                 progress.index = 0
-            if (settings.eval_steps and progress.step % settings.eval_steps == 0) or (not settings.eval_steps and epoch_done) \
-                    or progress.step == total_steps:
+            if (
+                (settings.eval_steps and progress.step % settings.eval_steps == 0)
+                or (not settings.eval_steps and epoch_done)
+                or progress.step == total_steps
+            ):
                 metrics = task.evaluate(model)
                 if metrics:
                     progress.history.append({"step": progress.step, "epoch": progress.epoch, **metrics})
-                    bar.write(f"step {progress.step} (epoch {progress.epoch}): " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                    bar.write(
+                        f"step {progress.step} (epoch {progress.epoch}): "
+                        + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                    )
             if stop.requested:
                 interrupted = True
                 break
@@ -410,8 +458,10 @@ def fit(model, task, settings, out_dir, template, resume=False, log=None):
         checkpoint()
     plot_history(out_dir, progress.history, log)
     how = "interrupted" if interrupted else "finished" if progress.step == total_steps else "stopped"
-    log(f"{how} at step {progress.step}/{total_steps}; checkpoint: {out_dir / 'model.h5'} (+ trainer_state.h5)"
-        + ("" if how == "finished" else "; continue with --resume"))
+    log(
+        f"{how} at step {progress.step}/{total_steps}; checkpoint: {out_dir / 'model.h5'} (+ trainer_state.h5)"
+        + ("" if how == "finished" else "; continue with --resume")
+    )
     progress.interrupted = interrupted
     return progress
 
@@ -473,7 +523,12 @@ def plot_history(out_dir, history, log):
     ax.plot(steps, losses, lw=0.6, alpha=0.5, label="training loss (each step)")
     if len(losses) >= 20:
         k = max(5, len(losses) // 50)
-        ax.plot(steps[k - 1:], np.convolve(losses, np.ones(k) / k, mode="valid"), lw=1.5, label=f"moving average ({k} steps)")
+        ax.plot(
+            steps[k - 1 :],
+            np.convolve(losses, np.ones(k) / k, mode="valid"),
+            lw=1.5,
+            label=f"moving average ({k} steps)",
+        )
     for key in ("dev_loss", "dev_mlm_loss"):
         points = [(r["step"], r[key]) for r in history if key in r]
         if points:
@@ -494,13 +549,20 @@ def plot_history(out_dir, history, log):
 # ---------------------------------------------------------------------------------------
 
 
-def finetune(model_path, train_path, out_dir, task="classification", dev_path=None, labels=None, settings=None,
-             resume=False, dtype="float32", backend="numba", log=None):
+def finetune(
+    model_path,
+    train_path,
+    out_dir,
+    task="classification",
+    dev_path=None,
+    labels=None,
+    settings=None,
+    resume=False,
+    dtype="float32",
+    backend="numba",
+    log=None,
+):
     """``minibert finetune``: a classifier on top of ``model_path``'s encoder, trained on the file."""
-    from . import load
-    from .tokenizer import Tokenizer
-    from .weights import load as load_weights, save
-
     settings = settings or Settings()
     log = log or (lambda message: print(message, file=sys.stderr))
     train_examples = data.read_examples(train_path, task)
@@ -511,51 +573,75 @@ def finetune(model_path, train_path, out_dir, task="classification", dev_path=No
     out_dir = Path(out_dir)
     if resume:
         check_resumable(out_dir)
-        template = load_weights(out_dir / "model.h5")
+        template = weights_format.load(out_dir / "model.h5")
         if list(template.config.id2label.values()) != list(label2id):
-            raise TrainingError(f"{out_dir}/model.h5 has labels {list(template.config.id2label.values())}, the data {list(label2id)}",
-                                "resume with the same --labels and data")
+            raise TrainingError(
+                f"{out_dir}/model.h5 has labels {list(template.config.id2label.values())}, the data {list(label2id)}",
+                "resume with the same --labels and data",
+            )
     else:
-        source = load_weights(model_path)
+        source = weights_format.load(model_path)
         if not source.vocab:
-            raise TrainingError(f"{model_path}: the file holds no vocabulary to tokenize the data with",
-                                "convert the model from a directory that has vocab.txt")
+            raise TrainingError(
+                f"{model_path}: the file holds no vocabulary to tokenize the data with",
+                "convert the model from a directory that has vocab.txt",
+            )
         template = with_classification_head(source, list(label2id), settings.seed)
         out_dir.mkdir(parents=True, exist_ok=True)
         save(out_dir / "initial.h5", template)
-        write_run(out_dir, command="finetune", model=str(model_path), train=str(train_path), dev=dev_path and str(dev_path),
-                  task=task, labels=list(label2id), settings=asdict(settings), dtype=dtype, backend=backend)
+        write_run(
+            out_dir,
+            command="finetune",
+            model=str(model_path),
+            train=str(train_path),
+            dev=dev_path and str(dev_path),
+            task=task,
+            labels=list(label2id),
+            settings=asdict(settings),
+            dtype=dtype,
+            backend=backend,
+        )
     start = out_dir / ("model.h5" if resume else "initial.h5")
     model = load(start, head="classification", dtype=dtype, backend=backend)
     tokenizer = Tokenizer.from_file(start)
-    log(f"fine-tuning {model_path} ({task}, labels {', '.join(label2id)}): {len(train_examples)} training examples, "
-        f"{len(dev_examples)} dev; run directory {out_dir}")
+    log(
+        f"fine-tuning {model_path} ({task}, labels {', '.join(label2id)}): {len(train_examples)} training examples, "
+        f"{len(dev_examples)} dev; run directory {out_dir}"
+    )
     t = ClassificationTask(train_examples, dev_examples, tokenizer, label2id, settings.batch_size, settings.max_length)
     return fit(model, t, settings, out_dir, template, resume=resume, log=log)
 
 
-def pretrain(corpus_path, vocab_path, out_dir, preset="bert-tiny", dev_fraction=0.02, settings=None, resume=False,
-             dtype="float32", backend="numba", log=None):
+def pretrain(
+    corpus_path,
+    vocab_path,
+    out_dir,
+    preset="bert-tiny",
+    dev_fraction=0.02,
+    settings=None,
+    resume=False,
+    dtype="float32",
+    backend="numba",
+    log=None,
+):
     """``minibert pretrain``: BERT of a preset shape from scratch, masked-LM + next-sentence on a corpus.
 
     The last ``dev_fraction`` of the documents (at least 2) are held out for the dev metrics.
     """
-    from . import load
-    from .tokenizer import Tokenizer, read_vocab_txt
-    from .weights import load as load_weights, read_vocab, save
-
     settings = settings or Settings(lr=1e-4, warmup_ratio=0.01)
     log = log or (lambda message: print(message, file=sys.stderr))
     documents = data.read_corpus(corpus_path)
     n_dev = max(2, int(round(dev_fraction * len(documents)))) if dev_fraction > 0 else 0
     if len(documents) - n_dev < 2:
-        raise TrainingError(f"{corpus_path}: {len(documents)} documents leave fewer than 2 for training after {n_dev} held out",
-                            "use a larger corpus or --dev-fraction 0")
-    train_docs, dev_docs = documents[:len(documents) - n_dev], documents[len(documents) - n_dev:]
+        raise TrainingError(
+            f"{corpus_path}: {len(documents)} documents leave fewer than 2 for training after {n_dev} held out",
+            "use a larger corpus or --dev-fraction 0",
+        )
+    train_docs, dev_docs = documents[: len(documents) - n_dev], documents[len(documents) - n_dev :]
     out_dir = Path(out_dir)
     if resume:
         check_resumable(out_dir)
-        template = load_weights(out_dir / "model.h5")
+        template = weights_format.load(out_dir / "model.h5")
     else:
         tokenizer = Tokenizer.from_file(vocab_path)  # checks the special tokens
         if str(vocab_path).endswith((".h5", ".hdf5")):
@@ -565,26 +651,42 @@ def pretrain(corpus_path, vocab_path, out_dir, preset="bert-tiny", dev_fraction=
         config = BertConfig.preset(preset)
         config.vocab_size = len(vocab)
         config = BertConfig.from_dict(config.to_dict())  # re-validated
-        template = new_model(config, vocab, tokenizer.do_lower_case, ["masked-lm", "next-sentence"], settings.seed,
-                             source=f"minibert pretrain --preset {preset} (seed {settings.seed})")
+        template = new_model(
+            config,
+            vocab,
+            tokenizer.do_lower_case,
+            ["masked-lm", "next-sentence"],
+            settings.seed,
+            source=f"minibert pretrain --preset {preset} (seed {settings.seed})",
+        )
         out_dir.mkdir(parents=True, exist_ok=True)
         save(out_dir / "initial.h5", template)
-        write_run(out_dir, command="pretrain", corpus=str(corpus_path), vocab=str(vocab_path), preset=preset,
-                  dev_fraction=dev_fraction, settings=asdict(settings), dtype=dtype, backend=backend)
+        write_run(
+            out_dir,
+            command="pretrain",
+            corpus=str(corpus_path),
+            vocab=str(vocab_path),
+            preset=preset,
+            dev_fraction=dev_fraction,
+            settings=asdict(settings),
+            dtype=dtype,
+            backend=backend,
+        )
     start = out_dir / ("model.h5" if resume else "initial.h5")
     model = load(start, head="pretraining", dtype=dtype, backend=backend)
     tokenizer = Tokenizer.from_file(start)
-    log(f"pretraining {preset} on {corpus_path}: {len(train_docs)} documents ({sum(map(len, train_docs))} sentences), "
-        f"{len(dev_docs)} held out; run directory {out_dir}")
+    log(
+        f"pretraining {preset} on {corpus_path}: {len(train_docs)} documents ({sum(map(len, train_docs))} sentences), "
+        f"{len(dev_docs)} held out; run directory {out_dir}"
+    )
     t = PretrainingTask(train_docs, dev_docs, tokenizer, settings.batch_size, settings.max_length, seed=settings.seed)
     return fit(model, t, settings, out_dir, template, resume=resume, log=log)
 
 
-def evaluate_file(model_path, path, task="classification", batch_size=32, max_length=128, dtype="float32", backend="numba"):
+def evaluate_file(
+    model_path, path, task="classification", batch_size=32, max_length=128, dtype="float32", backend="numba"
+):
     """Accuracy and mean cross-entropy of a classifier (.h5 with a classification head) on a labelled file."""
-    from . import load
-    from .tokenizer import Tokenizer
-
     model = load(model_path, head="classification", dtype=dtype, backend=backend)
     label2id = {name: i for i, name in sorted(model.id2label.items())}
     examples = data.read_examples(path, task)

@@ -29,7 +29,9 @@ from .errors import InputError
 
 # transformers' Trainer.get_decay_parameter_names: parameters of LayerNorm layers and every name
 # containing "bias" get no weight decay (the patterns are matched on the lower-cased name).
-NO_DECAY_PATTERNS = [re.compile(p) for p in (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")]
+NO_DECAY_PATTERNS = [
+    re.compile(p) for p in (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
+]
 
 
 def decay_parameter_names(names):
@@ -69,18 +71,28 @@ class AdamW:
     ``decay``: the names that get weight decay; default ``decay_parameter_names(params)``
     (transformers' Trainer: none on biases and LayerNorm weights).
     Defaults are PyTorch's (lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0.01).
+    ``fused``: True (default) updates with the Numba loop ``kernels.adamw_update``, False with the
+    NumPy reference ``adamw_update``; the two give the same numbers (tests/test_optim.py).
     """
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, decay=None):
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, decay=None, fused=True):
         if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
-            raise InputError(f"invalid AdamW settings lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}",
-                             "use lr >= 0, 0 <= beta < 1, eps >= 0, weight_decay >= 0")
+            raise InputError(
+                f"invalid AdamW settings lr={lr}, betas={betas}, eps={eps}, weight_decay={weight_decay}",
+                "use lr >= 0, 0 <= beta < 1, eps >= 0, weight_decay >= 0",
+            )
         self.params = {n: p for n, p in params.items() if np.issubdtype(p.dtype, np.floating)}
         self.lr, self.betas, self.eps, self.weight_decay = lr, tuple(betas), eps, weight_decay
         self.decay = set(decay_parameter_names(self.params) if decay is None else decay)
         self.exp_avg = {n: np.zeros_like(p) for n, p in self.params.items()}  # m, first moment
         self.exp_avg_sq = {n: np.zeros_like(p) for n, p in self.params.items()}  # v, second moment
         self.step_count = 0  # optimiser steps taken
+        if fused:
+            from . import kernels  # imports numba: only when a fused optimiser is made
+
+            self.update = kernels.adamw_update
+        else:
+            self.update = adamw_update
 
     def step(self, grads, lr=None):
         """Update every parameter from its gradient (a dict with the same names), in place.
@@ -90,8 +102,10 @@ class AdamW:
         """
         unknown = set(grads) - set(self.params)
         if unknown:
-            raise InputError(f"gradients for unknown parameters: {', '.join(sorted(unknown)[:3])}",
-                             "pass the grads dict of train.value_and_grad for the same model")
+            raise InputError(
+                f"gradients for unknown parameters: {', '.join(sorted(unknown)[:3])}",
+                "pass the grads dict of train.value_and_grad for the same model",
+            )
         lr = self.lr if lr is None else lr
         self.step_count += 1
         beta1, beta2 = self.betas
@@ -100,11 +114,24 @@ class AdamW:
                 continue
             grad = grads[name]
             if grad.shape != param.shape:
-                raise InputError(f"gradient of {name} has shape {grad.shape}, the parameter {param.shape}",
-                                 "pass the grads dict of train.value_and_grad for the same model")
+                raise InputError(
+                    f"gradient of {name} has shape {grad.shape}, the parameter {param.shape}",
+                    "pass the grads dict of train.value_and_grad for the same model",
+                )
             weight_decay = self.weight_decay if name in self.decay else 0.0
-            adamw_update(param, grad.astype(param.dtype, copy=False), self.exp_avg[name], self.exp_avg_sq[name],
-                         self.step_count, lr, beta1, beta2, self.eps, weight_decay)
+            grad = np.ascontiguousarray(grad, dtype=param.dtype)
+            self.update(
+                param,
+                grad,
+                self.exp_avg[name],
+                self.exp_avg_sq[name],
+                self.step_count,
+                lr,
+                beta1,
+                beta2,
+                self.eps,
+                weight_decay,
+            )
 
     def state_dict(self):
         """Everything needed to resume: the step count and both moments of every parameter."""
@@ -115,12 +142,16 @@ class AdamW:
         for key in ("exp_avg", "exp_avg_sq"):
             if set(state[key]) != set(self.params):
                 missing = sorted(set(self.params) ^ set(state[key]))[:3]
-                raise InputError(f"{source}: {key} does not cover the same parameters as the model (e.g. {', '.join(missing)})",
-                                 "resume with the checkpoint's own model file")
+                raise InputError(
+                    f"{source}: {key} does not cover the same parameters as the model (e.g. {', '.join(missing)})",
+                    "resume with the checkpoint's own model file",
+                )
             for name, value in state[key].items():
                 if value.shape != self.params[name].shape:
-                    raise InputError(f"{source}: {key}/{name} has shape {value.shape}, the parameter {self.params[name].shape}",
-                                     "resume with the checkpoint's own model file")
+                    raise InputError(
+                        f"{source}: {key}/{name} has shape {value.shape}, the parameter {self.params[name].shape}",
+                        "resume with the checkpoint's own model file",
+                    )
                 getattr(self, key)[name] = np.ascontiguousarray(value, dtype=self.params[name].dtype)
         self.step_count = int(state["step_count"])
 

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
+from training_fixtures import tiny_vocab, write_jsonl
 
 from minibert import Tokenizer, data
 from minibert.data import DataError
-
-from training_fixtures import tiny_vocab, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -15,27 +14,41 @@ def tokenizer():
 
 
 def test_jsonl_and_tsv_read_the_same(tmp_path):
-    rows = [{"text": "a cat", "text_pair": "a dog", "label": "yes"}, {"text": "the mat", "text_pair": "sat", "label": 1}]
+    rows = [
+        {"text": "a cat", "text_pair": "a dog", "label": "yes"},
+        {"text": "the mat", "text_pair": "sat", "label": 1},
+    ]
     j = data.read_examples(write_jsonl(tmp_path / "x.jsonl", rows), "pair-classification")
     (tmp_path / "x.tsv").write_text("text\ttext_pair\tlabel\na cat\ta dog\tyes\n\nthe mat\tsat\t1\n", encoding="utf-8")
     t = data.read_examples(tmp_path / "x.tsv", "pair-classification")
-    assert [(e.text, e.text_pair, e.label) for e in j] == [(e.text, e.text_pair, e.label) for e in t] == \
-        [("a cat", "a dog", "yes"), ("the mat", "sat", "1")]
+    assert (
+        [(e.text, e.text_pair, e.label) for e in j]
+        == [(e.text, e.text_pair, e.label) for e in t]
+        == [("a cat", "a dog", "yes"), ("the mat", "sat", "1")]
+    )
     assert [e.line for e in t] == [2, 4]
     assert data.read_examples(tmp_path / "x.jsonl")[0].text_pair is None  # classification ignores the pair
 
 
-@pytest.mark.parametrize("content, suffix, task, message", [
-    ("", ".jsonl", "classification", "holds no examples"),
-    ('{"text": "a", "label": "x"}\n{"text": "b"\n', ".jsonl", "classification", r"x.jsonl:2: not valid JSON"),
-    ('{"text": "a", "label": "x"}\n[1, 2]\n', ".jsonl", "classification", r"x.jsonl:2: expected a JSON object"),
-    ('{"text": "a", "label": "x"}\n\n{"label": "y"}\n', ".jsonl", "classification", r"x.jsonl:3: the row has no 'text'"),
-    ('{"text": "a", "label": "x"}\n', ".jsonl", "pair-classification", r"x.jsonl:1: the row has no 'text_pair'"),
-    ('{"text": 3, "label": "x"}\n', ".jsonl", "classification", r"x.jsonl:1: 'text' is int"),
-    ("text\tlabel\na\tx\nb\tx\textra\n", ".tsv", "classification", r"x.tsv:3: 3 columns, the header has 2"),
-    ("sentence\tgold\na\tx\n", ".tsv", "classification", r"x.tsv:1: the header"),
-    ("a,x\n", ".csv", "classification", "unknown file type"),
-])
+@pytest.mark.parametrize(
+    "content, suffix, task, message",
+    [
+        ("", ".jsonl", "classification", "holds no examples"),
+        ('{"text": "a", "label": "x"}\n{"text": "b"\n', ".jsonl", "classification", r"x.jsonl:2: not valid JSON"),
+        ('{"text": "a", "label": "x"}\n[1, 2]\n', ".jsonl", "classification", r"x.jsonl:2: expected a JSON object"),
+        (
+            '{"text": "a", "label": "x"}\n\n{"label": "y"}\n',
+            ".jsonl",
+            "classification",
+            r"x.jsonl:3: the row has no 'text'",
+        ),
+        ('{"text": "a", "label": "x"}\n', ".jsonl", "pair-classification", r"x.jsonl:1: the row has no 'text_pair'"),
+        ('{"text": 3, "label": "x"}\n', ".jsonl", "classification", r"x.jsonl:1: 'text' is int"),
+        ("text\tlabel\na\tx\nb\tx\textra\n", ".tsv", "classification", r"x.tsv:3: 3 columns, the header has 2"),
+        ("sentence\tgold\na\tx\n", ".tsv", "classification", r"x.tsv:1: the header"),
+        ("a,x\n", ".csv", "classification", "unknown file type"),
+    ],
+)
 def test_bad_files_name_the_line(tmp_path, content, suffix, task, message):
     path = tmp_path / f"x{suffix}"
     path.write_text(content, encoding="utf-8")
@@ -47,7 +60,9 @@ def test_bad_files_name_the_line(tmp_path, content, suffix, task, message):
 def test_missing_file_and_unknown_label(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         data.read_examples(tmp_path / "nope.jsonl")
-    examples = data.read_examples(write_jsonl(tmp_path / "t.jsonl", [{"text": "a", "label": "pos"}, {"text": "b", "label": "meh"}]))
+    examples = data.read_examples(
+        write_jsonl(tmp_path / "t.jsonl", [{"text": "a", "label": "pos"}, {"text": "b", "label": "meh"}])
+    )
     with pytest.raises(DataError, match=r"t.jsonl:2: unknown label 'meh' \(known: neg, pos\)"):
         data.label_set(examples, ["neg", "pos"], path=str(tmp_path / "t.jsonl"))
     assert data.label_set(examples) == {"meh": 0, "pos": 1}  # default: sorted names
@@ -56,9 +71,16 @@ def test_missing_file_and_unknown_label(tmp_path):
 
 
 def test_classification_batch(tokenizer, tmp_path):
-    examples = data.read_examples(write_jsonl(tmp_path / "t.jsonl", [
-        {"text": "the cat", "text_pair": "sat", "label": "b"}, {"text": "a dog ran on the mat", "text_pair": "x", "label": "a"}]),
-        "pair-classification")
+    examples = data.read_examples(
+        write_jsonl(
+            tmp_path / "t.jsonl",
+            [
+                {"text": "the cat", "text_pair": "sat", "label": "b"},
+                {"text": "a dog ran on the mat", "text_pair": "x", "label": "a"},
+            ],
+        ),
+        "pair-classification",
+    )
     b = data.classification_batch(examples, tokenizer, {"a": 0, "b": 1}, max_length=8)
     assert b["input_ids"].shape == (2, 8)  # the second pair is truncated to 8
     np.testing.assert_array_equal(b["labels"], [1, 0])
@@ -88,7 +110,11 @@ def test_masking_follows_bert():
     kept = (masked[chosen] == ids[chosen]).mean()
     randomised = 1 - as_mask - kept
     sd = np.sqrt(0.1 * 0.9 / n)  # ~2,400 chosen tokens: 5 standard deviations below
-    assert abs(as_mask - 0.8) < 5 * np.sqrt(0.16 / n) and abs(kept - 0.1) < 5 * sd + 1 / V and abs(randomised - 0.1) < 5 * sd
+    assert (
+        abs(as_mask - 0.8) < 5 * np.sqrt(0.16 / n)
+        and abs(kept - 0.1) < 5 * sd + 1 / V
+        and abs(randomised - 0.1) < 5 * sd
+    )
 
 
 def test_sentence_pairs_and_pretraining_batch(tokenizer):

@@ -4,14 +4,13 @@ import json
 
 import numpy as np
 import pytest
+from training_fixtures import tiny_model_file
 
 import minibert
 from minibert import weights
 from minibert.cli import main
 from minibert.errors import WeightsError
 from minibert.export import export
-
-from training_fixtures import tiny_model_file
 
 CASES = [  # heads in the file, transformers class, minibert head, output compared
     ((), "BertModel", None, "last_hidden_state"),
@@ -35,11 +34,16 @@ def test_export_loads_in_transformers_with_equal_outputs(tmp_path, heads, arch, 
     if id2label:
         assert ref.config.id2label == id2label
     tok = minibert.Tokenizer.from_file(h5)
-    assert [line for line in (out_dir / "vocab.txt").read_text().splitlines()] == [tok.ids_to_tokens[i] for i in range(tok.vocab_size)]
+    assert [line for line in (out_dir / "vocab.txt").read_text().splitlines()] == [
+        tok.ids_to_tokens[i] for i in range(tok.vocab_size)
+    ]
     hf_tok = transformers.BertTokenizer(str(out_dir / "vocab.txt"))
     batch = tok.encode_batch(["the cat sat on the mat", "a dog"], ["is good", "ran"])
-    assert hf_tok(["the cat sat on the mat", "a dog"], ["is good", "ran"], padding=True)["input_ids"] == batch["input_ids"].tolist()
-    ours = getattr(minibert.load(h5, head=head), "__call__")(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    assert (
+        hf_tok(["the cat sat on the mat", "a dog"], ["is good", "ran"], padding=True)["input_ids"]
+        == batch["input_ids"].tolist()
+    )
+    ours = minibert.load(h5, head=head).__call__(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     with torch.no_grad():
         theirs = ref(**{k: torch.from_numpy(v) for k, v in batch.items()})
     theirs = getattr(theirs, "prediction_logits", None) if arch == "BertForPreTraining" else theirs[output]

@@ -8,7 +8,7 @@ test_training.py) runs the whole training step, gradients included.
 import numpy as np
 import pytest
 
-from minibert import optim
+from minibert import kernels, optim
 from minibert.errors import InputError
 
 NAMES = {  # a few tensors named like BERT's, shapes kept small
@@ -44,16 +44,20 @@ def test_decay_names_are_the_trainers():
     import transformers
     from transformers import BertConfig, BertForSequenceClassification
 
-    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1,
-                                                     num_attention_heads=2, intermediate_size=16, num_labels=3))
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, num_labels=3
+        )
+    )
     trainer_decay = transformers.Trainer.get_decay_parameter_names(None, model)
     names = [n for n, _ in model.named_parameters()]
     assert optim.decay_parameter_names(names) == trainer_decay
     assert "bert.embeddings.LayerNorm.weight" not in trainer_decay and "classifier.weight" in trainer_decay
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
-def test_adamw_equals_torch_with_schedule_and_clipping(weight_decay):
+def test_adamw_equals_torch_with_schedule_and_clipping(weight_decay, fused):
     """8 steps, same gradients each step, warm-up schedule and clipping: equal to float64 rounding."""
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -62,7 +66,7 @@ def test_adamw_equals_torch_with_schedule_and_clipping(weight_decay):
     lr, betas, eps = 1e-2, (0.9, 0.98), 1e-6
     tensors, torch_opt = torch_adamw(params, lr, betas, eps, weight_decay)
     scheduler = get_linear_schedule_with_warmup(torch_opt, num_warmup_steps=3, num_training_steps=8)
-    ours = optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    ours = optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, fused=fused)
     schedule = optim.linear_schedule_with_warmup(3, 8)
     rng = np.random.default_rng(1)
     worst = 0.0
@@ -82,8 +86,25 @@ def test_adamw_equals_torch_with_schedule_and_clipping(weight_decay):
         assert abs(our_norm - float(torch_norm)) <= 1e-14 * our_norm
         for n, t in tensors.items():
             worst = max(worst, float(np.max(np.abs(params[n] - t.detach().numpy()))))
-    print(f"AdamW vs torch, 8 steps, weight_decay={weight_decay}: max abs parameter difference {worst:.1e}")
+    print(
+        f"AdamW (fused={fused}) vs torch, 8 steps, weight_decay={weight_decay}: "
+        f"max abs parameter difference {worst:.1e}"
+    )
     assert worst <= 1e-15 * 4  # a few float64 roundings of values of size ~1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_update_is_the_numpy_update(dtype):
+    """The Numba loop and the NumPy reference: the same operations, so bit-identical results."""
+    rng = np.random.default_rng(4)
+    arrays = [rng.normal(size=(7, 33)).astype(dtype) for _ in range(4)]  # param, grad, m, v (v >= 0 below)
+    arrays[3] = np.abs(arrays[3])
+    a, b = [x.copy() for x in arrays], [x.copy() for x in arrays]
+    for step in (1, 2, 3):
+        optim.adamw_update(a[0], a[1], a[2], a[3], step, 3e-3, 0.9, 0.999, 1e-8, 0.01)
+        kernels.adamw_update(b[0], b[1], b[2], b[3], step, 3e-3, 0.9, 0.999, 1e-8, 0.01)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
 
 
 def test_no_decay_on_bias_and_layernorm():
@@ -93,7 +114,12 @@ def test_no_decay_on_bias_and_layernorm():
     opt = optim.AdamW(params, lr=0.1, weight_decay=0.5)
     opt.step({n: np.zeros_like(p) for n, p in params.items()})
     for n in NAMES:
-        factor = 1 - 0.1 * 0.5 if n in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight", "classifier.weight") else 1.0
+        factor = (
+            1 - 0.1 * 0.5
+            if n
+            in ("embeddings.word_embeddings.weight", "encoder.layer.0.attention.self.query.weight", "classifier.weight")
+            else 1.0
+        )
         np.testing.assert_array_equal(params[n], before[n] * factor)
 
 

@@ -7,18 +7,16 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from training_fixtures import SENTIMENT, sentiment_files, tiny_model_file, tiny_vocab, write_jsonl
 
 import minibert
 from minibert import data, fit, optim, train, weights
 from minibert.cli import main
 from minibert.export import export
-
-from training_fixtures import SENTIMENT, sentiment_files, tiny_model_file, tiny_vocab, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,12 +27,19 @@ def torch_training_run(hf_dir, arch, batches, lr, warmup, total, weight_decay, m
     import transformers
     from transformers import get_linear_schedule_with_warmup
 
-    model = getattr(transformers, arch).from_pretrained(hf_dir, attn_implementation="eager").double().eval()  # eval: no dropout
+    model = (
+        getattr(transformers, arch).from_pretrained(hf_dir, attn_implementation="eager").double().eval()
+    )  # eval: no dropout
     names = [n for n, _ in model.named_parameters()]
     decay = set(optim.decay_parameter_names(names))
     params = dict(model.named_parameters())
-    opt = torch.optim.AdamW([{"params": [params[n] for n in names if n in decay], "weight_decay": weight_decay},
-                             {"params": [params[n] for n in names if n not in decay], "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [params[n] for n in names if n in decay], "weight_decay": weight_decay},
+            {"params": [params[n] for n in names if n not in decay], "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
     scheduler = get_linear_schedule_with_warmup(opt, warmup, total)
     losses = []
     for b in batches:
@@ -48,27 +53,34 @@ def torch_training_run(hf_dir, arch, batches, lr, warmup, total, weight_decay, m
     return model, losses
 
 
-@pytest.mark.parametrize("heads, head, arch", [
-    (("classification",), "classification", "BertForSequenceClassification"),
-    (("masked-lm", "next-sentence"), "pretraining", "BertForPreTraining"),
-])
+@pytest.mark.parametrize(
+    "heads, head, arch",
+    [
+        (("classification",), "classification", "BertForSequenceClassification"),
+        (("masked-lm", "next-sentence"), "pretraining", "BertForPreTraining"),
+    ],
+)
 def test_20_steps_equal_pytorch(tmp_path, heads, head, arch):
     """Same initial weights, same batches, float64, no dropout: same loss every step, same weights after 20."""
-    h5 = tiny_model_file(tmp_path / "m.h5", heads, seed=5, id2label={0: "neg", 1: "pos"} if head == "classification" else None)
+    h5 = tiny_model_file(
+        tmp_path / "m.h5", heads, seed=5, id2label={0: "neg", 1: "pos"} if head == "classification" else None
+    )
     tok = minibert.Tokenizer.from_file(h5)
     label2id = {"neg": 0, "pos": 1}
     examples = [data.Example(t, None, y, i) for i, (t, y) in enumerate(SENTIMENT)]
-    docs = [[t for t, _ in SENTIMENT[i:i + 4]] for i in range(0, 12, 4)]
+    docs = [[t for t, _ in SENTIMENT[i : i + 4]] for i in range(0, 12, 4)]
     batches = []
     for step in range(20):
         if head == "classification":
-            order = data.epoch_order(len(examples), 0, step // 3)[(step % 3) * 4:(step % 3) * 4 + 4]
+            order = data.epoch_order(len(examples), 0, step // 3)[(step % 3) * 4 : (step % 3) * 4 + 4]
             batches.append(data.classification_batch([examples[i] for i in order], tok, label2id, 16))
         else:
             batches.append(data.pretraining_batch(docs, tok, data.batch_rng(0, 0, step), 4, 16))
     lr, warmup, total, wd, max_norm = 5e-3, 4, 20, 0.01, 1.0
 
-    torch_model, torch_losses = torch_training_run(export(h5, tmp_path / "hf"), arch, batches, lr, warmup, total, wd, max_norm)
+    torch_model, torch_losses = torch_training_run(
+        export(h5, tmp_path / "hf"), arch, batches, lr, warmup, total, wd, max_norm
+    )
 
     model = minibert.load(h5, head=head, dtype="float64")
     opt = optim.AdamW(model.weights, lr=lr, weight_decay=wd)
@@ -87,8 +99,11 @@ def test_20_steps_equal_pytorch(tmp_path, heads, head, arch):
         err = float(np.abs(w - ref).max()) / max(1.0, float(np.abs(ref).max()))
         if err > worst:
             worst, worst_name = err, name
-    print(f"\n{arch} 20 AdamW steps, float64: loss {losses[0]:.4f} -> {losses[-1]:.4f}; worst loss difference {loss_err:.1e}, "
-          f"worst parameter difference {worst:.1e} ({worst_name})")
+    print(
+        f"\n{arch} 20 AdamW steps, float64: loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
+        f"worst loss difference {loss_err:.1e}, "
+        f"worst parameter difference {worst:.1e} ({worst_name})"
+    )
     assert losses[-1] < losses[0] - 0.1  # it learned something: the comparison is not of two frozen models
     assert loss_err <= 1e-9
     assert worst <= 1e-9
@@ -109,8 +124,28 @@ def test_finetune_command_learns_and_saves(tmp_path):
     h5 = tiny_model_file(tmp_path / "m.h5")
     train_file, dev_file = sentiment_files(tmp_path)
     out = tmp_path / "run"
-    status, err = run(["finetune", str(h5), "--train", str(train_file), "--dev", str(dev_file), "--labels", "neg,pos",
-                       "--out", str(out), "--epochs", "12", "--batch-size", "4", "--lr", "1e-2", "--save-steps", "10"])
+    status, err = run(
+        [
+            "finetune",
+            str(h5),
+            "--train",
+            str(train_file),
+            "--dev",
+            str(dev_file),
+            "--labels",
+            "neg,pos",
+            "--out",
+            str(out),
+            "--epochs",
+            "12",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-2",
+            "--save-steps",
+            "10",
+        ]
+    )
     assert status == 0, err
     history = json.loads((out / "history.json").read_text())
     steps = [r for r in history if "loss" in r]
@@ -155,8 +190,27 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     h5 = tiny_model_file(tmp_path / "m.h5")
     train_file, dev_file = sentiment_files(tmp_path)
     out = tmp_path / "run"
-    argv = [sys.executable, "-m", "minibert", "finetune", str(h5), "--train", str(train_file), "--dev", str(dev_file),
-            "--out", str(out), "--max-steps", "40", "--eval-steps", "1", "--batch-size", "4", "--save-steps", "1000"]
+    argv = [
+        sys.executable,
+        "-m",
+        "minibert",
+        "finetune",
+        str(h5),
+        "--train",
+        str(train_file),
+        "--dev",
+        str(dev_file),
+        "--out",
+        str(out),
+        "--max-steps",
+        "40",
+        "--eval-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--save-steps",
+        "1000",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
     seen = []
@@ -189,18 +243,45 @@ def test_pretrain_command(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(tiny_vocab()) + "\n", encoding="utf-8")
     corpus = tmp_path / "corpus.txt"
-    docs = [[t for t, _ in SENTIMENT[i:i + 3]] for i in range(0, 12, 3)] * 3
+    docs = [[t for t, _ in SENTIMENT[i : i + 3]] for i in range(0, 12, 3)] * 3
     corpus.write_text("\n\n".join("\n".join(d) for d in docs) + "\n", encoding="utf-8")
     out = tmp_path / "run"
-    status, err = run(["pretrain", "--corpus", str(corpus), "--vocab", str(vocab), "--preset", "bert-tiny", "--out", str(out),
-                       "--max-steps", "8", "--batch-size", "4", "--max-length", "24", "--eval-steps", "4", "--dev-fraction", "0.2"])
+    status, err = run(
+        [
+            "pretrain",
+            "--corpus",
+            str(corpus),
+            "--vocab",
+            str(vocab),
+            "--preset",
+            "bert-tiny",
+            "--out",
+            str(out),
+            "--max-steps",
+            "8",
+            "--batch-size",
+            "4",
+            "--max-length",
+            "24",
+            "--eval-steps",
+            "4",
+            "--dev-fraction",
+            "0.2",
+        ]
+    )
     assert status == 0, err
     history = json.loads((out / "history.json").read_text())
     evals = [r for r in history if "dev_mlm_loss" in r]
     assert len(evals) == 2 and all(np.isfinite(r["dev_mlm_loss"]) and 0 <= r["dev_nsp_accuracy"] <= 1 for r in evals)
-    assert abs([r["loss"] for r in history if "loss" in r][0] - (np.log(len(tiny_vocab())) + np.log(2))) < 0.5  # ~ ln V + ln 2
+    assert (
+        abs([r["loss"] for r in history if "loss" in r][0] - (np.log(len(tiny_vocab())) + np.log(2))) < 0.5
+    )  # ~ ln V + ln 2
     w = weights.load(out / "model.h5")
-    assert w.heads == ["masked-lm", "next-sentence"] and w.config.hidden_size == 128 and w.config.vocab_size == len(tiny_vocab())
+    assert (
+        w.heads == ["masked-lm", "next-sentence"]
+        and w.config.hidden_size == 128
+        and w.config.vocab_size == len(tiny_vocab())
+    )
     assert minibert.load(out / "model.h5", head="masked-lm") is not None
 
 
@@ -208,7 +289,9 @@ def test_training_errors_are_clear(tmp_path):
     h5 = tiny_model_file(tmp_path / "m.h5")
     train_file, _ = sentiment_files(tmp_path)
     bad_dev = write_jsonl(tmp_path / "bad.jsonl", [{"text": "x", "label": "pos"}, {"text": "y", "label": "maybe"}])
-    status, err = run(["finetune", str(h5), "--train", str(train_file), "--dev", str(bad_dev), "--out", str(tmp_path / "r")])
+    status, err = run(
+        ["finetune", str(h5), "--train", str(train_file), "--dev", str(bad_dev), "--out", str(tmp_path / "r")]
+    )
     assert status == 1 and "bad.jsonl:2: unknown label 'maybe' (known: neg, pos)" in err and "Traceback" not in err
     status, err = run(["finetune", str(h5), "--train", str(train_file), "--out", str(tmp_path / "none"), "--resume"])
     assert status == 1 and "no trainer state to resume from" in err

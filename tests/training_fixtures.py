@@ -17,13 +17,26 @@ WORDS = ["the", "cat", "dog", "sat", "on", "mat", "ran", "is", "an", "good", "ba
 
 def tiny_vocab():
     letters = list(string.ascii_lowercase)
-    return (["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + letters + ["##" + c for c in letters]
-            + list(string.digits) + list(".,!?'-") + WORDS)
+    return (
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        + letters
+        + ["##" + c for c in letters]
+        + list(string.digits)
+        + list(".,!?'-")
+        + WORDS
+    )
 
 
 def tiny_config(vocab, **overrides):
-    return BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=64, **overrides)
+    return BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        **overrides,
+    )
 
 
 def tiny_model_file(path, heads=(), seed=0, id2label=None):
@@ -40,9 +53,18 @@ def tiny_model_file(path, heads=(), seed=0, id2label=None):
 
 
 SENTIMENT = [  # (text, label): the label is whether the text says good/great (pos) or bad/awful (neg)
-    ("the movie is good", "pos"), ("a great film", "pos"), ("the cat is good", "pos"), ("great dog", "pos"),
-    ("the film is bad", "neg"), ("an awful movie", "neg"), ("the dog is bad", "neg"), ("awful cat", "neg"),
-    ("good good film", "pos"), ("bad bad movie", "neg"), ("the mat is great", "pos"), ("the mat is awful", "neg"),
+    ("the movie is good", "pos"),
+    ("a great film", "pos"),
+    ("the cat is good", "pos"),
+    ("great dog", "pos"),
+    ("the film is bad", "neg"),
+    ("an awful movie", "neg"),
+    ("the dog is bad", "neg"),
+    ("awful cat", "neg"),
+    ("good good film", "pos"),
+    ("bad bad movie", "neg"),
+    ("the mat is great", "pos"),
+    ("the mat is awful", "neg"),
 ]
 
 

@@ -17,7 +17,6 @@ features: word counts of A, of B, and the words A and B share; C chosen on pairs
 """
 
 import argparse
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -33,11 +32,15 @@ from minibert import data, fit  # noqa: E402
 def fill_mask_batches(sentences, tokenizer, batch_size=32, max_length=64, seed=0):
     batches = []
     for start in range(0, len(sentences), batch_size):
-        enc = tokenizer.encode_batch(sentences[start:start + batch_size], max_length=max_length, truncation=True)
+        enc = tokenizer.encode_batch(sentences[start : start + batch_size], max_length=max_length, truncation=True)
         special = np.isin(enc["input_ids"], [tokenizer.cls_token_id, tokenizer.sep_token_id])
         rng = data.batch_rng(seed, 0, start, stream=2)
-        _, labels = data.mask_tokens(enc["input_ids"], enc["attention_mask"], special, rng, tokenizer.vocab_size, tokenizer.mask_token_id)
-        enc["input_ids"] = np.where(labels != data.IGNORE_INDEX, tokenizer.mask_token_id, enc["input_ids"])  # every chosen token -> [MASK]
+        _, labels = data.mask_tokens(
+            enc["input_ids"], enc["attention_mask"], special, rng, tokenizer.vocab_size, tokenizer.mask_token_id
+        )
+        enc["input_ids"] = np.where(
+            labels != data.IGNORE_INDEX, tokenizer.mask_token_id, enc["input_ids"]
+        )  # every chosen token -> [MASK]
         enc["labels"] = labels
         batches.append(enc)
     return batches
@@ -59,11 +62,16 @@ def mlm(run_dir, corpus_dir):
         freq[i] += c
     p = freq / freq.sum()
     top5 = np.argsort(-freq)[:5]
-    print(f"held-out: {len(test)} sentences of {corpus_dir / 'test.txt'}, {len(targets)} masked tokens; "
-          f"vocabulary {V} (ln V = {np.log(V):.3f})")
+    print(
+        f"held-out: {len(test)} sentences of {corpus_dir / 'test.txt'}, {len(targets)} masked tokens; "
+        f"vocabulary {V} (ln V = {np.log(V):.3f})"
+    )
     print(f"{'model':<28} {'masked-LM loss':>14} {'top-1':>7} {'top-5':>7}")
-    print(f"{'unigram (train.txt counts)':<28} {-np.log(p[targets]).mean():>14.3f} {np.mean(targets == np.argmax(freq)):>7.3f} "
-          f"{np.isin(targets, top5).mean():>7.3f}")
+    print(
+        f"{'unigram (train.txt counts)':<28} {-np.log(p[targets]).mean():>14.3f} "
+        f"{np.mean(targets == np.argmax(freq)):>7.3f} "
+        f"{np.isin(targets, top5).mean():>7.3f}"
+    )
     results = {}
     for name in ("initial.h5", "model.h5"):
         model = minibert.load(run_dir / name, head="pretraining")
@@ -74,16 +82,20 @@ def mlm(run_dir, corpus_dir):
 
 
 def pairs(corpus_dir, models):
+    from scipy.sparse import hstack
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
-    from scipy.sparse import hstack
 
     corpus_dir = Path(corpus_dir)
-    split = {s: data.read_examples(corpus_dir / f"pairs_{s}.jsonl", "pair-classification") for s in ("train", "dev", "test")}
+    split = {
+        s: data.read_examples(corpus_dir / f"pairs_{s}.jsonl", "pair-classification") for s in ("train", "dev", "test")
+    }
     labels = {s: np.array([e.label for e in ex]) for s, ex in split.items()}
     majority = Counter(labels["train"]).most_common(1)[0][0]
-    print(f"pairs: train {len(split['train'])}, dev {len(split['dev'])}, test {len(split['test'])}; "
-          f"test labels {({str(k): v for k, v in Counter(labels['test']).items()})}")
+    print(
+        f"pairs: train {len(split['train'])}, dev {len(split['dev'])}, test {len(split['test'])}; "
+        f"test labels { ({str(k): v for k, v in Counter(labels['test']).items()}) }"
+    )
     print(f"{'classifier':<44} {'test accuracy':>13}")
     print(f"{'majority class (' + majority + ')':<44} {np.mean(labels['test'] == majority):>13.3f}")
     vec = CountVectorizer(lowercase=True, binary=True)
@@ -95,9 +107,14 @@ def pairs(corpus_dir, models):
         return hstack([a, b, a.multiply(b)]).tocsr()
 
     X = {s: features(ex) for s, ex in split.items()}
-    best = max(((LogisticRegression(C=C, max_iter=5000).fit(X["train"], labels["train"]), C) for C in (0.01, 0.1, 1.0, 10.0)),
-               key=lambda mc: mc[0].score(X["dev"], labels["dev"]))
-    print(f"{'bag-of-words logistic regression (C=' + str(best[1]) + ')':<44} {best[0].score(X['test'], labels['test']):>13.3f}")
+    best = max(
+        ((LogisticRegression(C=C, max_iter=5000).fit(X["train"], labels["train"]), C) for C in (0.01, 0.1, 1.0, 10.0)),
+        key=lambda mc: mc[0].score(X["dev"], labels["dev"]),
+    )
+    print(
+        f"{'bag-of-words logistic regression (C=' + str(best[1]) + ')':<44} "
+        f"{best[0].score(X['test'], labels['test']):>13.3f}"
+    )
     for path in models:
         m = fit.evaluate_file(path, corpus_dir / "pairs_test.jsonl", "pair-classification", max_length=64)
         print(f"{str(path):<44} {m['accuracy']:>13.3f}  (test loss {m['loss']:.3f}, {m['examples']} pairs)")

@@ -52,8 +52,13 @@ def replay(run_dir, steps=None):
     names = [n for n, _ in model.named_parameters()]
     decay = set(optim.decay_parameter_names(names))
     params = dict(model.named_parameters())
-    opt = torch.optim.AdamW([{"params": [params[n] for n in names if n in decay], "weight_decay": settings.weight_decay},
-                             {"params": [params[n] for n in names if n not in decay], "weight_decay": 0.0}], lr=settings.lr)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [params[n] for n in names if n in decay], "weight_decay": settings.weight_decay},
+            {"params": [params[n] for n in names if n not in decay], "weight_decay": 0.0},
+        ],
+        lr=settings.lr,
+    )
     scheduler = get_linear_schedule_with_warmup(opt, int(round(settings.warmup_ratio * total)), total)
     history, epoch, index = [], 0, 0
     for step in range(1, steps + 1):
@@ -66,7 +71,15 @@ def replay(run_dir, steps=None):
         opt.step()
         scheduler.step()
         opt.zero_grad()
-        history.append({"step": step, "loss": out.loss.item(), "lr": lr, "grad_norm": float(norm), "seconds": time.perf_counter() - tick})
+        history.append(
+            {
+                "step": step,
+                "loss": out.loss.item(),
+                "lr": lr,
+                "grad_norm": float(norm),
+                "seconds": time.perf_counter() - tick,
+            }
+        )
         index += 1
         if index >= task.steps_per_epoch():
             epoch, index = epoch + 1, 0
@@ -83,9 +96,12 @@ def compare(run_dir):
     theirs = {r["step"]: r for r in json.loads((run_dir / "torch_history.json").read_text())}
     common = sorted(set(ours) & set(theirs))
     diff = np.array([abs(ours[s]["loss"] - theirs[s]["loss"]) for s in common])
-    print(f"{len(common)} common steps; max |loss_minibert - loss_torch| = {diff.max():.2e} (step {common[int(diff.argmax())]}), "
-          f"mean {diff.mean():.2e}; first loss {ours[common[0]]['loss']:.6f} vs {theirs[common[0]]['loss']:.6f}, "
-          f"last {ours[common[-1]]['loss']:.6f} vs {theirs[common[-1]]['loss']:.6f}")
+    print(
+        f"{len(common)} common steps; max |loss_minibert - loss_torch| = {diff.max():.2e} "
+        f"(step {common[int(diff.argmax())]}), "
+        f"mean {diff.mean():.2e}; first loss {ours[common[0]]['loss']:.6f} vs {theirs[common[0]]['loss']:.6f}, "
+        f"last {ours[common[-1]]['loss']:.6f} vs {theirs[common[-1]]['loss']:.6f}"
+    )
     lr_diff = max(abs(ours[s]["lr"] - theirs[s]["lr"]) for s in common)
     print(f"max |lr difference| = {lr_diff:.1e}")
     import matplotlib

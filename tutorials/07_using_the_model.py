@@ -180,6 +180,9 @@ print(f"1 / V = {1 / mlm.config.vocab_size:.6f}")
 # * 80%: `my dog is [MASK]`
 # * 10%: `my dog is apple` (a random token)
 # * 10%: `my dog is hairy` (unchanged, but still predicted)
+#
+# (The original code draws the random token from the whole vocabulary; ours skips the
+# special and unused ids 0 to 998.)
 
 # %%
 def mask_tokens(ids, rng, special_ids=(101, 102, 0)):  # [T] ids -> (masked ids [T], labels [T], -100 = not selected)
@@ -191,7 +194,7 @@ def mask_tokens(ids, rng, special_ids=(101, 102, 0)):  # [T] ids -> (masked ids 
     masked = ids.copy()
     masked[selected & (roll < 0.8)] = tokenizer.mask_token_id  # 80% -> [MASK]
     random_pos = selected & (roll >= 0.8) & (roll < 0.9)  # 10% -> a random token
-    masked[random_pos] = rng.integers(999, tokenizer.vocab_size, random_pos.sum())  # 999..V-1: no special or unused ids
+    masked[random_pos] = rng.integers(999, tokenizer.vocab_size, random_pos.sum())  # 999..V-1: skip special/unused ids
     return masked, labels  # the remaining 10% of the selected keep their token
 
 

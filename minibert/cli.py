@@ -8,6 +8,7 @@ import argparse
 import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from .plot import plot_attention
 from .tokenizer import Tokenizer, read_text_file
 from .trace import TRANSFORMERLENS_ALIASES
 from .version import __version__
+from .view import view
 
 
 def cmd_convert(args):
@@ -256,6 +258,24 @@ def cmd_similarity(args):
     return 0
 
 
+def cmd_view(args):
+    """Write the interactive attention page (head view, model view, step view) of one input."""
+    text = read_text_arg(args.text, args.file)
+    model = load(args.model, dtype=args.dtype, backend=args.backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        page = view(model, text, pair=args.pair, truncate=args.truncate, layers=args.layers,
+                    tokenizer=Tokenizer.from_file(args.model), threshold=args.threshold, max_mb=args.max_mb)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    path = page.save(args.out)
+    d = page.data
+    layers = " ".join(str(a["layer"]) for a in d["attention"])
+    print(f"wrote {path} ({page.nbytes / 1e6:.2f} MB): {len(d['tokens'])} tokens, "
+          f"layers {layers} x {d['num_heads']} heads, {len(d['steps'])} steps; open it in a browser")
+    return 0
+
+
 def natural_key(name):
     """Sort key putting encoder.layer.2 before encoder.layer.10."""
     return [int(part) if part.isdigit() else part for part in name.split(".")]
@@ -318,6 +338,20 @@ def build_parser():
             )
             p.add_argument("--out", help="write the trace to this .h5 file")
             p.add_argument("--plot", metavar="DIR", help="write PNG heat maps of every layer's attention into DIR")
+
+    p = sub.add_parser("view", help="write an interactive attention page (head, model and step views) as one HTML file")
+    p.add_argument("model", help="a converted minibert .h5 file")
+    p.add_argument("text", nargs="?", help="the text to look at (or use --file)")
+    p.add_argument("--pair", help="a second text (segment B)")
+    p.add_argument("--file", help="read the text from this UTF-8 file instead")
+    p.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions (else refuse)")
+    p.add_argument("--layers", type=int, nargs="+", help="embed only these layers' attention (default: all)")
+    p.add_argument("--out", default="view.html", help="the HTML file to write (default view.html)")
+    p.add_argument("--threshold", type=float, default=0.02, help="head view: hide weights below this (default 0.02)")
+    p.add_argument("--max-mb", type=float, default=25.0, help="refuse a page larger than this many MB (default 25)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    p.set_defaults(func=cmd_view)
 
     p = sub.add_parser("fill-mask", help="the most likely tokens for each [MASK] (needs a masked-lm head)")
     p.add_argument("model", help="a minibert .h5 file with a masked-lm head")

@@ -28,7 +28,7 @@ LAYERS = [
     ["trace", "tokenizer"],  # the recording tap: Trace, capture, aliases, trace files; WordPiece
     ["model"],  # the forward pass
     ["heads"],  # task heads on the encoder; sentence embeddings
-    ["hooks", "compare", "plot", "reference"],  # hook list; first divergence; pictures; PyTorch
+    ["hooks", "compare", "plot", "reference", "view"],  # hook list; first divergence; pictures; PyTorch; the page
     ["convert"],  # checkpoints -> .h5
     ["api"],  # load(): file -> model with its head
     ["__init__"],  # the public names of `import minibert`

@@ -75,7 +75,9 @@ def torch_model(weights, dtype="float32"):
     w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
     config = hf_config(w.config)
     config._attn_implementation = "eager"  # SDPA returns no attention probabilities
-    model = transformers.BertModel(config, add_pooling_layer=True)
+    model = transformers.BertModel(
+        config, add_pooling_layer=weights_format.has_pooler(w.tensors)
+    )  # a masked-LM file has none
     encoder_names = set(model.state_dict())
     state = {name: torch.from_numpy(np.ascontiguousarray(t)) for name, t in w.tensors.items() if name in encoder_names}
     model.load_state_dict(state, strict=True)  # every encoder tensor must come from the file
@@ -133,8 +135,9 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
         on(p + "intermediate", output_hook(p + "intermediate.gelu"))  # dense, then the activation
         on(p + "output.dense", output_hook(p + "output.dense"))
         on(p + "output.LayerNorm", output_hook(p + "output.LayerNorm"))
-    on("pooler.dense", output_hook("pooler.dense"))
-    on("pooler.activation", output_hook("pooler"))
+    if model.pooler is not None:  # a masked-LM file has none
+        on("pooler.dense", output_hook("pooler.dense"))
+        on("pooler.activation", output_hook("pooler"))
 
     try:
         with torch.inference_mode():

@@ -353,7 +353,8 @@ class Tokenizer:
     def from_file(cls, path: "str | os.PathLike", do_lower_case: "bool | None" = None) -> "Tokenizer":
         """Load a ``vocab.txt`` (uncased unless ``do_lower_case=False``) or a minibert ``.h5``."""
         path = os.fspath(path)
-        if not os.path.isfile(path):
+        # A .h5 path goes to the weights reader, which says what is wrong with a model file.
+        if not path.endswith((".h5", ".hdf5")) and not os.path.isfile(path):
             raise InputError(
                 f"vocabulary file '{path}' does not exist",
                 hint="pass the path of a BERT vocab.txt or of a minibert .h5 file",

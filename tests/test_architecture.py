@@ -21,7 +21,7 @@ ARCHITECTURE_DOC = PACKAGE.parent / "docs" / "architecture.md"
 # do not know each other.
 LAYERS = [
     ["errors", "version"],  # exception types; the version string
-    ["config"],  # BertConfig and presets
+    ["config", "hdf5", "safetensors"],  # BertConfig and presets; safe HDF5 reading; the safetensors reader
     ["ops"],  # the NumPy math: the readable reference
     ["kernels"],  # Numba twins of ops, and the Numba backend (ops with the kernels in place)
     ["inputs", "weights"],  # checking model inputs; the .h5 format

@@ -208,8 +208,8 @@ for name, array in batch.items():
 #
 # until the vocabulary has the size you asked for. Dividing by the counts of the parts
 # prefers pairs that occur together more often than chance, not merely frequent pairs (BPE,
-# used by GPT-2, merges the most frequent pair). Google never published the exact program that
-# built BERT's vocabulary; this is the textbook algorithm, small enough to run here.
+# used by GPT-2, merges the most frequent pair). The BERT repository does not include the code
+# that learned its vocabulary; this is the textbook algorithm, small enough to run here.
 #
 # Our training text: the documentation strings of some Python standard-library modules
 # (English prose that every Python installation ships). We keep the 800 most frequent

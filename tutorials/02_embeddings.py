@@ -128,8 +128,9 @@ plt.show()
 # `w_i = 10000^(-2i/H)`, from fast (`w_0 = 1`) to slow. BERT *learns* one row per position
 # instead (`[P, H]`, `P = max_position_embeddings = 512`). Two consequences:
 #
-# * a learned table has no row for position 512: BERT cannot read longer inputs, and
-#   positions near the end, rare in pre-training, are learned from less data;
+# * a learned table has no row for position 512: BERT cannot read longer inputs, and the
+#   rows near the end are learned from less data (BERT was pre-trained on sequences of 128
+#   tokens for 90% of its steps and of 512 only for the last 10%, paper appendix A.2);
 # * a sinusoidal vector exists for every position, and moving by `k` positions is the same
 #   rotation of each pair whatever the start (Exercise 2 derives it).
 #

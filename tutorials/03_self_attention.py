@@ -264,8 +264,9 @@ for d, sd in zip(head_sizes, spread):
 # queries and keys. Two summaries per row: the largest probability, and the **entropy**
 # `-sum p log p` (in nats; 0 when one key gets everything, `log T` when attention is
 # uniform). Without the division the softmax is much sharper: most rows put nearly all their
-# weight on one key, and its gradient for the other keys nearly vanishes, which is what makes
-# an unscaled model hard to train.
+# weight on one key. Vaswani et al. (2017, section 3.2.1) give this as the reason for the
+# scaling: large dot products push the softmax "into regions where it has extremely small
+# gradients", which makes training slow.
 
 # %%
 def entropy_of(probs):  # [..., T] -> [...], in nats, with 0 log 0 = 0
@@ -357,8 +358,8 @@ ax.legend(loc="upper right", fontsize=8)
 plt.show()
 
 # %% [markdown]
-# In this model the word tokens of layers 1 to 4 give about half of their attention to
-# `[CLS]` and little to `[SEP]`. That is a property of *this* model: all-MiniLM-L6-v2 was
+# In this model the word tokens of layers 1 to 4 give more than half of their attention
+# (0.55 to 0.60) to `[CLS]` and little to `[SEP]`. That is a property of *this* model: all-MiniLM-L6-v2 was
 # distilled from a larger model (MiniLM) and then fine-tuned contrastively for sentence
 # embeddings. Clark et al. found a different pattern in BERT-base (much attention on `[SEP]`
 # in the middle layers). Measure before you generalise from one model.
@@ -390,7 +391,8 @@ assert picked[0::2] == picked[1::2]  # both sentences of every pair: the same wo
 
 # %% [markdown]
 # In every pair the head picks the **same** noun (the first one, the subject), whatever "it"
-# refers to: it follows position or syntax, not meaning. It was right for "tired" by luck.
+# refers to: it follows position or syntax, not meaning. It is "right" exactly when the
+# referent happens to be the subject ("tired", "hungry", "too big").
 # The lesson generalises: **attention weights are not explanations** (Jain & Wallace 2019,
 # "Attention is not Explanation"; Wiegreffe & Pinter 2019). A weight says where a head read
 # from, not why the model decided anything: the value vectors, the other heads and the

@@ -260,8 +260,9 @@ assert same_sense[-1] > other_sense[-1] and same_sense[0] < other_sense[0]
 # %% [markdown]
 # After the embeddings the four vectors differ only by position and are all very similar
 # (here the river-money pairs even come out slightly closer). From the first layer on, the
-# two senses separate: the vectors are *contextual*. This is what made BERT's vectors more
-# useful than fixed word vectors such as word2vec's.
+# two senses separate: the vectors are *contextual*. That is what sets BERT (and ELMo before
+# it) apart from fixed word vectors such as word2vec's, one vector per word whatever the
+# sentence.
 
 # %% [markdown]
 # ## The pooler
@@ -351,7 +352,8 @@ print("Exercise 2 passed")
 # `H x H` projections and the two feed-forward matrices, `2 * (4 H^2 + 2 H I)`, which does
 # not depend on `T`; plus attention itself, `q k^T` and `probs @ v`, `2 * 2 * T * H`, which
 # grows with `T`. Per sequence, attention's part is `4 T^2 H` per layer: the **O(T^2)** cost
-# that limits BERT to short inputs. (The embeddings are lookups: no FLOPs.)
+# that limits BERT to short inputs. We count the matrix products only: the embeddings are
+# lookups, and the softmax, GELU and LayerNorms cost a few operations per number, far less.
 
 # %%
 def flops_per_token(c, T):  # BertConfig, sequence length -> forward FLOPs per token (matrix products)

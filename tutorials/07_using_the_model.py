@@ -20,8 +20,8 @@
 # its pretraining heads), and load it with `minibert.load(path, head="masked-lm")`.
 #
 # Between the heads, the section "How BERT was pre-trained" works through the two
-# pre-training objectives, masked language modelling and next-sentence prediction, and
-# computes the masked-LM loss by hand.
+# pre-training objectives, masked language modelling and next-sentence prediction; you
+# compute the masked-LM loss by hand in Exercise 2.
 #
 # Axis legend: `B` batch, `T` tokens, `H` hidden size, `V` vocabulary size, `N` masked tokens.
 
@@ -50,8 +50,11 @@ print("heads in", MODEL.name, ":", model.heads or "none (encoder only)")
 # %% [markdown]
 # ## 1. Sentence similarity (the real model)
 # all-MiniLM-L6-v2 was trained so that sentences with similar meaning get vectors pointing in
-# similar directions. Its sentence vector is the **mean of the token vectors** (padding left
-# out), scaled to length 1. The cosine similarity of two unit vectors is their dot product.
+# similar directions. Its sentence vector is the **mean of the token vectors** of
+# `last_hidden_state`, over the real tokens only (`[CLS]` and `[SEP]` included, padding left
+# out), scaled to length 1: `v = sum_t m_t h_t / sum_t m_t`, then `v / |v|`, with `m` the
+# attention mask. The cosine similarity of two unit vectors is their dot product.
+# `minibert.heads.sentence_embeddings` computes it; you will write it yourself in Exercise 1.
 
 # %%
 sentences = [
@@ -62,15 +65,9 @@ sentences = [
     "Stock markets fell sharply today.",
 ]
 batch = tokenizer.encode_batch(sentences)  # input_ids, token_type_ids, attention_mask: [B, T]
-out = model(batch["input_ids"], attention_mask=batch["attention_mask"])
-
-mask = batch["attention_mask"][:, :, None].astype(np.float32)  # [B, T, 1], 0 on padding
-mean = (out.last_hidden_state * mask).sum(1) / mask.sum(1)  # [B, H] / [B, 1] -> [B, H]
-embeddings = mean / np.linalg.norm(mean, axis=-1, keepdims=True)  # [B, H], each of length 1
+embeddings = heads.sentence_embeddings(model, batch)  # [B, H], each of length 1
 similarity = embeddings @ embeddings.T  # [B, H] @ [H, B] -> [B, B]
-
-np.testing.assert_allclose(embeddings, heads.sentence_embeddings(model, batch), rtol=1e-5, atol=1e-6)
-print("our sentence vectors == minibert.heads.sentence_embeddings", embeddings.shape)
+print("sentence vectors", embeddings.shape, "lengths", np.linalg.norm(embeddings, axis=-1).round(6))
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 5))
@@ -180,6 +177,9 @@ print(f"1 / V = {1 / mlm.config.vocab_size:.6f}")
 # * 80%: `my dog is [MASK]`
 # * 10%: `my dog is apple` (a random token)
 # * 10%: `my dog is hairy` (unchanged, but still predicted)
+#
+# (The original code draws the random token from the whole vocabulary; ours skips the
+# special and unused ids 0 to 998.)
 
 # %%
 def mask_tokens(ids, rng, special_ids=(101, 102, 0)):  # [T] ids -> (masked ids [T], labels [T], -100 = not selected)
@@ -191,7 +191,7 @@ def mask_tokens(ids, rng, special_ids=(101, 102, 0)):  # [T] ids -> (masked ids 
     masked = ids.copy()
     masked[selected & (roll < 0.8)] = tokenizer.mask_token_id  # 80% -> [MASK]
     random_pos = selected & (roll >= 0.8) & (roll < 0.9)  # 10% -> a random token
-    masked[random_pos] = rng.integers(999, tokenizer.vocab_size, random_pos.sum())  # 999..V-1: no special or unused ids
+    masked[random_pos] = rng.integers(999, tokenizer.vocab_size, random_pos.sum())  # 999..V-1: skip special/unused ids
     return masked, labels  # the remaining 10% of the selected keep their token
 
 
@@ -226,21 +226,21 @@ axes[1].set(ylabel="fraction of selected positions", title="what a selected posi
 plt.show()
 
 # %% [markdown]
-# ### The masked-LM loss, by hand
+# ### The masked-LM loss
 # The loss is the **cross-entropy** at the selected positions only: minus the log of the
 # probability the model gives to the original token, averaged over the selected positions
-# (labels of -100 are ignored, as in PyTorch's `cross_entropy`). A model that knows nothing
-# spreads its probability evenly, `1 / V`, so its loss is `log V = log 30522 = 10.3`. Our
-# random model is close to that:
+# (labels of -100 are ignored, as in PyTorch's `cross_entropy`):
+#
+# `loss = -(1/N) sum over selected t of log softmax(logits_t)[label_t]`
+#
+# A model that knows nothing spreads its probability evenly, `1 / V`, so its loss is
+# `log V = log 30522 = 10.3`. You will compute it by hand in Exercise 2, on these inputs to our
+# random model:
 
 # %%
 masked, labels = mask_tokens(sentence, np.random.default_rng(3))
-logits_all = mlm(masked[None]).logits[0].astype(np.float64)  # [T, V]
-z = logits_all - logits_all.max(-1, keepdims=True)  # [T, V], stable log-softmax
-log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))  # [T, V]
-picked = labels != -100  # [T]
-loss = -log_probs[picked, labels[picked]].mean()
-print(f"{picked.sum()} selected positions; loss {loss:.3f}; log V = {np.log(mlm.config.vocab_size):.3f}")
+logits_all = mlm(masked[None]).logits[0]  # [T, V]
+print(f"{(labels != -100).sum()} selected positions: {tokenizer.convert_ids_to_tokens(masked)}; log V = {np.log(mlm.config.vocab_size):.3f}")
 
 # %% [markdown]
 # ### Next-sentence prediction (NSP)
@@ -299,9 +299,11 @@ if tutorial_setup.have_torch("the classification head against PyTorch's BertForS
 # in [`exercise_checks.py`](exercise_checks.py); both run without PyTorch.
 #
 # **Exercise 1. Sentence vectors, then search.** Write `embed_sentences(texts)` returning the
-# `[N, H]` sentence vectors of all-MiniLM-L6-v2 for a list of texts, computed from
-# `model(...)`'s `last_hidden_state` as section 1 explains. The check compares them with
-# `heads.sentence_embeddings` to 1e-5 on a padded batch; then `search` uses them.
+# `[N, H]` sentence vectors of all-MiniLM-L6-v2 for a list of texts, from the tokenizer and
+# `model(...)`'s `last_hidden_state`, with the recipe of section 1 (not with `heads`). Think
+# about the padding of a batch: which positions must not count, and what do you divide by?
+# The check compares with `heads.sentence_embeddings` to 1e-5 on a padded batch of very
+# different lengths; then `search` uses your vectors.
 
 # %%
 def embed_sentences(texts):  # list of str -> [N, H] unit vectors
@@ -346,5 +348,5 @@ def masked_lm_loss(logits, labels):  # [N, V], [N] -> float
 
 # %%
 check.masked_lm_loss(masked_lm_loss)
-print(f"the loss of our random model above: {masked_lm_loss(logits_all, labels):.3f}")
+print(f"the loss of our random model: {masked_lm_loss(logits_all, labels):.3f} (log V = {np.log(mlm.config.vocab_size):.3f})")
 print("Exercise 2 passed")

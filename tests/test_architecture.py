@@ -24,7 +24,7 @@ LAYERS = [
     ["config", "hdf5", "safetensors"],  # BertConfig and presets; safe HDF5 reading; the safetensors reader
     ["ops"],  # the NumPy math: the readable reference
     ["kernels"],  # Numba twins of ops, and the Numba backend (ops with the kernels in place)
-    ["inputs", "weights"],  # checking model inputs; the .h5 format
+    ["inputs", "weights", "tf_checkpoint"],  # checking model inputs; the .h5 format; TensorFlow checkpoints
     ["trace", "tokenizer"],  # the recording tap: Trace, capture, aliases, trace files; WordPiece
     ["model"],  # the forward pass
     ["heads"],  # task heads on the encoder; sentence embeddings

@@ -26,13 +26,14 @@ from .model import BertModel, BertOutput
 from .tokenizer import Tokenizer
 from .trace import Trace
 from .version import __version__
+from .view import view
 
 __all__ = [
     "BertConfig", "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining",
     "BertForSequenceClassification", "BertModel", "BertOutput", "ConfigError", "ConversionError", "HeadError",
     "InputError", "MinibertError", "Tokenizer", "Trace",
     "WeightsError", "__version__", "compare", "convert", "heads", "l2_normalize", "load", "mean_pooling", "ops",
-    "reference",
+    "reference", "view",
 ]
 
 

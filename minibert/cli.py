@@ -6,8 +6,10 @@ and the command exits with status 1.
 
 import argparse
 import json
+import os
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +29,25 @@ from .plot import plot_attention
 from .tokenizer import Tokenizer, read_text_file
 from .trace import TRANSFORMERLENS_ALIASES
 from .version import __version__
+from .view import view
 
 
 def cmd_convert(args):
     do_lower_case = {None: None, "uncased": True, "cased": False}[args.case]
     path = convert(args.src, args.dest, config=args.config, do_lower_case=do_lower_case)
-    print(f"wrote {path}")
-    return cmd_inspect(argparse.Namespace(file=path, verify=False))
+    if args.verbose:
+        print(f"wrote {path}")
+        return cmd_inspect(argparse.Namespace(file=path, verify=False))
+    w = weights.load(path, verify=False)
+    c = w.config
+    n_params = sum(int(np.prod(t.shape)) for t in w.tensors.values())
+    print(
+        f"wrote {path}: {len(w.tensors)} tensors ({n_params:,} values, verified), "
+        f"L={c.num_hidden_layers} H={c.hidden_size} "
+        f"A={c.num_attention_heads} I={c.intermediate_size}, vocabulary {len(w.vocab)} tokens, "
+        f"heads: {', '.join(w.heads) if w.heads else 'none'} (--verbose or `minibert inspect` for the table)"
+    )
+    return 0
 
 
 def cmd_inspect(args):
@@ -67,12 +81,56 @@ def read_text_arg(text, file):
     return text
 
 
+def encode_texts(tokenizer, texts, pairs, max_length, truncate):
+    """The one truncation rule of every text-taking command: ([B, T] int64 arrays, tokens dropped).
+
+    A text (or pair) longer than the model's ``max_length`` positions is refused, with the fix
+    ``--truncate``; with ``truncate=True`` each row is cut to ``max_length`` tokens (pairs
+    longest-first, as transformers) and the number of tokens dropped is returned.
+    """
+    pairs = list(pairs) if pairs is not None else None
+    lengths = [len(tokenizer.encode(t, None if pairs is None else pairs[i])["input_ids"]) for i, t in enumerate(texts)]
+    if max(lengths) > max_length and not truncate:
+        raise InputError(
+            f"the text is {max(lengths)} tokens long, the model reads at most {max_length} (max_position_embeddings)",
+            f"pass --truncate to keep the first {max_length} tokens, or shorten the text",
+        )
+    batch = tokenizer.encode_batch(list(texts), pairs, max_length=max_length, truncation=True)
+    return batch, sum(max(0, n - max_length) for n in lengths)
+
+
+def check_output_path(path, option):
+    """Refuse, before any work, an output path that is a directory or lies in a missing directory."""
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError(
+            f"{option} {path}: is a directory", f"give a file name, e.g. {option} {os.path.join(path, 'out')}"
+        )
+    if not os.path.isdir(parent):
+        raise InputError(
+            f"{option} {path}: the directory {parent} does not exist",
+            f"create it first (mkdir -p {parent}) or choose another path",
+        )
+
+
 def cmd_encode(args):
     """Tokenize a text (and optional pair), run the encoder, print tokens, ids and outputs."""
+    check_output_path(args.json, "--json")
     text = read_text_arg(args.text, args.file)
-    tokenizer = Tokenizer.from_file(args.model)
     model = load(args.model, dtype=args.dtype, backend=args.backend)
-    enc = tokenizer.encode(text, args.pair, max_length=model.config.max_position_embeddings, truncation=True)
+    tokenizer = Tokenizer.from_file(args.model)
+    batch, dropped = encode_texts(
+        tokenizer,
+        [text],
+        None if args.pair is None else [args.pair],
+        model.config.max_position_embeddings,
+        args.truncate,
+    )
+    enc = {k: v[0].tolist() for k, v in batch.items()}
+    if dropped:
+        print(f"truncated to {model.config.max_position_embeddings} tokens: {dropped} tokens dropped", file=sys.stderr)
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"])
     batch = {k: np.array([v]) for k, v in enc.items()}  # [1, T]
     out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
@@ -80,15 +138,24 @@ def cmd_encode(args):
     print(f"tokens ({len(tokens)}): {' '.join(tokens)}")
     print(f"input_ids: {' '.join(map(str, enc['input_ids']))}")
     print(f"token_type_ids: {' '.join(map(str, enc['token_type_ids']))}")
-    for name, value in (("last_hidden_state", out.last_hidden_state), ("pooler_output", out.pooler_output),
-                        ("mean-pooled embedding", mean_pooled)):
+    for name, value in (
+        ("last_hidden_state", out.last_hidden_state),
+        ("pooler_output", out.pooler_output),
+        ("mean-pooled embedding", mean_pooled),
+    ):
         if value is None:  # a masked-LM file has no pooler
             continue
-        print(f"{name}: shape {list(value.shape)}, L2 norm {np.linalg.norm(value):.6f}, "
-              f"first values {np.array2string(value.reshape(-1)[:4], precision=4)}")
+        print(
+            f"{name}: shape {list(value.shape)}, L2 norm {np.linalg.norm(value):.6f}, "
+            f"first values {np.array2string(value.reshape(-1)[:4], precision=4)}"
+        )
     if args.json:
         record = {
-            "model": str(args.model), "text": text, "pair": args.pair, "dtype": args.dtype, "tokens": tokens,
+            "model": str(args.model),
+            "text": text,
+            "pair": args.pair,
+            "dtype": args.dtype,
+            "tokens": tokens,
             **{k: list(map(int, v)) for k, v in enc.items()},
             "last_hidden_state": out.last_hidden_state[0].tolist(),  # [T, H]
             "pooler_output": None if out.pooler_output is None else out.pooler_output[0].tolist(),  # [H]
@@ -112,9 +179,16 @@ def model_inputs(args):
         return np.array([ids]), None, None
     if args.text is None:
         raise MinibertError("no input: give a TEXT or --ids", 'e.g. minibert parity model.h5 "Hello world"')
-    batch = Tokenizer.from_file(args.file).encode_batch(
-        [args.text], None if args.pair is None else [args.pair]
+    max_length = weights.read_config(args.file).max_position_embeddings
+    batch, dropped = encode_texts(
+        Tokenizer.from_file(args.file),
+        [args.text],
+        None if args.pair is None else [args.pair],
+        max_length,
+        args.truncate,
     )  # [1, T] each
+    if dropped:
+        print(f"truncated to {max_length} tokens: {dropped} tokens dropped", file=sys.stderr)
     return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
 
 
@@ -132,6 +206,12 @@ def cmd_parity(args):
 
 
 def cmd_trace(args):
+    check_output_path(args.out, "--out")
+    if args.plot is not None and os.path.exists(args.plot) and not os.path.isdir(args.plot):
+        raise MinibertError(
+            f"--plot {args.plot}: is a file; --plot takes a directory for the PNG files",
+            "give a directory name (it is created)",
+        )
     ids, mask, types = model_inputs(args)
     model = load(args.file, dtype=args.dtype, backend=args.backend)
     t = model.trace(ids, mask, types, only=args.only or None)
@@ -207,7 +287,14 @@ def _replace_between(text, begin, end, body, path):
 def write_hook_table(doc_path):
     """Rewrite the generated hook table and alias table of a markdown file (docs/debugging.md)."""
     path = Path(doc_path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else (e.strerror or type(e).__name__).lower()
+        raise MinibertError(
+            f"{path}: cannot read it ({why})",
+            "pass the markdown file that holds the generated tables (docs/debugging.md)",
+        ) from None
     text = _replace_between(text, DOC_BEGIN, DOC_END, hook_table(), path)
     text = _replace_between(text, ALIAS_BEGIN, ALIAS_END, alias_table(), path)
     path.write_text(text, encoding="utf-8")
@@ -224,16 +311,33 @@ def cmd_hooks(args):
     if args.write_doc:
         print(f"wrote the hook table into {write_hook_table(args.write_doc)}")
         return 0
-    config = BertConfig.preset(args.preset) if args.file is None else weights.read_config(args.file)
+    if args.file is None:
+        for name, shape in hook_points(BertConfig.preset(args.preset)):
+            print(f"{name:<48} {shape}")
+        return 0
+    config = weights.read_config(args.file)  # the file's own shapes: B and T stay letters (they come with the input)
+    pooler = weights.has_pooler(weights.read_tensor_names(args.file))
+    sizes = {
+        "A": config.num_attention_heads,
+        "D": config.head_size,
+        "H": config.hidden_size,
+        "I": config.intermediate_size,
+    }
     for name, shape in hook_points(config):
-        print(f"{name:<48} {shape}")
+        if name.startswith("pooler") and not pooler:  # a masked-LM file has no pooler
+            continue
+        concrete = "[" + ", ".join(str(sizes.get(axis, axis)) for axis in shape.strip("[]").split(", ")) + "]"
+        print(f"{name:<48} {concrete}")
     return 0
 
 
 def cmd_fill_mask(args):
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="masked-lm")
     tokenizer = Tokenizer.from_file(args.model)
-    for i, candidates in enumerate(fill_mask(model, tokenizer, args.text, top_k=args.top_k), start=1):
+    encode_texts(tokenizer, [args.text], None, model.config.max_position_embeddings, args.truncate)  # the length rule
+    for i, candidates in enumerate(
+        fill_mask(model, tokenizer, args.text, top_k=args.top_k, truncation=args.truncate), start=1
+    ):
         print(f"[MASK] {i}:")
         for token, p in candidates:
             print(f"  {p:8.4f}  {token}")
@@ -243,7 +347,14 @@ def cmd_fill_mask(args):
 def cmd_classify(args):
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="classification")
     tokenizer = Tokenizer.from_file(args.model)
-    scores = classify(model, tokenizer, args.text, args.pair)
+    encode_texts(
+        tokenizer,
+        [args.text],
+        None if args.pair is None else [args.pair],
+        model.config.max_position_embeddings,
+        args.truncate,
+    )  # the length rule
+    scores = classify(model, tokenizer, args.text, args.pair, truncation=args.truncate)
     width = max(len(label) for label, _ in scores)
     for label, p in sorted(scores, key=lambda item: -item[1]):
         print(f"{label:<{width}}  {p:.4f}")
@@ -253,7 +364,10 @@ def cmd_classify(args):
 def cmd_similarity(args):
     model = load(args.model, dtype=args.dtype, backend=args.backend)  # the encoder: any file, with or without heads
     tokenizer = Tokenizer.from_file(args.model)
-    a, b = sentence_embeddings(model, tokenizer.encode_batch([args.text_a, args.text_b]))  # [H], [H], unit length
+    batch, _ = encode_texts(
+        tokenizer, [args.text_a, args.text_b], None, model.config.max_position_embeddings, args.truncate
+    )
+    a, b = sentence_embeddings(model, batch)  # [H], [H], unit length
     print(f"cosine similarity: {float(a @ b):.4f}")
     return 0
 
@@ -287,15 +401,51 @@ def cmd_export(args):
     return 0
 
 
+def cmd_view(args):
+    """Write the interactive attention page (head view, model view, step view) of one input."""
+    text = read_text_arg(args.text, args.file)
+    model = load(args.model, dtype=args.dtype, backend=args.backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        page = view(model, text, pair=args.pair, truncate=args.truncate, layers=args.layers,
+                    tokenizer=Tokenizer.from_file(args.model), threshold=args.threshold, max_mb=args.max_mb)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    path = page.save(args.out)
+    d = page.data
+    layers = " ".join(str(a["layer"]) for a in d["attention"])
+    print(f"wrote {path} ({page.nbytes / 1e6:.2f} MB): {len(d['tokens'])} tokens, "
+          f"layers {layers} x {d['num_heads']} heads, {len(d['steps'])} steps; open it in a browser")
+    return 0
+
+
 def natural_key(name):
     """Sort key putting encoder.layer.2 before encoder.layer.10."""
     return [int(part) if part.isdigit() else part for part in name.split(".")]
 
 
 def add_model_options(p):
-    """--dtype and --backend, the same for every verb that runs the model."""
+    """--dtype, --backend and --truncate, the same for every verb that runs the model on text."""
     p.add_argument("--dtype", choices=list(DTYPES), default="float32")
     p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+    p.add_argument(
+        "--truncate", action="store_true", help="cut a text longer than the model's positions (default: refuse it)"
+    )
+
+
+def add_verb(sub, name, helptext, func):
+    """A `minibert NAME` subcommand that runs ``func(args)``."""
+    p = sub.add_parser(name, help=helptext)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_text_arguments(p, text_help):
+    """MODEL.h5, then TEXT (or --file PATH) and --pair: the input of the verbs that read one text."""
+    p.add_argument("model", help="a converted minibert .h5 file")
+    p.add_argument("text", nargs="?", help=f"{text_help} (or use --file)")
+    p.add_argument("--pair", help="a second text (segment B), as for NLI or next-sentence")
+    p.add_argument("--file", help="read the text from this UTF-8 file instead")
 
 
 def build_parser():
@@ -303,46 +453,39 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"minibert {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("convert", help="convert a Hugging Face checkpoint to a minibert .h5 file")
+    p = add_verb(sub, "convert", "convert a Hugging Face checkpoint to a minibert .h5 file", cmd_convert)
     p.add_argument("src", help="model directory, .safetensors/.bin file, or hub id (e.g. prajjwal1/bert-tiny)")
     p.add_argument("dest", help="output .h5 path")
     p.add_argument("--config", help="config.json, when SRC is a single checkpoint file")
     p.add_argument("--case", choices=["uncased", "cased"], help="override the tokenizer's lower-casing")
-    p.set_defaults(func=cmd_convert)
+    p.add_argument("--verbose", action="store_true", help="print the config and the tensor table after converting")
 
-    p = sub.add_parser("encode", help="tokenize a text, run the encoder, print tokens, ids and outputs")
-    p.add_argument("model", help="a converted minibert .h5 file")
-    p.add_argument("text", nargs="?", help="the text to encode (or use --file)")
-    p.add_argument("--pair", help="a second text (segment B), as for NLI or next-sentence")
-    p.add_argument("--file", help="read the text from this UTF-8 file instead")
+    p = add_verb(sub, "encode", "tokenize a text, run the encoder, print tokens, ids and outputs", cmd_encode)
+    add_text_arguments(p, "the text to encode")
     p.add_argument("--json", metavar="PATH", help="write tokens, ids and the embeddings to this JSON file")
     add_model_options(p)
-    p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("inspect", help="print the config and tensor table of a .h5 file")
+    p = add_verb(sub, "inspect", "print the config and tensor table of a .h5 file", cmd_inspect)
     p.add_argument("file")
     p.add_argument("--verify", action="store_true", help="check every tensor's SHA-256")
-    p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("hooks", help="list every hook point (step name and shape) of the forward pass")
+    p = add_verb(sub, "hooks", "list every hook point (step name and shape) of the forward pass", cmd_hooks)
     p.add_argument("file", nargs="?", help="minibert .h5 file (default: the --preset shape)")
     p.add_argument("--preset", default="bert-tiny", help="preset shape when no file is given")
     p.add_argument(
         "--write-doc", metavar="MD", help="rewrite the generated hook table in this markdown file (docs/debugging.md)"
     )
-    p.set_defaults(func=cmd_hooks)
 
     for verb, helptext, func in (
         ("parity", "compare every hook point with transformers (PyTorch); exit 1 on the first divergence", cmd_parity),
         ("trace", "capture every named step of the forward pass; save it (--out), plot attention (--plot)", cmd_trace),
     ):
-        p = sub.add_parser(verb, help=helptext)
+        p = add_verb(sub, verb, helptext, func)
         p.add_argument("file", help="minibert .h5 file")
         p.add_argument("text", nargs="?", help="input text (tokenized with the file's vocabulary)")
         p.add_argument("--pair", help="second segment of a text pair")
         p.add_argument("--ids", help="token ids instead of text, e.g. 101,7592,102")
         add_model_options(p)
-        p.set_defaults(func=func)
         if verb == "trace":
             p.add_argument(
                 "--only", action="append", help="glob of steps to keep (repeatable), e.g. 'encoder.layer.0.*'"
@@ -350,32 +493,38 @@ def build_parser():
             p.add_argument("--out", help="write the trace to this .h5 file")
             p.add_argument("--plot", metavar="DIR", help="write PNG heat maps of every layer's attention into DIR")
 
-    p = sub.add_parser("fill-mask", help="the most likely tokens for each [MASK] (needs a masked-lm head)")
+    helptext = "write an interactive attention page (head, model and step views) as one HTML file"
+    p = add_verb(sub, "view", helptext, cmd_view)
+    add_text_arguments(p, "the text to look at")
+    p.add_argument("--layers", type=int, nargs="+", help="embed only these layers' attention (default: all)")
+    p.add_argument("--out", default="view.html", help="the HTML file to write (default view.html)")
+    p.add_argument("--threshold", type=float, default=0.02, help="head view: hide weights below this (default 0.02)")
+    p.add_argument("--max-mb", type=float, default=25.0, help="refuse a page larger than this many MB (default 25)")
+    add_model_options(p)
+
+    p = add_verb(sub, "fill-mask", "the most likely tokens for each [MASK] (needs a masked-lm head)", cmd_fill_mask)
     p.add_argument("model", help="a minibert .h5 file with a masked-lm head")
     p.add_argument("text", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
     p.add_argument("--top-k", type=int, default=5, help="how many tokens to list per [MASK] (default 5)")
     add_model_options(p)
-    p.set_defaults(func=cmd_fill_mask)
 
-    p = sub.add_parser("classify", help="label probabilities of a text or pair (needs a classification head)")
+    p = add_verb(sub, "classify", "label probabilities of a text or pair (needs a classification head)", cmd_classify)
     p.add_argument("model", help="a minibert .h5 file with a classification head")
     p.add_argument("text", help="the text (the premise, for a pair)")
     p.add_argument("--pair", help="the second text of a pair (the hypothesis)")
     add_model_options(p)
-    p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("similarity", help="cosine similarity of two texts' mean-pooled embeddings")
+    p = add_verb(sub, "similarity", "cosine similarity of two texts' mean-pooled embeddings", cmd_similarity)
     p.add_argument("model", help="a minibert .h5 file (an encoder; e.g. all-MiniLM-L6-v2)")
     p.add_argument("text_a")
     p.add_argument("text_b")
     add_model_options(p)
-    p.set_defaults(func=cmd_similarity)
 
     for verb, helptext, func in (
         ("finetune", "fine-tune a classifier on a .jsonl/.tsv file of labelled texts or pairs", cmd_finetune),
         ("pretrain", "pretrain a preset-shaped BERT from scratch (masked-LM + next-sentence)", cmd_pretrain),
     ):
-        p = sub.add_parser(verb, help=helptext)
+        p = add_verb(sub, verb, helptext, func)
         if verb == "finetune":
             p.add_argument("model", help="a minibert .h5 file: the encoder to start from (e.g. all-MiniLM-L6-v2)")
             p.add_argument("--train", required=True, help=".jsonl or .tsv with text (text_pair) and label")
@@ -406,16 +555,39 @@ def build_parser():
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
         p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
         p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
-        p.set_defaults(func=func)
 
-    p = sub.add_parser("export", help="write a Hugging Face directory (config.json, vocab.txt, model.safetensors)")
+    p = add_verb(sub, "export", "write a Hugging Face directory (config.json, vocab.txt, model.safetensors)", cmd_export)
     p.add_argument("model", help="a minibert .h5 file")
     p.add_argument("out_dir", help="directory for transformers' from_pretrained")
-    p.set_defaults(func=cmd_export)
     return parser
 
 
+def numba_cache_error(exc):
+    """A MinibertError when ``exc`` was raised while Numba read its on-disk cache, else None.
+
+    A truncated ``.nbi``/``.nbc`` file makes every kernel call fail while unpickling; the fix is
+    to delete the cache directory (Numba rebuilds it) or to run without the kernels.
+    """
+    tb, directory = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(os.path.join("numba", "core", "caching.py")):
+            directory = directory or getattr(tb.tb_frame.f_locals.get("self"), "_cache_path", None)
+            if directory is None:
+                directory = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+                    os.path.dirname(os.path.abspath(__file__)), "__pycache__"
+                )
+        tb = tb.tb_next
+    if directory is None:
+        return None
+    return MinibertError(
+        f"Numba's on-disk cache of minibert's kernels is damaged ({type(exc).__name__}: {exc})",
+        f"delete the cache files in {directory} (Numba rebuilds them on the next run), or use --backend numpy",
+    )
+
+
 def main(argv=None):
+    import bdb
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -425,11 +597,20 @@ def main(argv=None):
         if e.hint:
             print(f"fix: {e.hint}", file=sys.stderr)
         return 1
+    except bdb.BdbQuit:  # `q` at a MINIBERT_BREAK stop: the user asked to stop
+        print("stopped: quit from the debugger", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head`
         sys.stderr.close()
         return 0
+    except Exception as e:  # only a damaged Numba cache is turned into an error here; anything else is a bug
+        damaged = numba_cache_error(e)
+        if damaged is None:
+            raise
+        print(f"error: {damaged.message}\nfix: {damaged.hint}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -42,9 +42,10 @@ class Row:
 class Comparison:
     """Rows per hook point in execution order, a printable table, and the first failure."""
 
-    def __init__(self, rows, dtype):
+    def __init__(self, rows, dtype, left_out=()):
         self.rows = rows
         self.dtype = dtype
+        self.left_out = list(left_out)  # steps held by one trace only, because the other was taken with only=
 
     @property
     def passed(self):
@@ -72,6 +73,10 @@ class Comparison:
         first = self.first_failure
         n_ok = sum(r.passed for r in self.rows)
         lines.append(f"{n_ok}/{len(self.rows)} hook points within tolerance ({self.dtype})")
+        if self.left_out:
+            lines.append(
+                f"not compared: {len(self.left_out)} steps held by one trace only (the other was taken with only=)"
+            )
         if first is not None:
             lines.append(
                 f"first failing point: {first.name} (max abs err {first.max_abs_error:.2e} > {first.tolerance:.1e})"
@@ -86,17 +91,23 @@ def compare(ours: Trace, reference: Trace, dtype=None) -> "Comparison":
 
     Tolerance per hook point, as the project's parity tests: float32 1e-5 * max(1, max|ref|),
     float64 1e-10 * max(1, max|ref|). ``dtype`` defaults to the dtype of ``ours``' values.
-    Steps present in only one trace are rows with status "missing".
+    Steps present in only one trace are rows with status "missing", unless the other trace was
+    taken with ``only=`` (its meta says so): those are left out (``Comparison.left_out``) and the
+    steps both hold are compared. Two traces with no step in common are an InputError.
     """
     if dtype is None:
         dtype = ours.meta.get("dtype") or next(iter(ours.values.values())).dtype
     dtype = np.dtype(dtype)
     if dtype not in TOLERANCE:
         raise InputError(f"no parity tolerance for dtype {dtype}", "compare float32 or float64 traces")
-    rows = []
+    rows, left_out = [], []
     names = list(ours) + [n for n in reference if n not in ours.values]
     for name in names:
         a, b = ours.values.get(name), reference.values.get(name)
+        # A trace taken with only= holds some steps on purpose: what it left out is not compared.
+        if (a is None and ours.meta.get("only")) or (b is None and reference.meta.get("only")):
+            left_out.append(name)
+            continue
         if a is None or b is None:
             shape = tuple((a if a is not None else b).shape)
             rows.append(Row(name, shape, float("inf"), float("inf"), float("nan"), "missing"))
@@ -111,4 +122,9 @@ def compare(ours: Trace, reference: Trace, dtype=None) -> "Comparison":
             err = float("inf")  # a NaN is never within tolerance
         rel = err / scale if scale > 0 else (0.0 if err == 0 else float("inf"))
         rows.append(Row(name, tuple(a.shape), err, rel, tol, "ok" if err <= tol else "FAIL"))
-    return Comparison(rows, str(dtype))
+    if not rows:
+        raise InputError(
+            f"the two traces share no step (ours: {len(ours)} steps, reference: {len(reference)})",
+            "trace both with the same only= patterns, or compare against a full trace",
+        )
+    return Comparison(rows, str(dtype), left_out)

@@ -6,6 +6,7 @@ four compact-BERT presets of Turc et al. (2019) as published by prajjwal1.
 """
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
@@ -21,7 +22,22 @@ REQUIRED_KEYS = (
     "intermediate_size",
 )
 
+# The one list of activations minibert computes (ops.py / kernels.py implement each one).
 SUPPORTED_ACTIVATIONS = ("gelu",)  # exact erf GELU, as transformers' "gelu"
+
+# Sane upper bounds: far above every published BERT, far below what would exhaust memory
+# before an error (a config declaring 10^7 layers is refused here, not after minutes).
+LIMITS = {
+    "vocab_size": 1 << 22,  # 4M tokens (BERT: 30522, multilingual: 119547)
+    "hidden_size": 1 << 14,  # 16384 (BERT-large: 1024)
+    "num_hidden_layers": 256,  # BERT-large: 24
+    "num_attention_heads": 1 << 10,
+    "intermediate_size": 1 << 16,  # 65536 (BERT-large: 4096)
+    "max_position_embeddings": 1 << 17,  # 131072 (BERT: 512)
+    "type_vocab_size": 1 << 10,  # BERT: 2
+}
+MAX_LABELS = 1 << 16
+CHECK_CONFIG = "check the config.json the model came from"
 
 
 @dataclass
@@ -46,20 +62,29 @@ class BertConfig:
     id2label: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name in REQUIRED_KEYS + ("max_position_embeddings", "type_vocab_size"):
+        for name, limit in LIMITS.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(
-                    f"config value {name}={value!r} must be a positive integer",
-                    "check the config.json the model came from",
-                )
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= limit:
+                raise ConfigError(f"config value {name}={value!r} must be an integer from 1 to {limit:,}", CHECK_CONFIG)
+        eps = self.layer_norm_eps
+        if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not (math.isfinite(eps) and 0 < eps < 1):
+            raise ConfigError(
+                f"config value layer_norm_eps={eps!r} must be a finite number between 0 and 1 (BERT: 1e-12)",
+                CHECK_CONFIG,
+            )
+        self.layer_norm_eps = float(eps)
+        pad = self.pad_token_id
+        if not isinstance(pad, int) or isinstance(pad, bool) or not 0 <= pad < self.vocab_size:
+            raise ConfigError(
+                f"config value pad_token_id={pad!r} must be a token id in [0, vocab_size={self.vocab_size})",
+                CHECK_CONFIG,
+            )
         if self.hidden_size % self.num_attention_heads != 0:
             raise ConfigError(
-                f"hidden_size={self.hidden_size} is not a multiple of "
-                f"num_attention_heads={self.num_attention_heads}",
+                f"hidden_size={self.hidden_size} is not a multiple of num_attention_heads={self.num_attention_heads}",
                 "check the config.json the model came from",
             )
-        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(
                 f"hidden_act={self.hidden_act!r} is not supported; minibert implements "
                 f"{', '.join(SUPPORTED_ACTIVATIONS)} (exact erf GELU)",
@@ -71,7 +96,7 @@ class BertConfig:
             if value is not None and not probability:
                 raise ConfigError(f"config value {name}={value!r} must be a probability in [0, 1]",
                                   "check the config.json the model came from")
-        self.id2label = {int(k): str(v) for k, v in (self.id2label or {}).items()}
+        self.id2label = _id2label(self.id2label or {})
 
     @property
     def head_size(self):  # D
@@ -94,8 +119,6 @@ class BertConfig:
             )
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known and v is not None}
-        if "layer_norm_eps" in kwargs:
-            kwargs["layer_norm_eps"] = float(kwargs["layer_norm_eps"])
         # transformers writes id2label for every model (LABEL_0, LABEL_1 by default); it only
         # means something when a classification head is present, which convert() decides.
         try:
@@ -137,3 +160,30 @@ PRESETS = {
     "bert-small": (4, 512),
     "bert-medium": (8, 512),
 }
+
+
+def _id2label(value):
+    """{int id: str label} from a config's id2label (JSON keys are strings), checked."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"config value id2label={value!r} must be an object {{id: label}}", CHECK_CONFIG)
+    if len(value) > MAX_LABELS:
+        raise ConfigError(
+            f"config value id2label has {len(value):,} labels, at most {MAX_LABELS:,} are supported", CHECK_CONFIG
+        )
+    out = {}
+    for key, label in value.items():
+        try:
+            index = int(key)
+        except (TypeError, ValueError):
+            index = None
+        if index is None or isinstance(key, bool) or not isinstance(label, str):
+            raise ConfigError(
+                f"config value id2label has the entry {key!r}: {label!r}; expected an integer id and a string label",
+                CHECK_CONFIG,
+            )
+        out[index] = label
+    if sorted(out) != list(range(len(out))):
+        raise ConfigError(
+            f"config value id2label has ids {sorted(out)[:8]}..., expected 0 to {len(out) - 1}", CHECK_CONFIG
+        )
+    return out

@@ -8,21 +8,30 @@ Sources, in the order they are tried:
   * a hub id such as ``prajjwal1/bert-tiny``, fetched with ``huggingface_hub`` when it is
     installed (from its local cache when offline).
 
-``.safetensors`` is read by a small NumPy reader below: no torch needed. ``.bin`` is a
+``.safetensors`` is read by a strict NumPy reader (``minibert/safetensors.py``): no torch needed. ``.bin`` is a
 pickle and needs torch; it is loaded with ``weights_only=True``, which refuses any pickle
 that would run code.
 """
 
 import json
-import struct
+import os
 from pathlib import Path
 
 import numpy as np
 
 from .config import BertConfig
-from .errors import ConfigError, ConversionError, WeightsError
-from .tokenizer import read_vocab_txt
-from .weights import WeightsFile, check_encoder_tensors, check_head_tensors, file_sha256, save
+from .errors import ConfigError, ConversionError, InputError, WeightsError
+from .safetensors import read_safetensors
+from .tokenizer import SPECIAL_TOKENS, read_vocab_txt
+from .weights import (
+    WeightsFile,
+    check_encoder_tensors,
+    check_head_tensors,
+    encoder_shapes,
+    file_sha256,
+    head_shapes,
+    save,
+)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HUB_FILES = ["config.json", "vocab.txt", "tokenizer_config.json", "model.safetensors", "pytorch_model.bin"]
@@ -43,44 +52,6 @@ HEAD_PREFIXES = {
 # Reading checkpoint files
 # ---------------------------------------------------------------------------------------
 
-SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
-}
-
-
-def read_safetensors(path):
-    """Read a .safetensors file with NumPy: an 8-byte header size, a JSON header, raw bytes.
-
-    Returns name -> array. bfloat16 tensors are widened to float32 (NumPy has no bfloat16).
-    """
-    path = Path(path)
-    data = path.read_bytes()
-    try:
-        (header_size,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8:8 + header_size])
-    except (struct.error, ValueError, UnicodeDecodeError) as e:
-        raise ConversionError(f"{path}: not a valid .safetensors file ({e})", "download the checkpoint again") from None
-    body = memoryview(data)[8 + header_size:]
-    tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if end > len(body):
-            raise ConversionError(f"{path}: tensor {name} runs past the end of the file (truncated download?)", "download the checkpoint again")
-        raw = body[start:end]
-        if info["dtype"] == "BF16":  # the top 16 bits of a float32
-            array = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-        elif info["dtype"] in SAFETENSORS_DTYPES:
-            array = np.frombuffer(raw, dtype=np.dtype(SAFETENSORS_DTYPES[info["dtype"]]).newbyteorder("<"))
-        else:
-            raise ConversionError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}", "convert the checkpoint to float32 first")
-        tensors[name] = array.reshape(shape).copy()
-    return tensors
-
-
 def read_pytorch_bin(path):
     """Read a PyTorch .bin checkpoint safely: ``torch.load(weights_only=True)`` never runs pickled code."""
     try:
@@ -91,17 +62,26 @@ def read_pytorch_bin(path):
             "pip install torch==2.13.0 (or convert a model.safetensors, which needs no torch)",
         ) from None
     import pickle
+    import warnings
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the error below says what matters
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
-        raise ConversionError(
-            f"{path}: refused to load: the pickle asks to run code or build objects that are not tensors ({first})",
-            "only convert checkpoints from a source you trust; ask for a model.safetensors version",
-        ) from None
+        # torch's message advises weights_only=False: never repeat that. Keep only its diagnosis.
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines if "global" in line.lower()), None)
+        if detail is not None:
+            raise ConversionError(
+                f"{path}: refused to load: the pickle asks to run code or build objects that are not tensors ({detail})",
+                "only convert checkpoints from a source you trust; ask for a model.safetensors version",
+            ) from None
+        detail = next((line for line in lines if line.startswith(("Unsupported", "Unpickling", "invalid"))), "not a pickle")
+        raise ConversionError(f"{path}: not a valid PyTorch checkpoint ({detail})", "download the checkpoint again") from None
     except Exception as e:  # a truncated or non-pickle file
-        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})", "download the checkpoint again") from None
+        raise ConversionError(f"{path}: not a valid PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+                              "download the checkpoint again") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -267,6 +247,59 @@ def read_do_lower_case(directory, name):
 # ---------------------------------------------------------------------------------------
 
 
+def check_output(dst, inputs):
+    """Refuse an output path that is a directory or that is (or resolves to) a file the conversion reads."""
+    dst = Path(dst)
+    if dst.is_dir():
+        raise ConversionError(f"{dst}: the output is a directory", f"give the output file's name, e.g. {dst / 'model.h5'}")
+    for p in map(Path, inputs):
+        if not p.exists():
+            continue
+        same = os.path.realpath(p) == os.path.realpath(dst) or (dst.exists() and os.path.samefile(p, dst))
+        if same:
+            raise ConversionError(f"{dst}: the output is the input file {p}; converting would overwrite it",
+                                  f"write the .h5 elsewhere, e.g. {dst.with_name(dst.stem + '.h5') if dst.suffix != '.h5' else dst.with_name(dst.stem + '-minibert.h5')}")
+
+
+def read_vocab_file(vocab_file):
+    """The tokens of a directory's vocab.txt; [] when there is none. Refuses a vocabulary BERT cannot use."""
+    if not vocab_file.exists():
+        return []
+    if not vocab_file.is_file():
+        raise ConversionError(f"{vocab_file}: is not a file", "put the model's vocab.txt there, or remove what has its name")
+    try:
+        vocab = read_vocab_txt(vocab_file)
+    except InputError as e:
+        raise ConversionError(e.message, e.hint) from None
+    if not vocab:
+        raise ConversionError(f"{vocab_file}: the vocabulary is empty", "give the vocab.txt that belongs to this checkpoint")
+    for i, token in enumerate(vocab):
+        if "\0" in token:
+            raise ConversionError(f"{vocab_file}: line {i + 1} holds a NUL byte", "give the vocab.txt that belongs to this checkpoint (a text file, one token per line)")
+    missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+    if missing:
+        raise ConversionError(f"{vocab_file}: the vocabulary lacks the special token(s) {', '.join(missing)}",
+                              "give a BERT vocab.txt: it must hold [PAD], [UNK], [CLS], [SEP] and [MASK]")
+    return vocab
+
+
+def check_tensor_values(tensors, config, heads, source):
+    """Every tensor the model computes with must be floating point and finite."""
+    needed = set(encoder_shapes(config))
+    for head in heads:
+        required, optional = head_shapes(config, head)
+        needed |= set(required) | set(optional)
+    for name in sorted(needed & set(tensors)):
+        array = tensors[name]
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ConversionError(f"{source}: tensor {name} has dtype {array.dtype}, expected a float dtype (F32, F16, BF16 or F64)",
+                                  "the checkpoint is damaged or not a BERT model's weights; download it again")
+        if not np.isfinite(array).all():
+            bad = int(np.size(array) - np.isfinite(array).sum())
+            raise ConversionError(f"{source}: tensor {name} holds {bad} NaN or infinite value(s)",
+                                  "the checkpoint is damaged (or was saved from a diverged training run); use a good checkpoint")
+
+
 def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = None,
             do_lower_case: "bool | None" = None) -> Path:
     """Convert a Hugging Face BERT checkpoint to a minibert .h5 file; returns its path.
@@ -275,19 +308,27 @@ def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = 
     ``do_lower_case``: override what is read from tokenizer_config.json / the model name.
     """
     weights_path, config_path, directory = resolve_source(src, config)
+    vocab_file = Path(directory) / "vocab.txt"
+    check_output(dst, [weights_path, config_path, vocab_file, Path(directory) / "tokenizer_config.json"])
     try:
         cfg_dict = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ConversionError(f"{config_path}: not valid JSON ({e})", "give the config.json of the checkpoint") from None
+    if not isinstance(cfg_dict, dict):
+        raise ConversionError(f"{config_path}: holds a JSON {type(cfg_dict).__name__}, expected an object", "give the config.json of the checkpoint")
+    tie = cfg_dict.get("tie_word_embeddings", True)
+    if not isinstance(tie, bool):
+        raise ConversionError(f"{config_path}: tie_word_embeddings={tie!r} must be true or false (a JSON boolean, not a string)",
+                              "fix the value in config.json")
     try:
         bert_config = BertConfig.from_dict(cfg_dict, source=str(config_path))
     except ConfigError as e:
         raise ConversionError(e.message, e.hint) from None
 
     tensors = normalize_names(read_checkpoint(weights_path))
-    untie_or_drop_decoder(tensors, tie_word_embeddings=bool(cfg_dict.get("tie_word_embeddings", True)))
+    untie_or_drop_decoder(tensors, tie_word_embeddings=tie)
     heads = detect_heads(tensors)
-    if "classification" in heads:
+    if "classification" in heads and np.ndim(tensors.get("classifier.weight")) == 2:
         num_labels = tensors["classifier.weight"].shape[0]
         id2label = bert_config.id2label or {}
         if len(id2label) != num_labels:
@@ -295,6 +336,7 @@ def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = 
         bert_config.id2label = id2label
     else:
         bert_config.id2label = {}
+    check_tensor_values(tensors, bert_config, heads, weights_path)
     for name, array in tensors.items():  # store floats as float32 (float64 kept as is)
         if np.issubdtype(array.dtype, np.floating) and array.dtype != np.float64:
             tensors[name] = array.astype(np.float32)
@@ -304,8 +346,7 @@ def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = 
     except WeightsError as e:
         raise ConversionError(e.message, "check that config.json belongs to this checkpoint") from None
 
-    vocab_file = Path(directory) / "vocab.txt"
-    vocab = read_vocab_txt(vocab_file) if vocab_file.is_file() else []
+    vocab = read_vocab_file(vocab_file)
     if vocab and len(vocab) != bert_config.vocab_size:
         raise ConversionError(
             f"{vocab_file}: {len(vocab)} tokens but config.json says vocab_size={bert_config.vocab_size}",

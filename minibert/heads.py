@@ -70,7 +70,8 @@ def check_head_available(head, heads_in_file, path):
         held = ", ".join(heads_in_file) if heads_in_file else "none (encoder only)"
         raise HeadError(
             f"{path} holds no {head} head; the heads it holds: {held}",
-            f"load it with one of those heads (or head=None), or convert a {HEAD_SOURCES[head]} checkpoint",
+            f"the file has no {head} head: convert a {HEAD_SOURCES[head]} checkpoint that has one "
+            f"(`minibert convert DIR OUT.h5`); in Python, load this file with head=None or one of the heads it holds",
         )
 
 
@@ -396,14 +397,16 @@ HEAD_CLASSES = {
 # ---------------------------------------------------------------------------------------
 
 
-def fill_mask(model, tokenizer, text, top_k=5):
+def fill_mask(model, tokenizer, text, top_k=5, truncation=False):
     """The ``top_k`` most likely tokens for every [MASK] in ``text``, with their probabilities.
 
     Returns one list per [MASK], left to right, of (token, probability), most likely first.
+    ``truncation=True`` cuts a text longer than the model's positions (default: an InputError).
     """
     if top_k < 1:
         raise InputError(f"top_k={top_k} must be at least 1", "ask for --top-k 1 or more")
-    enc = tokenizer.encode(text)
+    max_length = model.config.max_position_embeddings if truncation else None
+    enc = tokenizer.encode(text, max_length=max_length, truncation=truncation)
     ids = np.array([enc["input_ids"]], dtype=np.int64)  # [1, T]
     positions = ids == tokenizer.mask_token_id  # [1, T]
     if not positions.any():
@@ -421,13 +424,15 @@ def fill_mask(model, tokenizer, text, top_k=5):
     return answers
 
 
-def classify(model, tokenizer, text, text_pair=None):
+def classify(model, tokenizer, text, text_pair=None, truncation=False):
     """Probability of every label for ``text`` (or the pair), as (label name, probability).
 
     Softmax over the labels; with a single label, the sigmoid of its logit (as transformers'
-    text-classification pipeline does).
+    text-classification pipeline does). ``truncation=True`` cuts a text longer than the model's positions.
     """
-    enc = tokenizer.encode(text, text_pair)
+    enc = tokenizer.encode(
+        text, text_pair, max_length=model.config.max_position_embeddings if truncation else None, truncation=truncation
+    )
     out = model(np.array([enc["input_ids"]]), np.array([enc["attention_mask"]]), np.array([enc["token_type_ids"]]))
     logits = out.logits.astype(np.float64)[0]  # [N]
     probs = 1.0 / (1.0 + np.exp(-logits)) if logits.shape[0] == 1 else ops.softmax(logits)  # [N]

@@ -113,4 +113,8 @@ def as_int_array(name, value):
             raise InputError(
                 f"{name} has dtype {a.dtype}, expected integers", f"pass {name} as an integer array (np.int64)"
             )
+    if a.dtype.kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:  # would wrap to a negative int64
+        index = tuple(int(i) for i in np.argwhere(a > np.iinfo(np.int64).max)[0])
+        raise InputError(f"{name}{list(index)} = {int(a[index])} is too large to be an id or a mask value",
+                         f"pass {name} with values from the tokenizer")
     return a.astype(np.int64, copy=False)

@@ -34,7 +34,7 @@ from . import ops
 
 __all__ = [
     "add_layer_norm", "attention_context", "attention_scores", "backend", "gelu", "layer_norm", "linear",
-    "masked_softmax", "linear_backward", "gelu_backward",
+    "masked_softmax", "linear_backward", "gelu_backward", "attention_scores_backward", "attention_context_backward",
 ]
 
 # Below this many elements a kernel runs on one thread. A parallel launch costs more than a
@@ -166,6 +166,25 @@ def attention_context(probs, value):  # [B, A, T, T], [B, A, T, D] -> [B, A, T, 
     """Twin of ``ops.attention_context``: P V, one small GEMM per head (as attention_scores)."""
     T, D = value.shape[-2], value.shape[-1]
     return _matmul(probs, value, T * T * D)  # [B, A, T, D]
+
+
+def attention_scores_backward(dscores, query, key, scale):  # [B, A, T, T] -> dquery, dkey
+    """Twin of ``ops.attention_scores_backward``: dQ = s dS K, dK = s dS^T Q, per head on one
+    BLAS thread unless large (as ``attention_scores``)."""
+    T, D = query.shape[-2], query.shape[-1]
+    dquery = _matmul(dscores, key, T * T * D)  # [B, A, T, T] @ [B, A, T, D] -> [B, A, T, D]
+    dquery *= scale
+    dkey = _matmul(dscores.transpose(0, 1, 3, 2), query, T * T * D)  # [B, A, T, D]
+    dkey *= scale
+    return dquery, dkey
+
+
+def attention_context_backward(dcontext, probs, value):  # [B, A, T, D] -> dprobs, dvalue
+    """Twin of ``ops.attention_context_backward``: dP = dC V^T, dV = P^T dC (as ``attention_context``)."""
+    T, D = value.shape[-2], value.shape[-1]
+    dprobs = _matmul(dcontext, value.transpose(0, 1, 3, 2), T * T * D)  # [B, A, T, T]
+    dvalue = _matmul(probs.transpose(0, 1, 3, 2), dcontext, T * T * D)  # [B, A, T, D]
+    return dprobs, dvalue
 
 
 # ---------------------------------------------------------------------------------------
@@ -513,6 +532,8 @@ backend = Backend("minibert.kernels.backend", {
     "masked_softmax": masked_softmax,
     "linear_backward": linear_backward,
     "gelu_backward": gelu_backward,
+    "attention_scores_backward": attention_scores_backward,
+    "attention_context_backward": attention_context_backward,
 })
 
 

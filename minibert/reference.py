@@ -89,7 +89,8 @@ def torch_model(weights, dtype="float32", head=None):
     config = hf_config(w.config)
     config._attn_implementation = "eager"  # SDPA returns no attention probabilities
     if head is None:
-        model = transformers.BertModel(config, add_pooling_layer=True)
+        pooler = weights_format.has_pooler(w.tensors)  # a masked-LM file has none
+        model = transformers.BertModel(config, add_pooling_layer=pooler)
         encoder_names = set(model.state_dict())
         state = {n: torch.from_numpy(np.ascontiguousarray(t)) for n, t in w.tensors.items() if n in encoder_names}
         model.load_state_dict(state, strict=True)  # every encoder tensor must come from the file
@@ -132,17 +133,8 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
     given). Inputs are checked with the same rules as ``minibert.BertModel``.
     """
     torch, transformers = _import_torch()
-    if dtype not in TORCH_DTYPES:
-        raise MinibertError(
-            f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}"
-        )
-    if model is None:
-        w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
-        model = torch_model(w, dtype)
-        config = w.config
-    else:
-        config = BertConfig.from_dict(model.config.to_dict())
-    input_ids, attention_mask, token_type_ids = check_inputs(config, input_ids, attention_mask, token_type_ids)
+    model, config, (input_ids, attention_mask, token_type_ids) = _model_and_inputs(
+        weights, model, dtype, None, input_ids, attention_mask, token_type_ids)
 
     values = {}
 
@@ -175,8 +167,9 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
         on(p + "intermediate", output_hook(p + "intermediate.gelu"))  # dense, then the activation
         on(p + "output.dense", output_hook(p + "output.dense"))
         on(p + "output.LayerNorm", output_hook(p + "output.LayerNorm"))
-    on("pooler.dense", output_hook("pooler.dense"))
-    on("pooler.activation", output_hook("pooler"))
+    if model.pooler is not None:  # a masked-LM file has none
+        on("pooler.dense", output_hook("pooler.dense"))
+        on("pooler.activation", output_hook("pooler"))
 
     try:
         with torch.inference_mode():
@@ -190,16 +183,39 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
         for h in handles:
             h.remove()
 
-    meta = {
-        "producer": f"transformers {transformers.__version__} (torch {torch.__version__}), eager attention",
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    return Trace(values, _meta(weights, dtype, inputs, "eager attention"))
+
+
+def _model_and_inputs(weights, model, dtype, head, input_ids, attention_mask, token_type_ids):
+    """The torch model (``torch_model`` of the file unless ``model`` is given), its minibert
+    config, and the inputs checked with minibert's rules (``inputs.check_inputs``)."""
+    if dtype not in TORCH_DTYPES:
+        raise MinibertError(
+            f"dtype {dtype!r} is not supported by the reference", f"use one of {', '.join(TORCH_DTYPES)}"
+        )
+    if model is None:
+        w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
+        model = torch_model(w, dtype, head=head)
+        config = w.config
+    else:
+        config = BertConfig.from_dict(model.config.to_dict())
+    return model, config, check_inputs(config, input_ids, attention_mask, token_type_ids)
+
+
+def _meta(weights, dtype, inputs, how, **extra):
+    """A reference trace's metadata: what produced it, from which file, on which inputs."""
+    torch, transformers = _import_torch()
+    return {
+        "producer": f"transformers {transformers.__version__} (torch {torch.__version__}), {how}",
+        **extra,
         "backend": "torch",
         "dtype": dtype,
         "model_file": str(weights) if not isinstance(weights, weights_format.WeightsFile) else "",
         "source_file": transformers.models.bert.modeling_bert.__file__,
         "patched": [],
-        "inputs": {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids},
+        "inputs": inputs,
     }
-    return Trace(values, meta)
 
 
 def _self_attention_hook(p, keep, values, torch):
@@ -232,14 +248,9 @@ def trace_grads(weights, input_ids, attention_mask=None, token_type_ids=None, he
     gradients by post-accumulate-grad hooks, once complete (the tied decoder's included).
     ``meta["loss"]`` is transformers' ``outputs.loss``.
     """
-    torch, transformers = _import_torch()
-    if model is None:
-        w = weights if isinstance(weights, weights_format.WeightsFile) else weights_format.load(weights)
-        model = torch_model(w, dtype, head=head)
-        config = w.config
-    else:
-        config = BertConfig.from_dict(model.config.to_dict())
-    input_ids, attention_mask, token_type_ids = check_inputs(config, input_ids, attention_mask, token_type_ids)
+    torch, _ = _import_torch()
+    model, config, (input_ids, attention_mask, token_type_ids) = _model_and_inputs(
+        weights, model, dtype, head, input_ids, attention_mask, token_type_ids)
 
     values = {}
 
@@ -310,16 +321,6 @@ def trace_grads(weights, input_ids, attention_mask=None, token_type_ids=None, he
         for h in handles:
             h.remove()
 
-    meta = {
-        "producer": f"transformers {transformers.__version__} (torch {torch.__version__}) autograd, eager attention",
-        "kind": "gradients",
-        "head": head,
-        "loss": float(out.loss.item()),
-        "backend": "torch",
-        "dtype": dtype,
-        "model_file": str(weights) if not isinstance(weights, weights_format.WeightsFile) else "",
-        "source_file": transformers.models.bert.modeling_bert.__file__,
-        "patched": [],
-        "inputs": {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids},
-    }
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+    meta = _meta(weights, dtype, inputs, "autograd, eager attention", kind="gradients", head=head, loss=out.loss.item())
     return Trace(values, meta)

@@ -20,17 +20,20 @@ the steps whose value TransformerLens' ``HookedEncoder`` also has (``TRANSFORMER
 says per alias what differs).
 """
 
+import difflib
 import fnmatch
 import inspect
 import json
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from . import hdf5
+from .errors import InputError, MinibertError
 from .inputs import check_inputs
 
 __all__ = ["BREAK_ENV", "TRANSFORMERLENS_ALIASES", "Recorder", "Trace", "capture", "matches", "resolve_name"]
@@ -177,6 +180,8 @@ class Trace(Mapping):
         import h5py
 
         path = Path(path)
+        if path.is_dir():
+            raise InputError(f"{path}: is a directory", f"give a file name, e.g. {path / 'trace.h5'}")
         path.parent.mkdir(parents=True, exist_ok=True)
         inputs = self.meta.get("inputs", {})
         meta = {k: v for k, v in self.meta.items() if k != "inputs"}
@@ -195,33 +200,94 @@ class Trace(Mapping):
 
     @classmethod
     def load(cls, path: "str | Path") -> "Trace":
-        """Read a trace written by ``Trace.save``."""
-        import h5py
+        """Read a trace written by ``Trace.save``, checking it as untrusted input.
 
+        Hard links only; plain datasets stored inside the file (no external links or storage,
+        no virtual datasets), their declared sizes checked against the file's size before
+        reading; the attributes' types; real-valued steps and integer inputs. The structure is
+        read first in a child process bounded in time and memory (``hdf5.bounded``).
+        """
         path = Path(path)
-        if not path.is_file():
+        hint = "pass a file written by Trace.save (`minibert trace MODEL.h5 TEXT --out FILE.h5`)"
+        if not path.exists():
             raise InputError(
                 f"{path}: trace file not found", "write one with `minibert trace MODEL.h5 TEXT --out FILE.h5`"
             )
+        hdf5.bounded(lambda: _read_trace(path, hint, data=False), path, InputError, hint)
+        return cls(*_read_trace(path, hint, data=True))
+
+
+def _read_trace(path, hint, data):
+    """(values, meta) of a trace file, or only its checks when ``data`` is False."""
+    with hdf5.open_file(path, InputError, hint) as f:
         try:
-            f = h5py.File(path, "r")
-        except OSError as e:
-            raise InputError(f"{path}: not a readable HDF5 file ({e})", "pass a file written by Trace.save") from None
-        with f:
-            if f.attrs.get("format") != TRACE_FORMAT:
-                raise InputError(
-                    f"{path}: not a minibert trace (format {f.attrs.get('format')!r})",
-                    "pass a file written by Trace.save",
-                )
-            if int(f.attrs["format_version"]) != TRACE_FORMAT_VERSION:
-                raise InputError(
-                    f"{path}: trace format version {f.attrs['format_version']}, expected {TRACE_FORMAT_VERSION}",
-                    "re-record the trace",
-                )
-            meta = json.loads(f.attrs["meta"])
-            meta["inputs"] = {name: d[()] for name, d in f["inputs"].items()}
-            values = {name: f["values"][name][()] for name in json.loads(f.attrs["order"])}
-        return cls(values, meta)
+            return _read_trace_file(f, path, hint, data)
+        except MinibertError:
+            raise
+        except hdf5.H5_ERRORS as e:
+            raise InputError(f"{path}: the trace file is damaged ({type(e).__name__}: {e})", hint) from None
+
+
+def _trace_attr(f, key, kind, path, hint):
+    value = f.attrs.get(key)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    if isinstance(value, np.generic):
+        value = value.item()
+    if kind is not str:  # a JSON text of that kind
+        try:
+            value = json.loads(value) if isinstance(value, str) else None
+        except (ValueError, RecursionError):
+            value = None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise InputError(
+            f"{path}: the trace attribute {key!r} is missing or not a {kind.__name__} ({str(value)[:60]!r})", hint
+        )
+    return value
+
+
+def _read_trace_file(f, path, hint, data):
+    import h5py
+
+    if f.attrs.get("format") != TRACE_FORMAT:
+        raise InputError(f"{path}: not a minibert trace (format {f.attrs.get('format')!r})", hint)
+    version = f.attrs.get("format_version")
+    if not isinstance(version, (int, np.integer)) or int(version) != TRACE_FORMAT_VERSION:
+        raise InputError(
+            f"{path}: trace format version {version!r}, expected {TRACE_FORMAT_VERSION}", "re-record the trace"
+        )
+    order = _trace_attr(f, "order", list, path, hint)
+    meta = _trace_attr(f, "meta", dict, path, hint)
+    if not all(isinstance(n, str) for n in order) or len(set(order)) != len(order):
+        raise InputError(f"{path}: the trace attribute 'order' must list distinct step names", hint)
+    groups = hdf5.members(f, path, InputError, hint)
+    if set(groups) != {"inputs", "values"} or not all(isinstance(g, h5py.Group) for g in groups.values()):
+        raise InputError(f"{path}: a trace holds the groups /inputs and /values, found {sorted(groups)}", hint)
+    inputs = hdf5.members(groups["inputs"], path, InputError, hint)
+    values = hdf5.members(groups["values"], path, InputError, hint)
+    if sorted(values) != sorted(order):
+        raise InputError(f"{path}: /values holds {len(values)} steps but 'order' lists {len(order)}", hint)
+    if set(inputs) != {"input_ids", "attention_mask", "token_type_ids"}:
+        raise InputError(
+            f"{path}: /inputs must hold input_ids, attention_mask, token_type_ids (found {sorted(inputs)})", hint
+        )
+    total = 0
+    for where, group, kinds in (("/inputs", inputs, "iu"), ("/values", values, "f")):
+        for name, d in group.items():
+            if not isinstance(d, h5py.Dataset):
+                raise InputError(f"{path}: {where}/{name} is a group, expected a dataset", hint)
+            if d.dtype.kind not in kinds:
+                expected = "integers" if kinds == "iu" else "floating point"
+                raise InputError(f"{path}: {where}/{name} has dtype {d.dtype}, expected {expected}", hint)
+            total += hdf5.check_dataset(d, path, InputError, hint)
+    if total > os.path.getsize(path):
+        raise InputError(
+            f"{path}: the datasets declare {total:,} bytes but the file has {os.path.getsize(path):,}", hint
+        )
+    if not data:
+        return None
+    meta["inputs"] = {name: d[()] for name, d in inputs.items()}
+    return {name: values[name][()] for name in order}, meta
 
 
 # ---------------------------------------------------------------------------------------
@@ -265,6 +331,28 @@ class Recorder:
         return value
 
 
+def closest_steps(name, seen):
+    """'; closest: a, b' naming the step names most like a mistyped one ('' when none is close)."""
+    close = difflib.get_close_matches(name, list(dict.fromkeys(seen)), n=3, cutoff=0.6)
+    return f"; closest: {', '.join(close)}" if close else ""
+
+
+_WARNED_BREAKS = set()  # MINIBERT_BREAK values already warned about: warn once per process
+
+
+def warn_unmatched_break(pattern, seen):
+    """A MINIBERT_BREAK that matches no step never stops: say so once, with the closest names."""
+    if pattern in _WARNED_BREAKS:
+        return
+    _WARNED_BREAKS.add(pattern)
+    warnings.warn(
+        f"{BREAK_ENV}={pattern!r} matches no step of the forward pass, so it never stops"
+        f"{closest_steps(pattern, seen)} (list them with `minibert hooks`)",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
 def capture(model, input_ids, attention_mask=None, token_type_ids=None, only=None, patch=None) -> Trace:
     """Run the forward pass and return a ``Trace`` of its steps (see ``BertModel.trace``).
 
@@ -276,7 +364,12 @@ def capture(model, input_ids, attention_mask=None, token_type_ids=None, only=Non
     out = model.forward(input_ids, attention_mask, token_type_ids, tap=recorder)
     for key in list(patch or {}) + (recorder.only or []):
         if not matches_any(recorder.seen, key):
-            raise InputError(f"{key!r} names no step of the forward pass", "list the steps with `minibert hooks`")
+            raise InputError(
+                f"{key!r} names no step of the forward pass{closest_steps(key, recorder.seen)}",
+                f"list the steps with `minibert hooks {getattr(model, 'path', None) or 'FILE.h5'}`",
+            )
+    if recorder.break_at is not None and not matches_any(recorder.seen, recorder.break_at):
+        warn_unmatched_break(recorder.break_at, recorder.seen)
     meta = {
         "producer": "minibert",
         "backend": model.backend,
@@ -284,6 +377,7 @@ def capture(model, input_ids, attention_mask=None, token_type_ids=None, only=Non
         "model_file": str(model.path or ""),
         "source_file": os.path.abspath(inspect.getsourcefile(type(model))),
         "patched": sorted(recorder.patched),
+        "only": recorder.only or [],  # a partial trace: compare() leaves out the steps it did not keep
         "inputs": {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids},
     }
     return Trace(recorder.values, meta, output=out)

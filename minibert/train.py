@@ -61,7 +61,8 @@ def value_and_grad(model, input_ids, attention_mask=None, token_type_ids=None, l
 def trace_grads(model, input_ids, attention_mask=None, token_type_ids=None, labels=None,
                 next_sentence_label=None, rng=None, only=None):
     """A ``Trace`` of d loss / d value at every named step and d loss / d parameter, in backward
-    order. ``only``: glob patterns of the names to keep. ``trace.meta["loss"]`` is the loss."""
+    order. ``only``: glob patterns of the names to keep. ``trace.meta`` holds the ``loss`` and the
+    ``labels`` (and ``next_sentence_label``), as lists."""
     patterns = None if only is None else [only] if isinstance(only, str) else list(only)
     values = {}
 
@@ -72,14 +73,14 @@ def trace_grads(model, input_ids, attention_mask=None, token_type_ids=None, labe
     loss, cache = forward(model, input_ids, attention_mask, token_type_ids, labels, next_sentence_label, rng)
     backward(model, cache, tap=record)
     inputs = dict(zip(("input_ids", "attention_mask", "token_type_ids"), cache["inputs"]))
-    for name, value in (("labels", labels), ("next_sentence_label", next_sentence_label)):
-        if value is not None:
-            inputs[name] = np.asarray(value)
+    given = {"labels": labels, "next_sentence_label": next_sentence_label}
+    targets = {name: np.asarray(v).tolist() for name, v in given.items() if v is not None}  # JSON: saved in meta
     meta = {
         "producer": "minibert (backward by hand)",
         "kind": "gradients",
         "head": model.head,
         "loss": loss,
+        **targets,
         "backend": model.backend,
         "dtype": str(model.dtype),
         "model_file": str(getattr(model, "path", "")),

@@ -2,8 +2,10 @@
 
 Helpers (inputs, model builders, the parity check) are in tests/helpers.py. The reference stack
 (torch, transformers) is imported by the fixtures that need it; a test that uses one of them
-(directly or through another fixture) is marked ``torch`` here, so that
-``pytest -m "not torch and not tutorials"`` runs the suite with the core dependencies only.
+(directly or through another fixture) is marked ``torch`` here, and a test that opens a page in
+Chromium (the ``browser`` fixture of test_view.py) ``browser``, so that
+``pytest -m "not torch and not tutorials and not browser"`` runs the suite with the core
+dependencies only.
 CI installs the reference stack, so parity tests never skip there.
 """
 
@@ -22,6 +24,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if TORCH_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.torch)
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
 
 
 @pytest.fixture(scope="session")

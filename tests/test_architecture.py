@@ -21,15 +21,15 @@ ARCHITECTURE_DOC = PACKAGE.parent / "docs" / "architecture.md"
 # do not know each other.
 LAYERS = [
     ["errors", "version"],  # exception types; the version string
-    ["config"],  # BertConfig and presets
+    ["config", "hdf5", "safetensors"],  # BertConfig and presets; safe HDF5 reading; the safetensors reader
     ["ops"],  # the NumPy math: the readable reference
     ["kernels"],  # Numba twins of ops, and the Numba backend (ops with the kernels in place)
     ["inputs", "weights"],  # checking model inputs; the .h5 format
     ["trace", "tokenizer"],  # the recording tap: Trace, capture, aliases, trace files; WordPiece
     ["model"],  # the forward pass
     ["heads"],  # task heads on the encoder; sentence embeddings
-    # hook list; first divergence; pictures; PyTorch; gradients; AdamW; training data
-    ["hooks", "compare", "plot", "reference", "train", "optim", "data"],
+    # hook list; first divergence; pictures; PyTorch; gradients by hand; the attention page; AdamW; training data
+    ["hooks", "compare", "plot", "reference", "train", "view", "optim", "data"],
     ["convert", "export"],  # checkpoints -> .h5; .h5 -> Hugging Face directory
     ["api"],  # load(): file -> model with its head
     ["fit"],  # the training loop (finetune, pretrain)

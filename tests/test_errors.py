@@ -70,7 +70,7 @@ def test_hdf5_file_that_is_not_ours(tmp_path):
 def test_other_format_version(tiny_copy):
     with h5py.File(tiny_copy, "a") as f:
         f.attrs["format_version"] = 99
-    with pytest.raises(WeightsError, match="format version 99, this minibert reads version 1"):
+    with pytest.raises(WeightsError, match="format version 99, this minibert reads version 2"):
         minibert.load(tiny_copy)
 
 

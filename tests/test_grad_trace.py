@@ -76,6 +76,7 @@ def test_trace_only_and_save_round_trip(classifier, tmp_path):
     assert set(trace) and all(n.startswith("encoder.layer.0.") or n == "pooler" for n in trace)
     back = Trace.load(trace.save(tmp_path / "grads.h5"))
     assert list(back) == list(trace) and back.meta["kind"] == "gradients" and back.meta["loss"] == trace.meta["loss"]
+    assert back.meta["labels"] == labels.tolist()
     assert all(np.array_equal(back[n], trace[n]) for n in trace)
 
 

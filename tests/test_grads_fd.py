@@ -187,19 +187,29 @@ def test_the_numba_backend_computes_the_backward_with_the_twins():
     for name in (n for n in ops.__all__ if n.endswith("_backward")):
         twin = getattr(kernels, name, None)
         assert getattr(kernels.backend, name) is (twin if twin is not None else getattr(ops, name))
-    assert kernels.backend.linear_backward is kernels.linear_backward
-    assert kernels.backend.gelu_backward is kernels.gelu_backward
+    for name in ("linear_backward", "gelu_backward", "attention_scores_backward", "attention_context_backward"):
+        assert getattr(kernels.backend, name) is getattr(kernels, name)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_backward_twins_equal(dtype):
-    """The kernels twins (linear_backward: small GEMMs on one BLAS thread; gelu_backward: a Numba
-    loop) against ops', on odd sizes, a single element, the serial and the parallel driver."""
+    """The kernels twins against ops': linear_backward and the attention products' backward
+    (GEMMs, small ones on one BLAS thread), gelu_backward (a Numba loop; odd sizes, a single
+    element, the serial and the parallel driver)."""
     tol = dict(rtol=1e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-14)
     dy, x, w = randn(3, 5, 7).astype(dtype), randn(3, 5, 11).astype(dtype), randn(7, 11).astype(dtype)
     for ours, ref in zip(kernels.linear_backward(dy, x, w), ops.linear_backward(dy, x, w), strict=True):
         assert ours.dtype == dtype and ours.shape == ref.shape
         np.testing.assert_allclose(ours, ref, **tol)
+    q, k, v = (randn(2, 3, 5, 4).astype(dtype) for _ in range(3))  # [B, A, T, D]
+    p, ds = (randn(2, 3, 5, 5).astype(dtype) for _ in range(2))  # [B, A, T, T]
+    scale = dtype(0.5)
+    pairs = [(kernels.attention_scores_backward(ds, q, k, scale), ops.attention_scores_backward(ds, q, k, scale)),
+             (kernels.attention_context_backward(q, p, v), ops.attention_context_backward(q, p, v))]
+    for ours_pair, ref_pair in pairs:
+        for ours, ref in zip(ours_pair, ref_pair, strict=True):
+            assert ours.dtype == dtype and ours.shape == ref.shape
+            np.testing.assert_allclose(ours, ref, **tol)
     for shape in [(1,), (3, 5, 7), (kernels.PARALLEL_MIN_ELEMENTS + 3,)]:
         x = (randn(*shape) * 3).astype(dtype)
         special = np.array([0.0, -8.0, 8.0, 1e-30], dtype)[: x.size]  # zero, both tails, tiny

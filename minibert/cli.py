@@ -556,7 +556,7 @@ def build_parser():
         p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
         p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
 
-    p = add_verb(sub, "export", "write a Hugging Face directory (config.json, vocab.txt, model.safetensors)", cmd_export)
+    p = add_verb(sub, "export", "write a Hugging Face directory (config.json, vocab.txt, safetensors)", cmd_export)
     p.add_argument("model", help="a minibert .h5 file")
     p.add_argument("out_dir", help="directory for transformers' from_pretrained")
     return parser

@@ -574,7 +574,7 @@ def build_parser():
         ("finetune", "fine-tune a classifier on a .jsonl/.tsv file of labelled texts or pairs", cmd_finetune),
         ("pretrain", "pretrain a preset-shaped BERT from scratch (masked-LM + next-sentence)", cmd_pretrain),
     ):
-        p = sub.add_parser(verb, help=helptext)
+        p = add_verb(sub, verb, helptext, func)
         if verb == "finetune":
             p.add_argument("model", help="a minibert .h5 file: the encoder to start from (e.g. all-MiniLM-L6-v2)")
             p.add_argument("--train", required=True, help=".jsonl or .tsv with text (text_pair) and label")
@@ -605,12 +605,10 @@ def build_parser():
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
         p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
         p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
-        p.set_defaults(func=func)
 
-    p = sub.add_parser("export", help="write a Hugging Face directory (config.json, vocab.txt, model.safetensors)")
+    p = add_verb(sub, "export", "write a Hugging Face directory (config.json, vocab.txt, safetensors)", cmd_export)
     p.add_argument("model", help="a minibert .h5 file")
     p.add_argument("out_dir", help="directory for transformers' from_pretrained")
-    p.set_defaults(func=cmd_export)
     return parser
 
 

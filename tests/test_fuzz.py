@@ -149,13 +149,13 @@ def replace_dataset(path, name, shape, dtype, allocate, keep_digest):
         if old is not None:
             del f["weights"][name]
         size = int(np.prod(shape, dtype=object))
-        if allocate and size * np.dtype(dtype).itemsize <= 1 << 20:
-            d = f["weights"].create_dataset(name, data=np.ones(shape, dtype=dtype))
-        else:
-            try:
+        try:
+            if allocate and size * np.dtype(dtype).itemsize <= 1 << 20:
+                d = f["weights"].create_dataset(name, data=np.ones(shape, dtype=dtype))
+            else:
                 d = f["weights"].create_dataset(name, shape=shape, dtype=dtype)
-            except ValueError:  # HDF5 cannot even describe it (storage size overflows): not a file anyone can make
-                return False
+        except ValueError:  # NumPy or HDF5 cannot even describe it (its size overflows): not a file anyone can make
+            return False
         d.attrs["sha256"] = digest if keep_digest and digest is not None else "0" * 64
     return True
 

@@ -148,12 +148,10 @@ def memory_child(engine, h5, hf_dir, B, T):
 
 
 def measure_memory(engine, h5, hf_dir, B, T):
-    out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", engine, str(h5), str(hf_dir), str(B), str(T)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    argv = [sys.executable, __file__, "--memory-child", engine, str(h5), str(hf_dir), str(B), str(T)]
+    out = subprocess.run(argv, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"error: the memory measurement of {engine} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -466,6 +466,19 @@ def fit(model, task, settings, out_dir, template, resume=False, log=None):
     return progress
 
 
+def start_run(out_dir, template, **run):
+    """A new run directory: initial.h5 (the starting weights) and run.json (what started it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save(out_dir / "initial.h5", template)
+    write_run(out_dir, **run)
+
+
+def load_run(out_dir, head, resume, dtype, backend):
+    """(model, tokenizer) of a run: its initial.h5, or the last checkpoint when resuming."""
+    start = out_dir / ("model.h5" if resume else "initial.h5")
+    return load(start, head=head, dtype=dtype, backend=backend), Tokenizer.from_file(start)
+
+
 def write_run(out_dir, **run):
     """run.json: what started the run (inputs, settings), to rerun or replay it elsewhere."""
     (Path(out_dir) / "run.json").write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
@@ -587,23 +600,10 @@ def finetune(
                 "convert the model from a directory that has vocab.txt",
             )
         template = with_classification_head(source, list(label2id), settings.seed)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save(out_dir / "initial.h5", template)
-        write_run(
-            out_dir,
-            command="finetune",
-            model=str(model_path),
-            train=str(train_path),
-            dev=dev_path and str(dev_path),
-            task=task,
-            labels=list(label2id),
-            settings=asdict(settings),
-            dtype=dtype,
-            backend=backend,
-        )
-    start = out_dir / ("model.h5" if resume else "initial.h5")
-    model = load(start, head="classification", dtype=dtype, backend=backend)
-    tokenizer = Tokenizer.from_file(start)
+        start_run(out_dir, template, command="finetune", model=str(model_path), train=str(train_path),
+                  dev=dev_path and str(dev_path), task=task, labels=list(label2id), settings=asdict(settings),
+                  dtype=dtype, backend=backend)
+    model, tokenizer = load_run(out_dir, "classification", resume, dtype, backend)
     log(
         f"fine-tuning {model_path} ({task}, labels {', '.join(label2id)}): {len(train_examples)} training examples, "
         f"{len(dev_examples)} dev; run directory {out_dir}"
@@ -659,22 +659,9 @@ def pretrain(
             settings.seed,
             source=f"minibert pretrain --preset {preset} (seed {settings.seed})",
         )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save(out_dir / "initial.h5", template)
-        write_run(
-            out_dir,
-            command="pretrain",
-            corpus=str(corpus_path),
-            vocab=str(vocab_path),
-            preset=preset,
-            dev_fraction=dev_fraction,
-            settings=asdict(settings),
-            dtype=dtype,
-            backend=backend,
-        )
-    start = out_dir / ("model.h5" if resume else "initial.h5")
-    model = load(start, head="pretraining", dtype=dtype, backend=backend)
-    tokenizer = Tokenizer.from_file(start)
+        start_run(out_dir, template, command="pretrain", corpus=str(corpus_path), vocab=str(vocab_path), preset=preset,
+                  dev_fraction=dev_fraction, settings=asdict(settings), dtype=dtype, backend=backend)
+    model, tokenizer = load_run(out_dir, "pretraining", resume, dtype, backend)
     log(
         f"pretraining {preset} on {corpus_path}: {len(train_docs)} documents ({sum(map(len, train_docs))} sentences), "
         f"{len(dev_docs)} held out; run directory {out_dir}"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import reference, weights
+from . import corpus, distributed, reference, weights
 from .api import load
 from .compare import compare
 from .config import SUPPORTED_ACTIVATIONS, BertConfig
@@ -25,6 +25,7 @@ from .heads import classify, fill_mask, mean_pooling, predict_each_position, sen
 from .hooks import hook_points
 from .inputs import BACKENDS, DEFAULT_BACKEND, DTYPES
 from .plot import plot_attention
+from .search import search
 from .tokenizer import Tokenizer, read_text_file
 from .trace import TRANSFORMERLENS_ALIASES
 from .version import __version__
@@ -117,6 +118,8 @@ def check_output_path(path, option):
 
 def cmd_encode(args):
     """Tokenize a text (and optional pair), run the encoder, print tokens, ids and outputs."""
+    if args.input is not None:
+        return cmd_encode_corpus(args)
     check_output_path(args.json, "--json")
     text = read_text_arg(args.text, args.file)
     model = load(args.model, dtype=args.dtype, backend=args.backend)
@@ -164,6 +167,42 @@ def cmd_encode(args):
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(record, f)
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_encode_corpus(args):
+    """`encode --input FILE --out OUT.h5`: every line of FILE to one row of sentence embeddings."""
+    if args.text is not None or args.file is not None or args.pair is not None or args.json is not None:
+        raise MinibertError("--input encodes a whole file: a TEXT, --file, --pair or --json cannot go with it",
+                            "drop them, or drop --input to encode one text")
+    if args.out is None:
+        raise MinibertError("--input needs --out, the HDF5 file to write", "add e.g. --out embeddings.h5")
+    options = dict(resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, batch_size=args.batch_size,
+                   max_length=args.max_length, truncate=args.truncate, pooling=args.pooling, field=args.field,
+                   errors=args.errors, backend=args.backend, dtype=args.dtype)
+    try:
+        if args.dask:
+            report = distributed.encode_corpus(args.model, args.input, args.out, dask=args.dask, **options)
+        else:
+            report = corpus.encode_corpus(args.model, args.input, args.out, **options)
+    except KeyboardInterrupt:
+        print(f"interrupted: the windows finished so far are kept in {args.out}.parts; "
+              "run the same command with --resume to continue", file=sys.stderr)
+        raise
+    if report.resumed_windows < 0:
+        print(f"{report.out} is already complete ({report.rows} rows): nothing to do")
+        return 0
+    print(f"wrote {report.out}: {report.rows} rows from {report.line_count} lines ({report.empty} empty, "
+          f"{report.skipped} skipped, {report.truncated} truncated), {report.tokens} tokens, "
+          f"{report.seconds:.1f} s, {report.lines_per_second:,.0f} lines/s")
+    return 0
+
+
+def cmd_search(args):
+    hits = search(args.embeddings, args.query, top_k=args.top_k, model=args.model, truncate=args.truncate)
+    for h in hits:
+        text = "(the input file changed or is missing: line not shown)" if h.text is None else h.text
+        print(f"{h.score:.4f}  line {h.line_number}: {text[:args.width]}{'...' if len(text) > args.width else ''}")
     return 0
 
 
@@ -478,6 +517,29 @@ def build_parser():
     add_text_arguments(p, "the text to encode")
     p.add_argument("--json", metavar="PATH", help="write tokens, ids and the embeddings to this JSON file")
     add_model_options(p)
+    g = p.add_argument_group("a whole corpus (--input): one row of sentence embeddings per line, docs/corpus.md")
+    g.add_argument("--input", metavar="CORPUS", help="a text file (one text per line) or .jsonl (one object per line)")
+    g.add_argument("--out", metavar="OUT.h5", help="the embeddings file to write")
+    g.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    g.add_argument("--max-length", type=int, help="tokens per text, [CLS] and [SEP] included (default: the model's)")
+    g.add_argument("--pooling", choices=["mean", "cls"], default="mean",
+                   help="mean of the tokens (as sentence-transformers) or [CLS]; then L2-normalised")
+    g.add_argument("--field", help="the JSONL field holding the text (default: text)")
+    g.add_argument("--errors", choices=["fail", "skip"], default="fail",
+                   help="a line that is not UTF-8 (or a bad JSONL row): stop, or skip it and list it")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished window")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
+    g.add_argument("--dask", metavar="local:N|tcp://HOST:PORT",
+                   help="run on a Dask cluster (needs minibert[dask]); see docs/scaling.md")
+
+    p = add_verb(sub, "search", "the lines of an encoded corpus closest to a query (exact cosine top-k)", cmd_search)
+    p.add_argument("embeddings", help="a file written by `minibert encode MODEL --input CORPUS --out FILE`")
+    p.add_argument("query", help="the text to look for")
+    p.add_argument("--top-k", type=int, default=10, help="how many lines to print (default 10)")
+    p.add_argument("--model", help="the model file, if it moved since the corpus was encoded (checked by SHA-256)")
+    p.add_argument("--truncate", action="store_true", help="cut a query longer than the corpus's max length")
+    p.add_argument("--width", type=int, default=160, help="characters of each line to print (default 160)")
 
     p = add_verb(sub, "inspect", "print the config and tensor table of a .h5 file", cmd_inspect)
     p.add_argument("file")

@@ -94,10 +94,16 @@ def l2_normalize(x, eps=1e-12):  # [B, H] -> [B, H]
     return x / np.maximum(norm, eps)  # [B, H]
 
 
-def sentence_embeddings(model, encoding):  # {"input_ids": [B, T], ...} -> [B, H]
-    """Mean-pooled, L2-normalised sentence vectors of a tokenized batch (works on any encoder)."""
+def sentence_embeddings(model, encoding, pooling="mean"):  # {"input_ids": [B, T], ...} -> [B, H]
+    """L2-normalised sentence vectors of a tokenized batch (works on any encoder).
+
+    ``pooling="mean"``: the average of the token vectors (sentence-transformers' pooling for
+    all-MiniLM-L6-v2); ``"cls"``: the [CLS] token's vector.
+    """
     bert = getattr(model, "bert", model)  # a head model's encoder, or the encoder itself
     out = bert(encoding["input_ids"], encoding["attention_mask"], encoding.get("token_type_ids"))
+    if pooling == "cls":
+        return l2_normalize(out.last_hidden_state[:, 0])  # [B, H]
     return l2_normalize(mean_pooling(out.last_hidden_state, np.asarray(encoding["attention_mask"])))  # [B, H]
 
 

@@ -32,6 +32,8 @@ LAYERS = [
     # gradients by hand; the attention page
     ["convert"],  # checkpoints -> .h5
     ["api"],  # load(): file -> model with its head
+    ["corpus"],  # a corpus, line by line, -> an HDF5 file of sentence embeddings (streamed, resumable)
+    ["search", "distributed"],  # exact cosine top-k over such a file; the same encoding on Dask workers
     ["__init__"],  # the public names of `import minibert`
     ["cli"],  # the `minibert` command
     ["__main__"],  # python -m minibert

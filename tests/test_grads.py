@@ -15,14 +15,16 @@ worst are printed at the end of the run.
 
 import numpy as np
 import pytest
-import torch
-from grad_parity import assert_close_scaled, assert_grads_close, torch_grads
 
 import minibert
 from minibert import HeadError, InputError, reference, train
 from minibert.config import SUPPORTED_ACTIVATIONS
 
+from grad_parity import assert_close_scaled, assert_grads_close, torch_grads
 from helpers import PRESETS, padded_batch, randomize_
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 DTYPES = ["float32", "float64"]
 MNLI = dict(

@@ -225,19 +225,10 @@ def main(argv=None):
                 for engine in ENGINES:
                     ms = statistics.median(times[engine]) * 1e3
                     gflops = flops / (ms / 1e3) / 1e9
-                    row = dict(
-                        model=model_name,
-                        batch=B,
-                        seq=T,
-                        engine=engine,
-                        median_ms=ms,
-                        tokens_per_s=B * T / (ms / 1e3),
-                        speedup_vs_torch=torch_ms / ms,
-                        gflops=gflops,
-                        pct_of_peak=100 * gflops / peak,
-                        reps=reps,
-                        max_abs_diff_vs_torch=agreement[engine],
-                    )
+                    row = dict(model=model_name, batch=B, seq=T, engine=engine, median_ms=ms,
+                               tokens_per_s=B * T / (ms / 1e3), speedup_vs_torch=torch_ms / ms,
+                               gflops=gflops, pct_of_peak=100 * gflops / peak, reps=reps,
+                               max_abs_diff_vs_torch=agreement[engine])
                     rows.append(row)
                     print(
                         f"{str((B, T)):>10} {engine:<15} {ms:>10.3f} {row['tokens_per_s']:>10.0f} "

@@ -17,6 +17,7 @@ from .errors import ConfigError, ConversionError, HeadError, InputError, Miniber
 from .heads import (
     BertForMaskedLM,
     BertForNextSentencePrediction,
+    BertForPreTraining,
     BertForSequenceClassification,
     l2_normalize,
     mean_pooling,
@@ -28,8 +29,9 @@ from .version import __version__
 from .view import view
 
 __all__ = [
-    "BertConfig", "BertForMaskedLM", "BertForNextSentencePrediction", "BertForSequenceClassification", "BertModel",
-    "BertOutput", "ConfigError", "ConversionError", "HeadError", "InputError", "MinibertError", "Tokenizer", "Trace",
+    "BertConfig", "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining",
+    "BertForSequenceClassification", "BertModel", "BertOutput", "ConfigError", "ConversionError", "HeadError",
+    "InputError", "MinibertError", "Tokenizer", "Trace",
     "WeightsError", "__version__", "compare", "convert", "heads", "l2_normalize", "load", "mean_pooling", "ops",
     "reference", "view",
 ]

@@ -23,7 +23,8 @@ def load(path: Union[str, Path], dtype: str = "float32", backend: str = DEFAULT_
     ``backend``: "numba" (the fast kernels, the default) or "numpy" (the readable reference).
     ``verify``: check every tensor's SHA-256 against the one stored at conversion.
     ``head``: None for the bare encoder, or "masked-lm", "next-sentence", "classification"
-    for the encoder with that task head (``minibert.heads``); its outputs carry ``logits``.
+    for the encoder with that task head (``minibert.heads``); its outputs carry ``logits``;
+    or "pretraining" for a file holding both the masked-LM and next-sentence heads.
     """
     w = weights_format.load(path, verify=verify)
     if head is not None:

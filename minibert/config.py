@@ -9,6 +9,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Optional
 
 from .errors import ConfigError
 
@@ -21,8 +22,20 @@ REQUIRED_KEYS = (
     "intermediate_size",
 )
 
-# The one list of activations minibert computes (ops.py / kernels.py implement each one).
-SUPPORTED_ACTIVATIONS = ("gelu",)  # exact erf GELU, as transformers' "gelu"
+# Every hidden_act minibert computes, in one place: the names of transformers' ACT2FN that BERT
+# checkpoints use, each the name of a function in ops.py (and kernels.py) with its backward
+# beside it, ``<name>_backward(dy, x) -> dx``. The model calls the function of this name.
+SUPPORTED_ACTIVATIONS = {
+    "gelu": "exact GELU: 0.5 x (1 + erf(x / sqrt(2)))",
+    "gelu_new": "tanh GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), what Google's BERT calls 'gelu'",
+    "gelu_pytorch_tanh": "the same tanh GELU, computed by torch's gelu(approximate='tanh')",
+    "gelu_fast": "tanh GELU with sqrt(2/pi) rounded: 0.5 x (1 + tanh(0.7978845608 x (1 + 0.044715 x^2)))",
+    "quick_gelu": "x sigmoid(1.702 x)",
+    "relu": "max(x, 0)",
+    "silu": "x sigmoid(x)",
+    "swish": "x sigmoid(x) (silu under another name)",
+    "tanh": "tanh(x)",
+}
 
 # Sane upper bounds: far above every published BERT, far below what would exhaust memory
 # before an error (a config declaring 10^7 layers is refused here, not after minutes).
@@ -53,6 +66,10 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
     pad_token_id: int = 0
+    # Dropout, applied only in training (minibert.train with an rng), where transformers applies it.
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    classifier_dropout: Optional[float] = None  # None: hidden_dropout_prob (the classification head)
     # Optional task-head metadata (sequence classification); empty for a bare encoder.
     id2label: dict = field(default_factory=dict)
 
@@ -82,9 +99,15 @@ class BertConfig:
         if not isinstance(self.hidden_act, str) or self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(
                 f"hidden_act={self.hidden_act!r} is not supported; minibert implements "
-                f"{', '.join(SUPPORTED_ACTIVATIONS)} (exact erf GELU)",
-                "use a BERT checkpoint with hidden_act='gelu'",
+                f"{', '.join(SUPPORTED_ACTIVATIONS)}",
+                "use a checkpoint with one of those activations (or, when converting, choose one with --hidden-act)",
             )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            value = getattr(self, name)
+            probability = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+            if value is not None and not probability:
+                raise ConfigError(f"config value {name}={value!r} must be a probability in [0, 1]",
+                                  "check the config.json the model came from")
         self.id2label = _id2label(self.id2label or {})
 
     @property

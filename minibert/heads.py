@@ -6,7 +6,7 @@ written in NumPy with the model's backend functions (``model.F.linear``, ``F.gel
 
     masked-lm       (BertForMaskedLM, BertForPreTraining)            last_hidden_state -> logits [B, T, V]
         cls.predictions.transform.dense            [B, T, H] -> [B, T, H]
-        cls.predictions.transform.transform_act_fn [B, T, H] -> [B, T, H]   (GELU, config.hidden_act)
+        cls.predictions.transform.transform_act_fn [B, T, H] -> [B, T, H]   (config.hidden_act, e.g. GELU)
         cls.predictions.transform.LayerNorm        [B, T, H] -> [B, T, H]
         cls.predictions                            [B, T, H] -> [B, T, V]   (the decoder, tied to the
                                                                              word embeddings, + bias)
@@ -14,6 +14,13 @@ written in NumPy with the model's backend functions (``model.F.linear``, ``F.gel
         cls.seq_relationship                       [B, H] -> [B, 2]   (0 = B follows A, 1 = B is random)
     classification  (BertForSequenceClassification)                   pooler_output -> logits [B, N]
         classifier                                 [B, H] -> [B, N]   (N = num_labels, names in id2label)
+    pretraining     (BertForPreTraining)   the masked-LM and next-sentence heads together, on a file
+                                           holding both: logits [B, T, V] and seq_relationship_logits [B, 2]
+
+The losses transformers computes when given labels are here too (``cross_entropy`` with -100
+ignored, ``mse_loss`` for a single-label regression, ``bce_with_logits`` for float multi-labels),
+each with its backward; ``model.loss(out, labels)`` applies the head's. ``minibert.train``
+differentiates the whole model.
 
 Dropout is the identity at inference, so it has no step here.
 
@@ -33,9 +40,12 @@ from .model import BertModel, BertOutput, no_tap
 from .trace import Trace, capture
 
 __all__ = [
-    "HEAD_CLASSES", "HEAD_SOURCES", "BertForMaskedLM", "BertForNextSentencePrediction", "BertForSequenceClassification",
-    "BertHeadModel", "check_head_available", "classify", "fill_mask", "l2_normalize", "mean_pooling",
-    "sentence_embeddings",
+    "HEAD_CLASSES", "HEAD_SOURCES", "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining",
+    "BertForSequenceClassification", "BertHeadModel", "check_head_available", "classify", "fill_mask", "l2_normalize",
+    "mean_pooling", "sentence_embeddings",
+    "IGNORE_INDEX", "bce_with_logits", "bce_with_logits_backward", "check_class_labels", "check_classification_labels",
+    "classification_loss", "classification_loss_backward", "classification_problem", "cross_entropy",
+    "cross_entropy_backward", "mse_loss", "mse_loss_backward",
 ]
 
 # B = batch, T = sequence length, H = hidden size, V = vocabulary size, N = labels or chosen positions
@@ -45,7 +55,10 @@ HEAD_SOURCES = {
     "masked-lm": "BertForMaskedLM or BertForPreTraining",
     "next-sentence": "BertForNextSentencePrediction or BertForPreTraining",
     "classification": "BertForSequenceClassification",
+    "pretraining": "BertForPreTraining (both the masked-lm and next-sentence heads)",
 }
+# A head made of other heads: the file must hold each part.
+HEAD_PARTS = {"pretraining": ("masked-lm", "next-sentence")}
 
 
 def check_head_available(head, heads_in_file, path):
@@ -53,7 +66,7 @@ def check_head_available(head, heads_in_file, path):
     if head not in HEAD_SOURCES:
         hint = f"use one of {', '.join(HEAD_SOURCES)} (or head=None for the encoder)"
         raise HeadError(f"unknown head {head!r}", hint)
-    if head not in heads_in_file:
+    if not all(part in heads_in_file for part in HEAD_PARTS.get(head, (head,))):
         held = ", ".join(heads_in_file) if heads_in_file else "none (encoder only)"
         raise HeadError(
             f"{path} holds no {head} head; the heads it holds: {held}",
@@ -81,11 +94,133 @@ def l2_normalize(x, eps=1e-12):  # [B, H] -> [B, H]
     return x / np.maximum(norm, eps)  # [B, H]
 
 
-def sentence_embeddings(model, encoding):  # {"input_ids": [B, T], ...} -> [B, H]
-    """Mean-pooled, L2-normalised sentence vectors of a tokenized batch (works on any encoder)."""
+def sentence_embeddings(model, encoding, pooling="mean"):  # {"input_ids": [B, T], ...} -> [B, H]
+    """L2-normalised sentence vectors of a tokenized batch (works on any encoder).
+
+    ``pooling="mean"``: the average of the token vectors (sentence-transformers' pooling for
+    all-MiniLM-L6-v2); ``"cls"``: the [CLS] token's vector.
+    """
     bert = getattr(model, "bert", model)  # a head model's encoder, or the encoder itself
     out = bert(encoding["input_ids"], encoding["attention_mask"], encoding.get("token_type_ids"))
+    if pooling == "cls":
+        return l2_normalize(out.last_hidden_state[:, 0])  # [B, H]
     return l2_normalize(mean_pooling(out.last_hidden_state, np.asarray(encoding["attention_mask"])))  # [B, H]
+
+
+# ---------------------------------------------------------------------------------------
+# Losses, as transformers computes them from the logits, and their backward
+# ---------------------------------------------------------------------------------------
+
+IGNORE_INDEX = -100  # a label that takes no part in the loss (torch's CrossEntropyLoss default)
+
+
+def check_class_labels(labels, shape, num_classes, name="labels"):  # -> int64 array of `shape`
+    """Integer class labels of the expected shape, each in [0, num_classes) or IGNORE_INDEX."""
+    a = np.asarray(labels)
+    if not np.issubdtype(a.dtype, np.integer):
+        raise InputError(f"{name} has dtype {a.dtype}, expected integer class ids", f"pass {name} as an int64 array")
+    if a.shape != tuple(shape):
+        per = "token" if len(shape) == 2 else "sequence"
+        raise InputError(f"{name} has shape {a.shape}, expected {tuple(shape)}", f"give one label per {per}")
+    bad = (a != IGNORE_INDEX) & ((a < 0) | (a >= num_classes))
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(
+            f"{name}[{', '.join(map(str, where))}] = {a[where]} is not a class id in [0, {num_classes}) "
+            f"nor {IGNORE_INDEX} (ignored)",
+            f"use class ids 0..{num_classes - 1}, or {IGNORE_INDEX} where a position takes no part in the loss",
+        )
+    if (a == IGNORE_INDEX).all():
+        raise InputError(f"every entry of {name} is {IGNORE_INDEX}: there is nothing to compute a loss on",
+                         "label at least one position (transformers would return NaN)")
+    return a.astype(np.int64, copy=False)
+
+
+def cross_entropy(logits, labels):  # [N, C], [N] ints -> scalar
+    """Mean of -log softmax(logits)[label] over the rows whose label is not -100, as
+    ``torch.nn.CrossEntropyLoss()`` (in the dtype of the logits)."""
+    keep = labels != IGNORE_INDEX  # [N]
+    z = logits[keep]  # [n, C]
+    z = z - z.max(-1, keepdims=True)  # [n, C], the log-softmax is unchanged by a shift
+    log_probs = z - np.log(np.exp(z).sum(-1, keepdims=True))  # [n, C]
+    return -log_probs[np.arange(len(z)), labels[keep]].mean()
+
+
+def cross_entropy_backward(logits, labels):  # [N, C], [N] ints -> [N, C]
+    """d loss / d logits = (softmax(logits) - onehot(label)) / n on the n kept rows, 0 on ignored ones."""
+    keep = labels != IGNORE_INDEX  # [N]
+    n = int(keep.sum())
+    dlogits = np.zeros_like(logits)  # [N, C]
+    probs = ops.softmax(logits[keep])  # [n, C]
+    probs[np.arange(n), labels[keep]] -= 1.0
+    dlogits[keep] = probs / logits.dtype.type(n)
+    return dlogits
+
+
+def mse_loss(predictions, targets):  # [N], [N] -> scalar
+    """Mean squared error, as ``torch.nn.MSELoss()`` (transformers' regression, num_labels == 1)."""
+    return ((predictions - targets) ** 2).mean()
+
+
+def mse_loss_backward(predictions, targets):  # [N], [N] -> [N]
+    """d mean((p - t)^2) / d p = 2 (p - t) / N."""
+    return 2.0 * (predictions - targets) / predictions.dtype.type(predictions.size)
+
+
+def bce_with_logits(logits, targets):  # [N, C], [N, C] -> scalar
+    """Binary cross-entropy of sigmoid(logits), mean over every entry, as ``BCEWithLogitsLoss()``
+    (transformers' multi-label classification). Written max(z, 0) - z t + log(1 + exp(-|z|)),
+    which never overflows."""
+    return (np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))).mean()
+
+
+def bce_with_logits_backward(logits, targets):  # [N, C], [N, C] -> [N, C]
+    """d loss / d z = (sigmoid(z) - t) / (N C)."""
+    return (1.0 / (1.0 + np.exp(-logits)) - targets) / logits.dtype.type(logits.size)
+
+
+def classification_problem(num_labels, labels):
+    """transformers' ``problem_type`` for BertForSequenceClassification, from the labels given:
+    "regression" when num_labels == 1, "single_label_classification" for integer labels,
+    "multi_label_classification" for float labels."""
+    if num_labels == 1:
+        return "regression"
+    if np.issubdtype(np.asarray(labels).dtype, np.integer):
+        return "single_label_classification"
+    return "multi_label_classification"
+
+
+def check_classification_labels(labels, batch_size, num_labels, dtype):  # -> (problem, labels)
+    """The labels of a classification batch, checked and converted for the problem type."""
+    problem = classification_problem(num_labels, labels)
+    a = np.asarray(labels)
+    if problem == "single_label_classification":
+        return problem, check_class_labels(a, (batch_size,), num_labels)
+    if not np.issubdtype(a.dtype, np.number) or a.dtype == bool:
+        raise InputError(f"labels has dtype {a.dtype}, expected numbers", "pass labels as a float array")
+    expected = (batch_size,) if problem == "regression" else (batch_size, num_labels)
+    if a.size != int(np.prod(expected)) or (problem != "regression" and a.shape != expected):
+        hint = "one float target per sequence (num_labels == 1: regression)" if problem == "regression" else \
+            "one 0/1 float per label and sequence (float labels: multi-label), or integer class ids"
+        raise InputError(f"labels has shape {a.shape}, expected {expected}", f"pass {hint}")
+    return problem, a.reshape(expected).astype(dtype)
+
+
+def classification_loss(problem, logits, labels):  # [B, N], labels -> scalar
+    """transformers' loss for BertForSequenceClassification's ``problem_type``."""
+    if problem == "regression":
+        return mse_loss(logits.reshape(-1), labels)  # [B], [B]
+    if problem == "single_label_classification":
+        return cross_entropy(logits, labels)
+    return bce_with_logits(logits, labels)
+
+
+def classification_loss_backward(problem, logits, labels):  # [B, N], labels -> [B, N]
+    if problem == "regression":
+        return mse_loss_backward(logits.reshape(-1), labels).reshape(logits.shape)  # [B, 1]
+    if problem == "single_label_classification":
+        return cross_entropy_backward(logits, labels)
+    return bce_with_logits_backward(logits, labels)
 
 
 # ---------------------------------------------------------------------------------------
@@ -100,7 +235,7 @@ class BertHeadModel:
     pass, then the head's steps.
     """
 
-    head = None  # "masked-lm", "next-sentence" or "classification"
+    head = None  # "masked-lm", "next-sentence", "classification" or "pretraining"
 
     def __init__(self, bert: BertModel):
         self.bert = bert
@@ -154,12 +289,19 @@ class BertForMaskedLM(BertHeadModel):
         out.logits = self.predictions(x, tap)  # [B, T, V], or [N, V]
         return out
 
+    def loss(self, out, labels):  # full logits [B, T, V], labels [B, T] -> float
+        """transformers' masked-LM loss: cross-entropy over the tokens whose label is not -100."""
+        V = self.config.vocab_size
+        labels = check_class_labels(labels, out.logits.shape[:-1], V)
+        return float(cross_entropy(out.logits.reshape(-1, V), labels.reshape(-1)))
+
     def predictions(self, x, tap=no_tap):  # [..., H] -> [..., V]
-        """transformers' ``BertLMPredictionHead``: transform (dense, GELU, LayerNorm), then decode."""
+        """transformers' ``BertLMPredictionHead``: transform (dense, hidden_act, LayerNorm), then decode."""
         F, w, eps = self.F, self.weights, self.config.layer_norm_eps
         p = "cls.predictions.transform."
         h = tap(p + "dense", F.linear(x, w[p + "dense.weight"], w[p + "dense.bias"]))  # [..., H]
-        h = tap(p + "transform_act_fn", F.gelu(h))  # [..., H], exact GELU (config.hidden_act)
+        act = getattr(F, self.config.hidden_act)  # the function named by config.hidden_act, e.g. F.gelu
+        h = tap(p + "transform_act_fn", act(h))  # [..., H]
         h = tap(p + "LayerNorm", F.layer_norm(h, w[p + "LayerNorm.weight"], w[p + "LayerNorm.bias"], eps))  # [..., H]
         logits = F.linear(h, self.decoder_weight, self.decoder_bias)  # [..., H] @ [H, V] -> [..., V]
         return tap("cls.predictions", logits)  # [..., V]
@@ -193,6 +335,10 @@ class BertForNextSentencePrediction(BertHeadModel):
             out.pooler_output, w["cls.seq_relationship.weight"], w["cls.seq_relationship.bias"]))
         return out
 
+    def loss(self, out, labels):  # logits [B, 2], labels [B] -> float
+        """transformers' next-sentence loss: cross-entropy over the two classes."""
+        return float(cross_entropy(out.logits, check_class_labels(labels, out.logits.shape[:1], 2)))
+
 
 class BertForSequenceClassification(BertHeadModel):
     """Sequence classification: one score per label for each text or pair. ``out.logits`` [B, N].
@@ -214,11 +360,42 @@ class BertForSequenceClassification(BertHeadModel):
             out.pooler_output, w["classifier.weight"], w["classifier.bias"]))
         return out
 
+    def loss(self, out, labels):  # logits [B, N], labels -> float
+        """transformers' loss: cross-entropy for integer labels, MSE when num_labels == 1,
+        binary cross-entropy for float multi-labels (see ``classification_problem``)."""
+        B, N = out.logits.shape
+        problem, labels = check_classification_labels(labels, B, N, out.logits.dtype)
+        return float(classification_loss(problem, out.logits, labels))
+
+
+class BertForPreTraining(BertForMaskedLM):
+    """BERT's pretraining heads together: masked-LM ``out.logits`` [B, T, V] (or [N, V] with
+    ``positions``) and next-sentence ``out.seq_relationship_logits`` [B, 2], on a file holding
+    both heads (a converted BertForPreTraining checkpoint). The loss is their sum."""
+
+    head = "pretraining"
+
+    def forward(self, input_ids, attention_mask, token_type_ids, positions=None,
+                output_hidden_states=False, output_attentions=False, tap=no_tap) -> BertOutput:
+        out = super().forward(input_ids, attention_mask, token_type_ids, positions,
+                              output_hidden_states, output_attentions, tap)
+        w = self.weights
+        out.seq_relationship_logits = tap("cls.seq_relationship", self.F.linear(  # [B, H] -> [B, 2]
+            out.pooler_output, w["cls.seq_relationship.weight"], w["cls.seq_relationship.bias"]))
+        return out
+
+    def loss(self, out, labels, next_sentence_label):  # -> float
+        """transformers' BertForPreTraining loss: masked-LM loss + next-sentence loss."""
+        logits = out.seq_relationship_logits  # [B, 2]
+        nsp = cross_entropy(logits, check_class_labels(next_sentence_label, logits.shape[:1], 2, "next_sentence_label"))
+        return super().loss(out, labels) + float(nsp)
+
 
 HEAD_CLASSES = {
     "masked-lm": BertForMaskedLM,
     "next-sentence": BertForNextSentencePrediction,
     "classification": BertForSequenceClassification,
+    "pretraining": BertForPreTraining,
 }
 
 
@@ -252,6 +429,30 @@ def fill_mask(model, tokenizer, text, top_k=5, truncation=False):
         best = np.argsort(-row, kind="stable")[:k]  # [k]
         answers.append([(tokenizer.convert_ids_to_tokens(int(i)), float(row[i])) for i in best])
     return answers
+
+
+def predict_each_position(model, tokenizer, text, batch_size=32):
+    """Mask each token of ``text`` alone, in turn, and predict it from all the others.
+
+    Returns (tokens, predicted): the text's tokens ([CLS]/[SEP] left out) and, for each, the
+    most likely token (argmax over the whole vocabulary) when that one position is [MASK].
+    Each masked copy of the text is one row of a batch of ``batch_size`` rows.
+    """
+    enc = tokenizer.encode(text)
+    ids = np.array(enc["input_ids"], dtype=np.int64)  # [T]
+    special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+    positions = [t for t in range(len(ids)) if ids[t] not in special]  # the N tokens to predict
+    predicted = []
+    for start in range(0, len(positions), batch_size):
+        chunk = positions[start:start + batch_size]
+        rows = np.arange(len(chunk))
+        batch = np.repeat(ids[None, :], len(chunk), axis=0)  # [n, T]: one copy of the text per masked position
+        batch[rows, chunk] = tokenizer.mask_token_id
+        where = np.zeros(batch.shape, dtype=bool)  # [n, T]
+        where[rows, chunk] = True
+        logits = model(batch, positions=where).logits  # [n, V]
+        predicted += logits.argmax(-1).tolist()
+    return tokenizer.convert_ids_to_tokens(ids[positions].tolist()), tokenizer.convert_ids_to_tokens(predicted)
 
 
 def classify(model, tokenizer, text, text_pair=None, truncation=False):

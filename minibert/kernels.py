@@ -34,7 +34,8 @@ from . import ops
 
 __all__ = [
     "add_layer_norm", "attention_context", "attention_scores", "backend", "gelu", "layer_norm", "linear",
-    "masked_softmax",
+    "masked_softmax", "linear_backward", "gelu_backward", "attention_scores_backward", "attention_context_backward",
+    "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "silu", "swish",
 ]
 
 # Below this many elements a kernel runs on one thread. A parallel launch costs more than a
@@ -136,6 +137,20 @@ def linear(x, weight, bias):  # [..., in] -> [..., out]
     return out.reshape(*x.shape[:-1], weight.shape[0])  # [..., out]
 
 
+def linear_backward(dy, x, weight):  # [..., out], [..., in], [out, in] -> [..., in], [out, in], [out]
+    """Twin of ``ops.linear_backward``: dx = dy W, dW = dy^T x, db = sum dy, as 2-D GEMMs.
+
+    As ``linear``: flattened leading axes, and small products on one BLAS thread (measured on a
+    busy 2-core machine, bert-medium [2, 12]: 161 ms per call with NumPy's threaded GEMM, under
+    1 ms on one thread).
+    """
+    dy2, x2 = dy.reshape(-1, dy.shape[-1]), x.reshape(-1, x.shape[-1])  # [N, out], [N, in]
+    macs = dy2.shape[0] * weight.size
+    dx = _matmul(dy2, weight, macs)  # [N, out] @ [out, in] -> [N, in]
+    dweight = _matmul(dy2.T, x2, macs)  # [out, N] @ [N, in] -> [out, in]
+    return dx.reshape(*x.shape), dweight, dy2.sum(0)
+
+
 def attention_scores(query, key, scale):  # [B, A, T, D], [B, A, T, D] -> [B, A, T, T]
     """Twin of ``ops.attention_scores``: Q K^T / sqrt(D), one small GEMM per head.
 
@@ -152,6 +167,25 @@ def attention_context(probs, value):  # [B, A, T, T], [B, A, T, D] -> [B, A, T, 
     """Twin of ``ops.attention_context``: P V, one small GEMM per head (as attention_scores)."""
     T, D = value.shape[-2], value.shape[-1]
     return _matmul(probs, value, T * T * D)  # [B, A, T, D]
+
+
+def attention_scores_backward(dscores, query, key, scale):  # [B, A, T, T] -> dquery, dkey
+    """Twin of ``ops.attention_scores_backward``: dQ = s dS K, dK = s dS^T Q, per head on one
+    BLAS thread unless large (as ``attention_scores``)."""
+    T, D = query.shape[-2], query.shape[-1]
+    dquery = _matmul(dscores, key, T * T * D)  # [B, A, T, T] @ [B, A, T, D] -> [B, A, T, D]
+    dquery *= scale
+    dkey = _matmul(dscores.transpose(0, 1, 3, 2), query, T * T * D)  # [B, A, T, D]
+    dkey *= scale
+    return dquery, dkey
+
+
+def attention_context_backward(dcontext, probs, value):  # [B, A, T, D] -> dprobs, dvalue
+    """Twin of ``ops.attention_context_backward``: dP = dC V^T, dV = P^T dC (as ``attention_context``)."""
+    T, D = value.shape[-2], value.shape[-1]
+    dprobs = _matmul(dcontext, value.transpose(0, 1, 3, 2), T * T * D)  # [B, A, T, T]
+    dvalue = _matmul(probs.transpose(0, 1, 3, 2), dcontext, T * T * D)  # [B, A, T, D]
+    return dprobs, dvalue
 
 
 # ---------------------------------------------------------------------------------------
@@ -307,6 +341,50 @@ def gelu(x):  # [...] -> [...]
     return out.reshape(x.shape)
 
 
+def _gelu_grad_one(x):
+    """GELU's derivative at one float, inside jitted code; Numba picks the formula for the dtype."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+@overload(_gelu_grad_one)
+def _gelu_grad_one_for_dtype(x):  # Phi(x) + x phi(x), as ops.gelu_backward
+    if x == types.float32:
+        half, one, sqrt2 = np.float32(0.5), np.float32(1.0), np.float32(math.sqrt(2.0))
+        inv_sqrt_2pi = np.float32(1.0 / math.sqrt(2.0 * math.pi))
+        return lambda x: half * (one + _erf_float32(x / sqrt2)) + x * np.exp(-half * x * x) * inv_sqrt_2pi
+    sqrt2, sqrt_2pi = math.sqrt(2.0), math.sqrt(2.0 * math.pi)
+    return lambda x: 0.5 * (1.0 + math.erf(x / sqrt2)) + x * (math.exp(-0.5 * x * x) / sqrt_2pi)
+
+
+@njit(**NJIT)
+def _gelu_backward_serial(dy, x, out):  # [N], [N] -> [N]
+    for i in range(x.shape[0]):
+        out[i] = dy[i] * _gelu_grad_one(x[i])
+
+
+@njit(parallel=True, **NJIT)
+def _gelu_backward_parallel(dy, x, out):  # [N], [N] -> [N], in chunks of 4096 spread over the threads
+    chunk = 4096
+    for c in prange((x.shape[0] + chunk - 1) // chunk):
+        for i in range(c * chunk, min((c + 1) * chunk, x.shape[0])):
+            out[i] = dy[i] * _gelu_grad_one(x[i])
+
+
+def gelu_backward(dy, x):  # [...], [...] -> [...]
+    """Twin of ``ops.gelu_backward``: dy (Phi(x) + x phi(x)), with the erf of ``gelu`` above.
+
+    ops' elementwise C erf costs ~100 ns a value; this loop vectorises (float32) or at least
+    skips NumPy's object-array round trip (float64). Measured in tests/test_grads_fd.py's
+    twin test; numbers in docs/training.md.
+    """
+    flat_x = np.ascontiguousarray(x).reshape(-1)  # [N]
+    flat_dy = np.ascontiguousarray(dy, dtype=x.dtype).reshape(-1)  # [N]
+    out = np.empty_like(flat_x)
+    core = _gelu_backward_parallel if _parallel(flat_x.size) else _gelu_backward_serial
+    core(flat_dy, flat_x, out)
+    return out.reshape(x.shape)
+
+
 # ---------------------------------------------------------------------------------------
 # Attention mask and softmax
 # ---------------------------------------------------------------------------------------
@@ -419,6 +497,80 @@ def masked_softmax(scores, mask_bias):  # [B, A, T, T], [B, 1, 1, T] -> [B, A, T
 
 
 # ---------------------------------------------------------------------------------------
+# The other activations (config.SUPPORTED_ACTIVATIONS): tanh GELUs, x sigmoid(a x)
+# ---------------------------------------------------------------------------------------
+
+# One fused loop instead of NumPy's 6-8 temporaries. Each element is computed in float64 and
+# rounded once to the output dtype (ops rounds every step in float32: the two differ by a few
+# float32 ulp). relu and tanh are single NumPy ufuncs: the backend takes ops'. The backward
+# functions of these activations are ops' too (NumPy only, for now).
+GELU_TANH_CUBIC = ops.GELU_TANH_CUBIC  # module constants, frozen into the jitted code
+
+
+TANH_GELU, X_SIGMOID = 0, 1  # the two shapes of formula: 0.5 x (1 + tanh(...)), x sigmoid(a x)
+
+
+@njit(**NJIT)
+def _activation_one(x, kind, p):  # float -> float64
+    v = np.float64(x)
+    if kind == TANH_GELU:  # 0.5 x (1 + tanh(p (x + 0.044715 x^3))), p = sqrt(2/pi) or 0.7978845608
+        return 0.5 * v * (1.0 + math.tanh(p * v * (1.0 + GELU_TANH_CUBIC * v * v)))
+    return v / (1.0 + math.exp(-p * v))  # x sigmoid(p x); exp -> inf for p x < -709 gives -0.0, as x * 0
+
+
+@njit(**NJIT)
+def _activation_serial(x, kind, p, out):  # [N] -> [N]
+    for i in range(x.shape[0]):
+        out[i] = _activation_one(x[i], kind, p)
+
+
+@njit(parallel=True, **NJIT)
+def _activation_parallel(x, kind, p, out):  # [N] -> [N], in chunks of 4096 spread over the threads
+    chunk = 4096
+    for c in prange((x.shape[0] + chunk - 1) // chunk):
+        for i in range(c * chunk, min((c + 1) * chunk, x.shape[0])):
+            out[i] = _activation_one(x[i], kind, p)
+
+
+def _activation(x, kind, p):  # [...] -> [...]
+    flat = np.ascontiguousarray(x).reshape(-1)  # [N]
+    out = np.empty_like(flat)
+    core = _activation_parallel if _parallel(flat.size) else _activation_serial
+    core(flat, kind, p, out)
+    return out.reshape(x.shape)
+
+
+def gelu_new(x):  # [...] -> [...]
+    """Twin of ``ops.gelu_new``: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return _activation(x, TANH_GELU, ops.GELU_TANH_SCALE)
+
+
+def gelu_pytorch_tanh(x):  # [...] -> [...]
+    """Twin of ``ops.gelu_pytorch_tanh``: gelu_new's formula (transformers computes it with torch's kernel)."""
+    return _activation(x, TANH_GELU, ops.GELU_TANH_SCALE)
+
+
+def gelu_fast(x):  # [...] -> [...]
+    """Twin of ``ops.gelu_fast``: the tanh GELU with sqrt(2/pi) written 0.7978845608."""
+    return _activation(x, TANH_GELU, ops.GELU_FAST_SCALE)
+
+
+def quick_gelu(x):  # [...] -> [...]
+    """Twin of ``ops.quick_gelu``: x sigmoid(1.702 x)."""
+    return _activation(x, X_SIGMOID, ops.QUICK_GELU_SCALE)
+
+
+def silu(x):  # [...] -> [...]
+    """Twin of ``ops.silu``: x sigmoid(x)."""
+    return _activation(x, X_SIGMOID, 1.0)
+
+
+def swish(x):  # [...] -> [...]
+    """Twin of ``ops.swish``: silu under another name, x sigmoid(x)."""
+    return _activation(x, X_SIGMOID, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
 # The Numba backend: ops, with the functions above in place of their twins
 # ---------------------------------------------------------------------------------------
 
@@ -452,5 +604,15 @@ backend = Backend("minibert.kernels.backend", {
     "layer_norm": layer_norm,
     "add_layer_norm": add_layer_norm,
     "gelu": gelu,
+    "gelu_new": gelu_new,
+    "gelu_pytorch_tanh": gelu_pytorch_tanh,
+    "gelu_fast": gelu_fast,
+    "quick_gelu": quick_gelu,
+    "silu": silu,
+    "swish": swish,
     "masked_softmax": masked_softmax,
+    "linear_backward": linear_backward,
+    "gelu_backward": gelu_backward,
+    "attention_scores_backward": attention_scores_backward,
+    "attention_context_backward": attention_context_backward,
 })

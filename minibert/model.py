@@ -122,10 +122,10 @@ class BertModel:
 
     def embeddings(self, input_ids, token_type_ids, tap=no_tap):  # [B, T] ints -> [B, T, H]
         """Word + token type + position embeddings, then LayerNorm."""
-        positions = self.F.position_ids(input_ids.shape[1])  # [1, T]
+        position_ids = self.F.position_ids(input_ids.shape[1])  # [1, T]: 0, 1, ..., T-1
         words = self.lookup("embeddings.word_embeddings", input_ids, tap)  # [B, T, H]
         types = self.lookup("embeddings.token_type_embeddings", token_type_ids, tap)  # [B, T, H]
-        positions = self.lookup("embeddings.position_embeddings", positions, tap)  # [1, T, H]
+        positions = self.lookup("embeddings.position_embeddings", position_ids, tap)  # [1, T, H]
         x = tap("embeddings.sum", words + types + positions)  # [B, T, H], transformers' order
         return self.norm("embeddings.LayerNorm", x, tap)  # [B, T, H]
 
@@ -147,9 +147,11 @@ class BertModel:
         h = self.dense(p + "attention.output.dense", context, tap)  # [B, T, H]
         x = self.add_norm(p + "attention.output.LayerNorm", h, x, tap)  # [B, T, H]
 
-        # Feed-forward: widen to I, exact GELU, back to H; residual connection, LayerNorm.
+        # Feed-forward: widen to I, the activation (config.hidden_act: exact GELU in BERT), back
+        # to H; residual connection, LayerNorm.
+        act = getattr(F, self.config.hidden_act)  # F.gelu, F.gelu_new, F.relu, ...
         h = self.dense(p + "intermediate.dense", x, tap)  # [B, T, I]
-        h = tap(p + "intermediate.gelu", F.gelu(h))  # [B, T, I]
+        h = tap(p + "intermediate.gelu", act(h))  # [B, T, I]
         h = self.dense(p + "output.dense", h, tap)  # [B, T, H]
         x = self.add_norm(p + "output.LayerNorm", h, x, tap)  # [B, T, H]
         return x, probs

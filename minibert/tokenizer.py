@@ -637,26 +637,21 @@ def _check_text(text, name):
         )
 
 
+def _strategy(name, value, strategies, default):
+    """True -> the default strategy; False or None -> None; a strategy's name -> itself."""
+    if value is True:
+        return default
+    if value is False or value is None:
+        return None
+    if value not in strategies:
+        raise InputError(f"unknown {name} {value!r}", hint=f"use False, True or one of {', '.join(strategies)}")
+    return value
+
+
 def _check_strategies(truncation, padding, max_length):
     """Normalise ``truncation`` to None or a strategy name and ``padding`` to None or a name."""
-    if truncation is True:
-        truncation = "longest_first"
-    elif truncation is False or truncation is None:
-        truncation = None
-    elif truncation not in TRUNCATION_STRATEGIES:
-        raise InputError(
-            f"unknown truncation {truncation!r}",
-            hint=f"use False, True or one of {', '.join(TRUNCATION_STRATEGIES)}",
-        )
-    if padding is True:
-        padding = "longest"
-    elif padding is False or padding is None:
-        padding = None
-    elif padding not in PADDING_STRATEGIES:
-        raise InputError(
-            f"unknown padding {padding!r}",
-            hint=f"use False, True or one of {', '.join(PADDING_STRATEGIES)}",
-        )
+    truncation = _strategy("truncation", truncation, TRUNCATION_STRATEGIES, default="longest_first")
+    padding = _strategy("padding", padding, PADDING_STRATEGIES, default="longest")
     if padding == "max_length" and max_length is None:
         raise InputError(
             'padding="max_length" needs max_length',

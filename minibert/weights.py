@@ -270,6 +270,8 @@ def save(path, weights):
             f.attrs["heads"] = json.dumps(list(weights.heads))
             g = f.create_group("config")
             for key, value in weights.config.to_dict().items():
+                if value is None:  # an optional setting left unset (classifier_dropout): absent from the file
+                    continue
                 g.attrs[key] = json.dumps({str(k): v for k, v in value.items()}) if isinstance(value, dict) else value
             if weights.vocab:
                 v = f.create_dataset(

@@ -9,6 +9,7 @@ dependencies only.
 CI installs the reference stack, so parity tests never skip there.
 """
 
+import grad_parity
 import pytest
 
 import minibert
@@ -64,6 +65,7 @@ def tiny(preset_model):
 
 def pytest_terminal_summary(terminalreporter):
     """Print the worst parity error per (test group, dtype) so it can be read off CI."""
+    grad_parity.summary(terminalreporter)  # the gradient table (tests/grad_parity.py)
     if not RECORDED:
         return
     worst = {}

@@ -107,7 +107,7 @@ def make_preset_model(preset, tmp_root, model_class="BertModel", seed=0, **confi
         config._attn_implementation = "eager"  # the default SDPA returns no attention maps
         model = getattr(transformers, model_class)(config).eval()
         randomize_(model, seed)
-        directory = Path(tmp_root) / f"{preset}-{model_class}-{seed}"
+        directory = Path(tmp_root) / f"{preset}-{model_class}-{seed}-{len(_PRESET_CACHE)}"  # one per key
         model.save_pretrained(directory)
         h5 = minibert.convert(directory, directory / "model.h5")
         _PRESET_CACHE[key] = (model, directory, h5)

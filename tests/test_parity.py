@@ -35,23 +35,23 @@ def torch_forward(model, dtype, input_ids, attention_mask=None, token_type_ids=N
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_padded_batch(preset, dtype, backend, preset_model):
     torch_model, _, h5 = preset_model(preset)
-    model = minibert.load(h5, dtype=dtype, backend=backend)
-    rng = np.random.default_rng(1)
-    ids, mask, types = padded_batch(rng, model.config.vocab_size, lengths=[24, 17, 5, 1], T=24)
-    ours = model(ids, mask, types, output_hidden_states=True, output_attentions=True)
-    ref = torch_forward(torch_model, dtype, ids, mask, types)
-    assert_model_outputs_close(f"{preset} padded [4,24] ({backend})", ours, ref, dtype)
+    label = f"{preset} padded [4,24] ({backend})"
+    check_padded_batch(label, h5, torch_model, dtype, backend, seed=1, lengths=[24, 17, 5, 1], T=24)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_minilm_padded_batch(dtype, backend, minilm_h5, minilm_torch):
-    model = minibert.load(minilm_h5, dtype=dtype, backend=backend)
-    rng = np.random.default_rng(2)
-    ids, mask, types = padded_batch(rng, model.config.vocab_size, lengths=[40, 33, 12, 2], T=40)
+    label = f"MiniLM-L6 padded [4,40] ({backend})"
+    check_padded_batch(label, minilm_h5, minilm_torch, dtype, backend, seed=2, lengths=[40, 33, 12, 2], T=40)
+
+
+def check_padded_batch(label, h5, torch_model, dtype, backend, seed, lengths, T):
+    """Rows of the given lengths padded to T: every output of minibert against PyTorch."""
+    model = minibert.load(h5, dtype=dtype, backend=backend)
+    ids, mask, types = padded_batch(np.random.default_rng(seed), model.config.vocab_size, lengths=lengths, T=T)
     ours = model(ids, mask, types, output_hidden_states=True, output_attentions=True)
-    ref = torch_forward(minilm_torch, dtype, ids, mask, types)
-    assert_model_outputs_close(f"MiniLM-L6 padded [4,40] ({backend})", ours, ref, dtype)
+    assert_model_outputs_close(label, ours, torch_forward(torch_model, dtype, ids, mask, types), dtype)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

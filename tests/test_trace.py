@@ -4,6 +4,7 @@ Most tests use the seeded random bert-tiny (fast); the command-line parity tests
 real all-MiniLM-L6-v2, converted by our converter.
 """
 
+import inspect
 import re
 import struct
 import sys
@@ -17,9 +18,10 @@ from minibert import Trace, compare, ops, reference
 from minibert.cli import ALIAS_BEGIN, ALIAS_END, DOC_BEGIN, DOC_END, alias_table, hook_table, main
 from minibert.errors import InputError
 from minibert.hooks import hook_points
+from minibert.inputs import DEFAULT_BACKEND, check_inputs
 from minibert.trace import Recorder, resolve_name
 
-from helpers import padded_inputs
+from helpers import FIXTURES, padded_inputs
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "debugging.md"
 DTYPES = ["float32", "float64"]
@@ -334,7 +336,9 @@ def test_reference_trace_matches_ours_at_every_hook_point(tiny, preset_model, dt
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.torch
 def test_cli_parity_passes_every_hook_point_on_minilm(minilm_h5, capsys, dtype):
+    pytest.importorskip("torch")
     code = main(["parity", str(minilm_h5), "The capital of France is Paris.", "--pair", "Hello!", "--dtype", dtype])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -368,6 +372,7 @@ def png_size(path):
 
 
 def test_cli_trace_saves_and_plots(minilm_h5, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="--plot needs the viz extra (CI installs it)")
     out_h5, plots = tmp_path / "trace.h5", tmp_path / "plots"
     code = main(["trace", str(minilm_h5), "Hello world!", "--out", str(out_h5), "--plot", str(plots)])
     printed = capsys.readouterr().out
@@ -391,3 +396,30 @@ def test_plot_size_follows_the_head_count(tiny, tmp_path):
     paths = plot_attention(t, tmp_path)
     assert [png_size(p) for p in paths] == [(600, 300), (600, 300)]  # 2 heads: 1 row x 2 panels
     assert re.fullmatch(r"attention-layer-\d\.png", paths[0].name)
+
+
+# ---------------------------------------------------------------------------------------
+# One check of the inputs per pass; one default backend
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_traced_pass_checks_its_inputs_once(monkeypatch):
+    checked = []
+
+    def counting_check(*args, **kwargs):
+        checked.append(args[1])
+        return check_inputs(*args, **kwargs)
+
+    for module in (minibert.model, minibert.trace, minibert.heads):
+        monkeypatch.setattr(module, "check_inputs", counting_check)
+    model = minibert.load(FIXTURES / "tiny_model.h5", backend="numpy")
+    t = model.trace([[5, 6, 7]])
+    assert len(checked) == 1 and t["pooler"].shape == (1, 32)
+    model([[5, 6, 7]])
+    assert len(checked) == 2
+
+
+def test_bert_model_and_load_share_the_default_backend():
+    default = inspect.signature(minibert.load).parameters["backend"].default
+    assert default == inspect.signature(minibert.BertModel).parameters["backend"].default == DEFAULT_BACKEND
+    assert minibert.load(FIXTURES / "tiny_model.h5").backend == DEFAULT_BACKEND == "numba"

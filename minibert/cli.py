@@ -10,22 +10,24 @@ import os
 import re
 import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from . import reference, weights
+from . import corpus, distributed, reference, weights
 from .api import load
 from .compare import compare
-from .config import BertConfig
+from .config import SUPPORTED_ACTIVATIONS, BertConfig
 from .convert import convert
 from .errors import InputError, MinibertError, WeightsError
 from .export import export
 from .fit import Settings, finetune, pretrain
-from .heads import classify, fill_mask, mean_pooling, sentence_embeddings
+from .heads import classify, fill_mask, mean_pooling, predict_each_position, sentence_embeddings
 from .hooks import hook_points
 from .inputs import BACKENDS, DEFAULT_BACKEND, DTYPES
 from .plot import plot_attention
+from .search import search
 from .tokenizer import Tokenizer, read_text_file
 from .trace import TRANSFORMERLENS_ALIASES
 from .version import __version__
@@ -34,7 +36,8 @@ from .view import view
 
 def cmd_convert(args):
     do_lower_case = {None: None, "uncased": True, "cased": False}[args.case]
-    path = convert(args.src, args.dest, config=args.config, do_lower_case=do_lower_case)
+    path = convert(args.src, args.dest, config=args.config, do_lower_case=do_lower_case,
+                   hidden_act=args.hidden_act, strict=args.strict, vocab=args.vocab)
     if args.verbose:
         print(f"wrote {path}")
         return cmd_inspect(argparse.Namespace(file=path, verify=False))
@@ -117,6 +120,8 @@ def check_output_path(path, option):
 
 def cmd_encode(args):
     """Tokenize a text (and optional pair), run the encoder, print tokens, ids and outputs."""
+    if args.input is not None:
+        return cmd_encode_corpus(args)
     check_output_path(args.json, "--json")
     text = read_text_arg(args.text, args.file)
     model = load(args.model, dtype=args.dtype, backend=args.backend)
@@ -164,6 +169,42 @@ def cmd_encode(args):
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(record, f)
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_encode_corpus(args):
+    """`encode --input FILE --out OUT.h5`: every line of FILE to one row of sentence embeddings."""
+    if args.text is not None or args.file is not None or args.pair is not None or args.json is not None:
+        raise MinibertError("--input encodes a whole file: a TEXT, --file, --pair or --json cannot go with it",
+                            "drop them, or drop --input to encode one text")
+    if args.out is None:
+        raise MinibertError("--input needs --out, the HDF5 file to write", "add e.g. --out embeddings.h5")
+    options = dict(resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, batch_size=args.batch_size,
+                   max_length=args.max_length, truncate=args.truncate, pooling=args.pooling, field=args.field,
+                   errors=args.errors, backend=args.backend, dtype=args.dtype)
+    try:
+        if args.dask:
+            report = distributed.encode_corpus(args.model, args.input, args.out, dask=args.dask, **options)
+        else:
+            report = corpus.encode_corpus(args.model, args.input, args.out, **options)
+    except KeyboardInterrupt:
+        print(f"interrupted: the windows finished so far are kept in {args.out}.parts; "
+              "run the same command with --resume to continue", file=sys.stderr)
+        raise
+    if report.resumed_windows < 0:
+        print(f"{report.out} is already complete ({report.rows} rows): nothing to do")
+        return 0
+    print(f"wrote {report.out}: {report.rows} rows from {report.line_count} lines ({report.empty} empty, "
+          f"{report.skipped} skipped, {report.truncated} truncated), {report.tokens} tokens, "
+          f"{report.seconds:.1f} s, {report.lines_per_second:,.0f} lines/s")
+    return 0
+
+
+def cmd_search(args):
+    hits = search(args.embeddings, args.query, top_k=args.top_k, model=args.model, truncate=args.truncate)
+    for h in hits:
+        text = "(the input file changed or is missing: line not shown)" if h.text is None else h.text
+        print(f"{h.score:.4f}  line {h.line_number}: {text[:args.width]}{'...' if len(text) > args.width else ''}")
     return 0
 
 
@@ -261,7 +302,7 @@ _STEP_NOTES = {
     "encoder.layer.{i}.attention.output.dense": "output projection",
     "encoder.layer.{i}.attention.output.LayerNorm": "LayerNorm(dense + x): the attention block's output",
     "encoder.layer.{i}.intermediate.dense": "widen to I",
-    "encoder.layer.{i}.intermediate.gelu": "exact (erf) GELU",
+    "encoder.layer.{i}.intermediate.gelu": "the activation config.hidden_act names: exact (erf) GELU for BERT",
     "encoder.layer.{i}.output.dense": "back to H",
     "encoder.layer.{i}.output.LayerNorm": (
         "LayerNorm(dense + attention output): the layer's output (hidden_states[i+1])"
@@ -334,6 +375,11 @@ def cmd_hooks(args):
 def cmd_fill_mask(args):
     model = load(args.model, dtype=args.dtype, backend=args.backend, head="masked-lm")
     tokenizer = Tokenizer.from_file(args.model)
+    if args.mask_each:
+        return fill_mask_each_position(model, tokenizer, args.mask_each, args.residues)
+    if args.text is None:
+        raise MinibertError("no text given", "write the text with [MASK] where a token should be predicted, "
+                                              "or use --mask-each FILE")
     encode_texts(tokenizer, [args.text], None, model.config.max_position_embeddings, args.truncate)  # the length rule
     for i, candidates in enumerate(
         fill_mask(model, tokenizer, args.text, top_k=args.top_k, truncation=args.truncate), start=1
@@ -341,6 +387,34 @@ def cmd_fill_mask(args):
         print(f"[MASK] {i}:")
         for token, p in candidates:
             print(f"  {p:8.4f}  {token}")
+    return 0
+
+
+def fill_mask_each_position(model, tokenizer, path, residues):
+    """Top-1 accuracy of predicting each token of each line of ``path`` with that token masked,
+    against always guessing the most frequent token of the file."""
+    lines = [line.strip() for line in read_text_file(path).splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise MinibertError(f"{path}: no text lines (lines starting with # are comments)",
+                            "put one text (or sequence) per line")
+    results = []
+    for line in lines:
+        text = " ".join(line) if residues else line  # one token per residue: "E V Q L ..."
+        tokens, predicted = predict_each_position(model, tokenizer, text)
+        results.append((line, tokens, predicted))
+    counts = Counter(t for _, tokens, _ in results for t in tokens)
+    frequent, _ = counts.most_common(1)[0]
+    total = sum(counts.values())
+    for i, (line, tokens, predicted) in enumerate(results, start=1):
+        right = sum(t == p for t, p in zip(tokens, predicted))
+        n, base = len(tokens), tokens.count(frequent)
+        print(f"{i}. {line[:24]}{'...' if len(line) > 24 else ''} ({n} tokens): top-1 {right}/{n} = {right / n:.1%}, "
+              f"baseline {base}/{n} = {base / n:.1%}")
+    right = sum(t == p for _, tokens, predicted in results for t, p in zip(tokens, predicted))
+    print(f"all {len(results)} texts, {total} positions, each masked alone: top-1 accuracy {right}/{total} = "
+          f"{right / total:.1%}; baseline (always {frequent!r}, the most frequent token of the file): "
+          f"{counts[frequent]}/{total} = {counts[frequent] / total:.1%}")
     return 0
 
 
@@ -453,17 +527,50 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"minibert {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = add_verb(sub, "convert", "convert a Hugging Face checkpoint to a minibert .h5 file", cmd_convert)
-    p.add_argument("src", help="model directory, .safetensors/.bin file, or hub id (e.g. prajjwal1/bert-tiny)")
+    p = add_verb(sub, "convert", "convert a Hugging Face or Google TensorFlow checkpoint to a minibert .h5 file",
+                 cmd_convert)
+    p.add_argument("src", help="model directory (sharded too), .safetensors/.bin file, "
+                               "hub id (e.g. prajjwal1/bert-tiny), "
+                               "or Google's TensorFlow release: its .zip, its folder, or a *.ckpt prefix")
     p.add_argument("dest", help="output .h5 path")
-    p.add_argument("--config", help="config.json, when SRC is a single checkpoint file")
+    p.add_argument("--config", help="config.json (bert_config.json), when SRC is a single checkpoint file "
+                                    "or *.ckpt prefix")
     p.add_argument("--case", choices=["uncased", "cased"], help="override the tokenizer's lower-casing")
+    p.add_argument("--hidden-act", choices=list(SUPPORTED_ACTIVATIONS),
+                   help="override the config's activation; a TensorFlow "
+                   "checkpoint's \"gelu\" defaults to gelu_new, the tanh GELU Google's code computes")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a checkpoint with tensors that are not BERT's instead of skipping them")
+    p.add_argument("--vocab", help="vocab.txt, when it is not beside the checkpoint")
     p.add_argument("--verbose", action="store_true", help="print the config and the tensor table after converting")
 
     p = add_verb(sub, "encode", "tokenize a text, run the encoder, print tokens, ids and outputs", cmd_encode)
     add_text_arguments(p, "the text to encode")
     p.add_argument("--json", metavar="PATH", help="write tokens, ids and the embeddings to this JSON file")
     add_model_options(p)
+    g = p.add_argument_group("a whole corpus (--input): one row of sentence embeddings per line, docs/corpus.md")
+    g.add_argument("--input", metavar="CORPUS", help="a text file (one text per line) or .jsonl (one object per line)")
+    g.add_argument("--out", metavar="OUT.h5", help="the embeddings file to write")
+    g.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default 64)")
+    g.add_argument("--max-length", type=int, help="tokens per text, [CLS] and [SEP] included (default: the model's)")
+    g.add_argument("--pooling", choices=["mean", "cls"], default="mean",
+                   help="mean of the tokens (as sentence-transformers) or [CLS]; then L2-normalised")
+    g.add_argument("--field", help="the JSONL field holding the text (default: text)")
+    g.add_argument("--errors", choices=["fail", "skip"], default="fail",
+                   help="a line that is not UTF-8 (or a bad JSONL row): stop, or skip it and list it")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished window")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g.add_argument("--quiet", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
+    g.add_argument("--dask", metavar="local:N|tcp://HOST:PORT",
+                   help="run on a Dask cluster (needs minibert[dask]); see docs/scaling.md")
+
+    p = add_verb(sub, "search", "the lines of an encoded corpus closest to a query (exact cosine top-k)", cmd_search)
+    p.add_argument("embeddings", help="a file written by `minibert encode MODEL --input CORPUS --out FILE`")
+    p.add_argument("query", help="the text to look for")
+    p.add_argument("--top-k", type=int, default=10, help="how many lines to print (default 10)")
+    p.add_argument("--model", help="the model file, if it moved since the corpus was encoded (checked by SHA-256)")
+    p.add_argument("--truncate", action="store_true", help="cut a query longer than the corpus's max length")
+    p.add_argument("--width", type=int, default=160, help="characters of each line to print (default 160)")
 
     p = add_verb(sub, "inspect", "print the config and tensor table of a .h5 file", cmd_inspect)
     p.add_argument("file")
@@ -504,8 +611,13 @@ def build_parser():
 
     p = add_verb(sub, "fill-mask", "the most likely tokens for each [MASK] (needs a masked-lm head)", cmd_fill_mask)
     p.add_argument("model", help="a minibert .h5 file with a masked-lm head")
-    p.add_argument("text", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
+    p.add_argument("text", nargs="?", help='text with one or more [MASK], e.g. "The capital of France is [MASK]."')
     p.add_argument("--top-k", type=int, default=5, help="how many tokens to list per [MASK] (default 5)")
+    p.add_argument("--mask-each", metavar="FILE",
+                   help="mask every token of every line of FILE alone, in turn; print the top-1 "
+                        "accuracy against always guessing the most frequent token")
+    p.add_argument("--residues", action="store_true",
+                   help="with --mask-each: each line is a protein sequence, one token per letter")
     add_model_options(p)
 
     p = add_verb(sub, "classify", "label probabilities of a text or pair (needs a classification head)", cmd_classify)

@@ -22,8 +22,20 @@ REQUIRED_KEYS = (
     "intermediate_size",
 )
 
-# The one list of activations minibert computes (ops.py / kernels.py implement each one).
-SUPPORTED_ACTIVATIONS = ("gelu",)  # exact erf GELU, as transformers' "gelu"
+# Every hidden_act minibert computes, in one place: the names of transformers' ACT2FN that BERT
+# checkpoints use, each the name of a function in ops.py (and kernels.py) with its backward
+# beside it, ``<name>_backward(dy, x) -> dx``. The model calls the function of this name.
+SUPPORTED_ACTIVATIONS = {
+    "gelu": "exact GELU: 0.5 x (1 + erf(x / sqrt(2)))",
+    "gelu_new": "tanh GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), what Google's BERT calls 'gelu'",
+    "gelu_pytorch_tanh": "the same tanh GELU, computed by torch's gelu(approximate='tanh')",
+    "gelu_fast": "tanh GELU with sqrt(2/pi) rounded: 0.5 x (1 + tanh(0.7978845608 x (1 + 0.044715 x^2)))",
+    "quick_gelu": "x sigmoid(1.702 x)",
+    "relu": "max(x, 0)",
+    "silu": "x sigmoid(x)",
+    "swish": "x sigmoid(x) (silu under another name)",
+    "tanh": "tanh(x)",
+}
 
 # Sane upper bounds: far above every published BERT, far below what would exhaust memory
 # before an error (a config declaring 10^7 layers is refused here, not after minutes).
@@ -87,8 +99,8 @@ class BertConfig:
         if not isinstance(self.hidden_act, str) or self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ConfigError(
                 f"hidden_act={self.hidden_act!r} is not supported; minibert implements "
-                f"{', '.join(SUPPORTED_ACTIVATIONS)} (exact erf GELU)",
-                "use a BERT checkpoint with hidden_act='gelu'",
+                f"{', '.join(SUPPORTED_ACTIVATIONS)}",
+                "use a checkpoint with one of those activations (or, when converting, choose one with --hidden-act)",
             )
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             value = getattr(self, name)

@@ -8,18 +8,30 @@ Sources, in the order they are tried:
   * a hub id such as ``prajjwal1/bert-tiny``, fetched with ``huggingface_hub`` when it is
     installed (from its local cache when offline).
 
+Also: a sharded checkpoint (``model.safetensors.index.json`` or ``pytorch_model.bin.index.json``
+beside its shards), and Google's TensorFlow checkpoints (a released ``.zip``, its unzipped
+folder, or a ``*.ckpt`` prefix with ``config=bert_config.json``), read without TensorFlow by
+``tf_checkpoint``.
+
 ``.safetensors`` is read by a strict NumPy reader (``minibert/safetensors.py``): no torch needed. ``.bin`` is a
 pickle and needs torch; it is loaded with ``weights_only=True``, which refuses any pickle
 that would run code.
+
+Tensors that are not BERT's (e.g. the extra heads of a model built on ``BertModel``) are
+listed and skipped, or refused with ``strict=True``.
 """
 
 import json
 import os
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .config import BertConfig
+from . import tf_checkpoint
+from .config import SUPPORTED_ACTIVATIONS, BertConfig
 from .errors import ConfigError, ConversionError, InputError, WeightsError
 from .safetensors import read_safetensors
 from .tokenizer import SPECIAL_TOKENS, read_vocab_txt
@@ -34,7 +46,10 @@ from .weights import (
 )
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-HUB_FILES = ["config.json", "vocab.txt", "tokenizer_config.json", "model.safetensors", "pytorch_model.bin"]
+SHARD_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")  # {"weight_map": {name: shard}}
+TF_CONFIG_FILES = ("bert_config.json", "config.json")  # Google's name first
+HUB_FILES = ["config.json", "vocab.txt", "tokenizer_config.json", "model.safetensors", "pytorch_model.bin",
+             "model.safetensors.index.json", "model-*-of-*.safetensors", "pytorch_model.bin.index.json", "pytorch_model-*-of-*.bin"]
 
 # Buffers that some checkpoints carry but that are not parameters: the fixed 0..P-1 position ids
 # and the all-zeros token type ids. minibert computes both.
@@ -97,8 +112,43 @@ def read_pytorch_bin(path):
     return tensors
 
 
+def read_sharded(index_path):
+    """A sharded checkpoint: the index's ``weight_map`` names the shard file of every tensor.
+
+    Every shard is read (.safetensors or .bin) and the tensors merged; a tensor the index
+    lists but its shard lacks, or a missing shard, is an error naming it.
+    """
+    index_path = Path(index_path)
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ConversionError(f"{index_path}: not a checkpoint index (a JSON object with a weight_map) ({e})", "download the checkpoint again") from None
+    tensors = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = index_path.parent / shard
+        if not shard_path.is_file():
+            raise ConversionError(f"{index_path}: shard {shard} is missing", f"download every shard the index lists into {index_path.parent}")
+        tensors.update(read_checkpoint(shard_path))
+    missing = sorted(name for name in weight_map if name not in tensors)
+    if missing:
+        raise ConversionError(f"{index_path}: tensor {missing[0]} is listed in the index but not in its shard {weight_map[missing[0]]}",
+                              "download the checkpoint again")
+    return tensors
+
+
+def checkpoint_files(path):
+    """The files a checkpoint is read from: itself, or an index and its shards."""
+    path = Path(path)
+    if path.name.endswith(".index.json"):
+        shards = set(json.loads(path.read_text(encoding="utf-8"))["weight_map"].values())
+        return [path] + [path.parent / s for s in sorted(shards)]
+    return [path]
+
+
 def read_checkpoint(path):
     path = Path(path)
+    if path.name.endswith(".index.json"):
+        return read_sharded(path)
     if path.suffix == ".safetensors":
         return read_safetensors(path)
     if path.suffix in (".bin", ".pt", ".pth"):
@@ -178,15 +228,15 @@ def resolve_source(src, config=None):
     """Return (weights file, config.json path, directory for vocab/tokenizer files)."""
     path = Path(src)
     if path.is_dir():
-        for name in WEIGHT_FILES:
+        for name in WEIGHT_FILES + SHARD_INDEX_FILES:
             if (path / name).is_file():
                 weights = path / name
                 break
         else:
             shards = sorted(path.glob("*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))
-            hint = "this looks like a sharded checkpoint; minibert converts single-file checkpoints" if shards else \
-                "the directory needs config.json and model.safetensors or pytorch_model.bin"
-            raise ConversionError(f"{path}: no model.safetensors or pytorch_model.bin in the directory", hint)
+            hint = f"shards without their index: add the {' or '.join(SHARD_INDEX_FILES)} that came with them" if shards else \
+                "the directory needs config.json and model.safetensors or pytorch_model.bin (or a sharded checkpoint's index)"
+            raise ConversionError(f"{path}: no model.safetensors or pytorch_model.bin (nor a sharded checkpoint index) in the directory", hint)
         cfg = Path(config) if config else path / "config.json"
         if not cfg.is_file():
             raise ConversionError(f"{path}: no config.json in the directory", "pass --config PATH/TO/config.json")
@@ -240,6 +290,113 @@ def read_do_lower_case(directory, name):
             pass
     lowered = name.lower()
     return not ("cased" in lowered and "uncased" not in lowered)
+
+
+def read_config_json(config_path):
+    """The parsed config.json (or bert_config.json): a JSON object, or a clear error."""
+    try:
+        cfg_dict = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ConversionError(f"{config_path}: not valid JSON ({e})", "give the config.json of the checkpoint") from None
+    if not isinstance(cfg_dict, dict):
+        raise ConversionError(f"{config_path}: holds a JSON {type(cfg_dict).__name__}, expected an object", "give the config.json of the checkpoint")
+    return cfg_dict
+
+
+def _print_notice(message):
+    print(f"note: {message}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------
+# Google's TensorFlow checkpoints
+# ---------------------------------------------------------------------------------------
+
+
+def unpack_tf_zip(zip_path, into):
+    """Extract a released checkpoint zip (files at its top or in one folder); returns the folder
+    holding the ``.index`` file. Only plain file names are written (no paths from the archive)."""
+    zip_path, into = Path(zip_path), Path(into)
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except zipfile.BadZipFile as e:
+        raise ConversionError(f"{zip_path}: not a readable zip file ({e})", "download the checkpoint again") from None
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        indexes = [m for m in members if m.filename.endswith(".index")]
+        if len(indexes) != 1:
+            found = ", ".join(m.filename for m in indexes) or "none"
+            raise ConversionError(f"{zip_path}: expected one TensorFlow checkpoint (.index file) in the zip, found {found}",
+                                  "unzip it and give the checkpoint prefix, e.g. DIR/bert_model.ckpt")
+        folder = indexes[0].filename.rpartition("/")[0]
+        for m in members:
+            directory, _, name = m.filename.rpartition("/")
+            if directory == folder and not name.startswith("."):
+                with archive.open(m) as f_in, open(into / name, "wb") as f_out:
+                    while block := f_in.read(1 << 20):
+                        f_out.write(block)
+    return into
+
+
+def read_tf_source(prefix, config, hidden_act, log):
+    """Tensors (Hugging Face names), config dict, and the files read, of a Google checkpoint."""
+    directory = prefix.parent
+    config_path = Path(config) if config else next((directory / n for n in TF_CONFIG_FILES if (directory / n).is_file()), None)
+    if config_path is None or not config_path.is_file():
+        raise ConversionError(f"{prefix}: no bert_config.json beside the TensorFlow checkpoint", "pass --config PATH/TO/bert_config.json")
+    cfg_dict = read_config_json(config_path)
+    n_layers = cfg_dict.get("num_hidden_layers")
+    if not isinstance(n_layers, int):
+        raise ConversionError(f"{config_path}: num_hidden_layers is missing or not an integer", "give the bert_config.json of this checkpoint")
+    written_act = cfg_dict.get("hidden_act", "gelu")
+    if hidden_act is not None:
+        cfg_dict["hidden_act"] = hidden_act
+    elif written_act == "gelu":
+        cfg_dict["hidden_act"] = "gelu_new"
+        log(f"{config_path.name} says hidden_act=\"gelu\", which Google's TensorFlow BERT computes as the tanh "
+            f"approximation: stored as hidden_act=\"gelu_new\" ({SUPPORTED_ACTIVATIONS['gelu_new']}). "
+            "Pass --hidden-act gelu for the exact erf GELU that transformers' copies of these models use.")
+    tensors, skipped = tf_checkpoint.read_google_bert(prefix, n_layers)
+    if skipped:
+        slots = sum(n.endswith(tf_checkpoint.SKIPPED_SUFFIXES) for n in skipped)
+        log(f"{prefix.name}: skipped {len(skipped)} training variables ({slots} Adam slots; {', '.join(n for n in skipped if '/' not in n) or 'no others'})")
+    ckpt = tf_checkpoint.TFCheckpoint(prefix)
+    files = [prefix.with_name(prefix.name + ".index")] + [ckpt.data_file(i) for i in range(ckpt.num_shards)] + [config_path]
+    return tensors, cfg_dict, config_path, directory, files
+
+
+# ---------------------------------------------------------------------------------------
+# Tensors that are not BERT's
+# ---------------------------------------------------------------------------------------
+
+
+def bert_tensor_names(config):
+    """Every name a BERT encoder and its transformers heads can have, for this config's shapes."""
+    names = set(encoder_shapes(config)) | {"classifier.weight", "classifier.bias"}
+    for head in ("masked-lm", "next-sentence"):
+        required, optional = head_shapes(config, head)
+        names |= set(required) | set(optional)
+    return names
+
+
+def drop_non_bert(tensors, config, cfg_dict, src, strict, log):
+    """Keep BERT's tensors; list the others (e.g. AntiBERTy's extra heads) and skip them, or refuse.
+
+    A config whose ``architectures`` is not a transformers ``BertFor*``/``BertModel`` class is
+    said in the notice: its BERT tensors are converted, the rest is not minibert's to run.
+    """
+    known = bert_tensor_names(config)
+    extra = {name: tuple(a.shape) for name, a in tensors.items() if name not in known}
+    architectures = [a for a in (cfg_dict.get("architectures") or []) if not str(a).startswith("Bert")]
+    if not extra:
+        return tensors
+    listing = ", ".join(f"{n} {list(shape)}" for n, shape in sorted(extra.items()))
+    what = f"the config names the architecture {', '.join(architectures)}, not a transformers Bert* class; " if architectures else ""
+    if strict:
+        raise ConversionError(f"{src}: {what}{len(extra)} tensor(s) are not part of BERT: {listing}",
+                              "convert without --strict to skip them (minibert runs BERT's encoder and its masked-LM, "
+                              "next-sentence and classification heads only)")
+    log(f"{src}: {what}skipped {len(extra)} tensor(s) that are not part of BERT: {listing}")
+    return {name: a for name, a in tensors.items() if name not in extra}
 
 
 # ---------------------------------------------------------------------------------------
@@ -301,21 +458,45 @@ def check_tensor_values(tensors, config, heads, source):
 
 
 def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = None,
-            do_lower_case: "bool | None" = None) -> Path:
-    """Convert a Hugging Face BERT checkpoint to a minibert .h5 file; returns its path.
+            do_lower_case: "bool | None" = None, hidden_act: "str | None" = None, strict: bool = False,
+            log=None, source: "str | None" = None, vocab: "str | Path | None" = None) -> Path:
+    """Convert a BERT checkpoint to a minibert .h5 file; returns its path.
 
-    ``src``: model directory, checkpoint file (with ``config``), or hub id.
+    ``src``: model directory, checkpoint file (with ``config``), hub id, or a Google TensorFlow
+    checkpoint (released ``.zip``, its folder, or a ``*.ckpt`` prefix with ``config``).
     ``do_lower_case``: override what is read from tokenizer_config.json / the model name.
+    ``hidden_act``: override the config's activation (one of ``config.SUPPORTED_ACTIVATIONS``);
+    for a TensorFlow checkpoint whose config says "gelu", the default is "gelu_new", the tanh
+    GELU Google's code computes under that name.
+    ``strict``: refuse a checkpoint holding tensors that are not BERT's, instead of skipping them.
+    ``log``: called with each notice (default: print to stderr).
+    ``source``: what the file records as its source (default: ``src``).
+    ``vocab``: the vocab.txt to store, when it is not beside the checkpoint (AntiBERTy keeps it one folder up).
     """
-    weights_path, config_path, directory = resolve_source(src, config)
-    vocab_file = Path(directory) / "vocab.txt"
-    check_output(dst, [weights_path, config_path, vocab_file, Path(directory) / "tokenizer_config.json"])
-    try:
-        cfg_dict = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ConversionError(f"{config_path}: not valid JSON ({e})", "give the config.json of the checkpoint") from None
-    if not isinstance(cfg_dict, dict):
-        raise ConversionError(f"{config_path}: holds a JSON {type(cfg_dict).__name__}, expected an object", "give the config.json of the checkpoint")
+    log = log or _print_notice
+    if Path(src).suffix == ".zip" and Path(src).is_file():  # Google's release: a zip of the checkpoint folder
+        with tempfile.TemporaryDirectory(prefix="minibert-unzip-") as unpacked:
+            folder = unpack_tf_zip(src, unpacked)
+            if do_lower_case is None:
+                do_lower_case = read_do_lower_case(folder, Path(src).stem)  # uncased_L-2_H-128_A-2 -> True
+            return convert(folder, dst, config, do_lower_case, hidden_act, strict, log, source=source or str(src), vocab=vocab)
+    prefix = None  # a TensorFlow checkpoint: a folder without Hugging Face weights, a *.ckpt prefix, an .index file
+    if not any((Path(src) / name).is_file() for name in WEIGHT_FILES + SHARD_INDEX_FILES):
+        if Path(src).exists() or Path(str(src) + ".index").exists():
+            prefix = tf_checkpoint.checkpoint_prefix(src)
+    if prefix is not None:
+        tensors, cfg_dict, config_path, directory, files = read_tf_source(prefix, config, hidden_act, log)
+    else:
+        weights_path, config_path, directory = resolve_source(src, config)
+        files = checkpoint_files(weights_path) + [config_path]
+    vocab_file = Path(vocab) if vocab else Path(directory) / "vocab.txt"
+    if vocab and not vocab_file.is_file():
+        raise ConversionError(f"{vocab_file}: no such vocabulary file", "give the vocab.txt of this checkpoint (one token per line)")
+    check_output(dst, files + [vocab_file, Path(directory) / "tokenizer_config.json"])
+    if prefix is None:
+        cfg_dict = read_config_json(config_path)
+        if hidden_act is not None:
+            cfg_dict["hidden_act"] = hidden_act
     tie = cfg_dict.get("tie_word_embeddings", True)
     if not isinstance(tie, bool):
         raise ConversionError(f"{config_path}: tie_word_embeddings={tie!r} must be true or false (a JSON boolean, not a string)",
@@ -325,7 +506,9 @@ def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = 
     except ConfigError as e:
         raise ConversionError(e.message, e.hint) from None
 
-    tensors = normalize_names(read_checkpoint(weights_path))
+    if prefix is None:
+        tensors = normalize_names(read_checkpoint(weights_path))
+    tensors = drop_non_bert(tensors, bert_config, cfg_dict, str(src), strict, log)
     untie_or_drop_decoder(tensors, tie_word_embeddings=tie)
     heads = detect_heads(tensors)
     if "classification" in heads and np.ndim(tensors.get("classifier.weight")) == 2:
@@ -336,13 +519,13 @@ def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = 
         bert_config.id2label = id2label
     else:
         bert_config.id2label = {}
-    check_tensor_values(tensors, bert_config, heads, weights_path)
+    check_tensor_values(tensors, bert_config, heads, files[0])
     for name, array in tensors.items():  # store floats as float32 (float64 kept as is)
         if np.issubdtype(array.dtype, np.floating) and array.dtype != np.float64:
             tensors[name] = array.astype(np.float32)
     try:
-        check_encoder_tensors(tensors, bert_config, weights_path)
-        check_head_tensors(tensors, bert_config, heads, weights_path)
+        check_encoder_tensors(tensors, bert_config, files[0])
+        check_head_tensors(tensors, bert_config, heads, files[0])
     except WeightsError as e:
         raise ConversionError(e.message, "check that config.json belongs to this checkpoint") from None
 
@@ -355,14 +538,14 @@ def convert(src: "str | Path", dst: "str | Path", config: "str | Path | None" = 
     if do_lower_case is None:
         do_lower_case = read_do_lower_case(directory, cfg_dict.get("_name_or_path", "") or str(src))
 
-    sources = [weights_path, config_path] + ([vocab_file] if vocab else [])
+    sources = files + ([vocab_file] if vocab else [])
     weights = WeightsFile(
         config=bert_config,
         tensors=tensors,
         vocab=vocab,
         do_lower_case=do_lower_case,
         heads=heads,
-        source=str(src),
+        source=source or str(src),
         source_sha256={p.name: file_sha256(p) for p in map(Path, sources)},
     )
     return save(dst, weights)

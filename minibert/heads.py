@@ -6,7 +6,7 @@ written in NumPy with the model's backend functions (``model.F.linear``, ``F.gel
 
     masked-lm       (BertForMaskedLM, BertForPreTraining)            last_hidden_state -> logits [B, T, V]
         cls.predictions.transform.dense            [B, T, H] -> [B, T, H]
-        cls.predictions.transform.transform_act_fn [B, T, H] -> [B, T, H]   (GELU, config.hidden_act)
+        cls.predictions.transform.transform_act_fn [B, T, H] -> [B, T, H]   (config.hidden_act, e.g. GELU)
         cls.predictions.transform.LayerNorm        [B, T, H] -> [B, T, H]
         cls.predictions                            [B, T, H] -> [B, T, V]   (the decoder, tied to the
                                                                              word embeddings, + bias)
@@ -94,10 +94,16 @@ def l2_normalize(x, eps=1e-12):  # [B, H] -> [B, H]
     return x / np.maximum(norm, eps)  # [B, H]
 
 
-def sentence_embeddings(model, encoding):  # {"input_ids": [B, T], ...} -> [B, H]
-    """Mean-pooled, L2-normalised sentence vectors of a tokenized batch (works on any encoder)."""
+def sentence_embeddings(model, encoding, pooling="mean"):  # {"input_ids": [B, T], ...} -> [B, H]
+    """L2-normalised sentence vectors of a tokenized batch (works on any encoder).
+
+    ``pooling="mean"``: the average of the token vectors (sentence-transformers' pooling for
+    all-MiniLM-L6-v2); ``"cls"``: the [CLS] token's vector.
+    """
     bert = getattr(model, "bert", model)  # a head model's encoder, or the encoder itself
     out = bert(encoding["input_ids"], encoding["attention_mask"], encoding.get("token_type_ids"))
+    if pooling == "cls":
+        return l2_normalize(out.last_hidden_state[:, 0])  # [B, H]
     return l2_normalize(mean_pooling(out.last_hidden_state, np.asarray(encoding["attention_mask"])))  # [B, H]
 
 
@@ -290,11 +296,12 @@ class BertForMaskedLM(BertHeadModel):
         return float(cross_entropy(out.logits.reshape(-1, V), labels.reshape(-1)))
 
     def predictions(self, x, tap=no_tap):  # [..., H] -> [..., V]
-        """transformers' ``BertLMPredictionHead``: transform (dense, GELU, LayerNorm), then decode."""
+        """transformers' ``BertLMPredictionHead``: transform (dense, hidden_act, LayerNorm), then decode."""
         F, w, eps = self.F, self.weights, self.config.layer_norm_eps
         p = "cls.predictions.transform."
         h = tap(p + "dense", F.linear(x, w[p + "dense.weight"], w[p + "dense.bias"]))  # [..., H]
-        h = tap(p + "transform_act_fn", F.gelu(h))  # [..., H], exact GELU (config.hidden_act)
+        act = getattr(F, self.config.hidden_act)  # the function named by config.hidden_act, e.g. F.gelu
+        h = tap(p + "transform_act_fn", act(h))  # [..., H]
         h = tap(p + "LayerNorm", F.layer_norm(h, w[p + "LayerNorm.weight"], w[p + "LayerNorm.bias"], eps))  # [..., H]
         logits = F.linear(h, self.decoder_weight, self.decoder_bias)  # [..., H] @ [H, V] -> [..., V]
         return tap("cls.predictions", logits)  # [..., V]
@@ -422,6 +429,30 @@ def fill_mask(model, tokenizer, text, top_k=5, truncation=False):
         best = np.argsort(-row, kind="stable")[:k]  # [k]
         answers.append([(tokenizer.convert_ids_to_tokens(int(i)), float(row[i])) for i in best])
     return answers
+
+
+def predict_each_position(model, tokenizer, text, batch_size=32):
+    """Mask each token of ``text`` alone, in turn, and predict it from all the others.
+
+    Returns (tokens, predicted): the text's tokens ([CLS]/[SEP] left out) and, for each, the
+    most likely token (argmax over the whole vocabulary) when that one position is [MASK].
+    Each masked copy of the text is one row of a batch of ``batch_size`` rows.
+    """
+    enc = tokenizer.encode(text)
+    ids = np.array(enc["input_ids"], dtype=np.int64)  # [T]
+    special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
+    positions = [t for t in range(len(ids)) if ids[t] not in special]  # the N tokens to predict
+    predicted = []
+    for start in range(0, len(positions), batch_size):
+        chunk = positions[start:start + batch_size]
+        rows = np.arange(len(chunk))
+        batch = np.repeat(ids[None, :], len(chunk), axis=0)  # [n, T]: one copy of the text per masked position
+        batch[rows, chunk] = tokenizer.mask_token_id
+        where = np.zeros(batch.shape, dtype=bool)  # [n, T]
+        where[rows, chunk] = True
+        logits = model(batch, positions=where).logits  # [n, V]
+        predicted += logits.argmax(-1).tolist()
+    return tokenizer.convert_ids_to_tokens(ids[positions].tolist()), tokenizer.convert_ids_to_tokens(predicted)
 
 
 def classify(model, tokenizer, text, text_pair=None, truncation=False):

@@ -35,6 +35,7 @@ from . import ops
 __all__ = [
     "add_layer_norm", "attention_context", "attention_scores", "backend", "gelu", "layer_norm", "linear",
     "masked_softmax", "linear_backward", "gelu_backward", "attention_scores_backward", "attention_context_backward",
+    "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "quick_gelu", "silu", "swish",
 ]
 
 # Below this many elements a kernel runs on one thread. A parallel launch costs more than a
@@ -496,6 +497,80 @@ def masked_softmax(scores, mask_bias):  # [B, A, T, T], [B, 1, 1, T] -> [B, A, T
 
 
 # ---------------------------------------------------------------------------------------
+# The other activations (config.SUPPORTED_ACTIVATIONS): tanh GELUs, x sigmoid(a x)
+# ---------------------------------------------------------------------------------------
+
+# One fused loop instead of NumPy's 6-8 temporaries. Each element is computed in float64 and
+# rounded once to the output dtype (ops rounds every step in float32: the two differ by a few
+# float32 ulp). relu and tanh are single NumPy ufuncs: the backend takes ops'. The backward
+# functions of these activations are ops' too (NumPy only, for now).
+GELU_TANH_CUBIC = ops.GELU_TANH_CUBIC  # module constants, frozen into the jitted code
+
+
+TANH_GELU, X_SIGMOID = 0, 1  # the two shapes of formula: 0.5 x (1 + tanh(...)), x sigmoid(a x)
+
+
+@njit(**NJIT)
+def _activation_one(x, kind, p):  # float -> float64
+    v = np.float64(x)
+    if kind == TANH_GELU:  # 0.5 x (1 + tanh(p (x + 0.044715 x^3))), p = sqrt(2/pi) or 0.7978845608
+        return 0.5 * v * (1.0 + math.tanh(p * v * (1.0 + GELU_TANH_CUBIC * v * v)))
+    return v / (1.0 + math.exp(-p * v))  # x sigmoid(p x); exp -> inf for p x < -709 gives -0.0, as x * 0
+
+
+@njit(**NJIT)
+def _activation_serial(x, kind, p, out):  # [N] -> [N]
+    for i in range(x.shape[0]):
+        out[i] = _activation_one(x[i], kind, p)
+
+
+@njit(parallel=True, **NJIT)
+def _activation_parallel(x, kind, p, out):  # [N] -> [N], in chunks of 4096 spread over the threads
+    chunk = 4096
+    for c in prange((x.shape[0] + chunk - 1) // chunk):
+        for i in range(c * chunk, min((c + 1) * chunk, x.shape[0])):
+            out[i] = _activation_one(x[i], kind, p)
+
+
+def _activation(x, kind, p):  # [...] -> [...]
+    flat = np.ascontiguousarray(x).reshape(-1)  # [N]
+    out = np.empty_like(flat)
+    core = _activation_parallel if _parallel(flat.size) else _activation_serial
+    core(flat, kind, p, out)
+    return out.reshape(x.shape)
+
+
+def gelu_new(x):  # [...] -> [...]
+    """Twin of ``ops.gelu_new``: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    return _activation(x, TANH_GELU, ops.GELU_TANH_SCALE)
+
+
+def gelu_pytorch_tanh(x):  # [...] -> [...]
+    """Twin of ``ops.gelu_pytorch_tanh``: gelu_new's formula (transformers computes it with torch's kernel)."""
+    return _activation(x, TANH_GELU, ops.GELU_TANH_SCALE)
+
+
+def gelu_fast(x):  # [...] -> [...]
+    """Twin of ``ops.gelu_fast``: the tanh GELU with sqrt(2/pi) written 0.7978845608."""
+    return _activation(x, TANH_GELU, ops.GELU_FAST_SCALE)
+
+
+def quick_gelu(x):  # [...] -> [...]
+    """Twin of ``ops.quick_gelu``: x sigmoid(1.702 x)."""
+    return _activation(x, X_SIGMOID, ops.QUICK_GELU_SCALE)
+
+
+def silu(x):  # [...] -> [...]
+    """Twin of ``ops.silu``: x sigmoid(x)."""
+    return _activation(x, X_SIGMOID, 1.0)
+
+
+def swish(x):  # [...] -> [...]
+    """Twin of ``ops.swish``: silu under another name, x sigmoid(x)."""
+    return _activation(x, X_SIGMOID, 1.0)
+
+
+# ---------------------------------------------------------------------------------------
 # The Numba backend: ops, with the functions above in place of their twins
 # ---------------------------------------------------------------------------------------
 
@@ -529,6 +604,12 @@ backend = Backend("minibert.kernels.backend", {
     "layer_norm": layer_norm,
     "add_layer_norm": add_layer_norm,
     "gelu": gelu,
+    "gelu_new": gelu_new,
+    "gelu_pytorch_tanh": gelu_pytorch_tanh,
+    "gelu_fast": gelu_fast,
+    "quick_gelu": quick_gelu,
+    "silu": silu,
+    "swish": swish,
     "masked_softmax": masked_softmax,
     "linear_backward": linear_backward,
     "gelu_backward": gelu_backward,

@@ -147,9 +147,11 @@ class BertModel:
         h = self.dense(p + "attention.output.dense", context, tap)  # [B, T, H]
         x = self.add_norm(p + "attention.output.LayerNorm", h, x, tap)  # [B, T, H]
 
-        # Feed-forward: widen to I, exact GELU, back to H; residual connection, LayerNorm.
+        # Feed-forward: widen to I, the activation (config.hidden_act: exact GELU in BERT), back
+        # to H; residual connection, LayerNorm.
+        act = getattr(F, self.config.hidden_act)  # F.gelu, F.gelu_new, F.relu, ...
         h = self.dense(p + "intermediate.dense", x, tap)  # [B, T, I]
-        h = tap(p + "intermediate.gelu", F.gelu(h))  # [B, T, I]
+        h = tap(p + "intermediate.gelu", act(h))  # [B, T, I]
         h = self.dense(p + "output.dense", h, tap)  # [B, T, H]
         x = self.add_norm(p + "output.LayerNorm", h, x, tap)  # [B, T, H]
         return x, probs

@@ -29,6 +29,10 @@ __all__ = [
     "softmax_backward", "embedding_backward", "split_heads_backward", "merge_heads_backward",
     "attention_scores_backward", "masked_softmax_backward", "attention_context_backward",
     "dropout_mask", "dropout", "dropout_backward",
+    # the other hidden_act values (config.SUPPORTED_ACTIVATIONS), each with its backward
+    "sigmoid", "gelu_new", "gelu_new_backward", "gelu_pytorch_tanh", "gelu_pytorch_tanh_backward",
+    "gelu_fast", "gelu_fast_backward", "quick_gelu", "quick_gelu_backward", "relu", "relu_backward",
+    "silu", "silu_backward", "swish", "swish_backward",
 ]
 
 # ---------------------------------------------------------------------------------------
@@ -110,8 +114,102 @@ def gelu_backward(dy, x):  # [...], [...] -> [...]
     return dy * (cdf + x * pdf)
 
 
+# ---------------------------------------------------------------------------------------
+# The other activations a BERT config may name (hidden_act; the list is
+# config.SUPPORTED_ACTIVATIONS). Each function has the name of its hidden_act, and its
+# backward sits beside it: ``<name>_backward(dy, x) -> dx``, dy and dx of x's shape, the
+# derivative in the docstring (gelu and gelu_backward are just above).
+# ---------------------------------------------------------------------------------------
+
+# The tanh approximation of GELU (Hendrycks & Gimpel, 2016), the one Google's BERT computes:
+# Phi(x) ~ 0.5 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+GELU_TANH_SCALE = math.sqrt(2.0 / math.pi)  # sqrt(2/pi) = 0.7978845608...
+GELU_TANH_CUBIC = 0.044715
+GELU_FAST_SCALE = 0.7978845608  # gelu_fast's sqrt(2/pi), rounded to 10 digits (as transformers)
+QUICK_GELU_SCALE = 1.702  # quick_gelu: Phi(x) ~ sigmoid(1.702 x)
+
+
+def sigmoid(x):  # [...] -> [...]
+    """1 / (1 + exp(-x)); exp overflows to inf for x < -88 (float32), which correctly gives 0."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def gelu_new(x):  # [...] -> [...]
+    """tanh GELU: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3).
+
+    What Google's TensorFlow BERT computes under the name "gelu" (and GPT-2); transformers
+    calls it "gelu_new". Differs from the exact GELU by at most ~5e-4 (near |x| = 2).
+    """
+    u = GELU_TANH_SCALE * (x + GELU_TANH_CUBIC * x ** 3)  # [...]
+    return 0.5 * x * (1.0 + np.tanh(u))
+
+
+def gelu_new_backward(dy, x):  # [...], [...] -> [...]
+    """d/dx 0.5 x (1 + tanh u) = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx,
+    du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)."""
+    t = np.tanh(GELU_TANH_SCALE * (x + GELU_TANH_CUBIC * x ** 3))  # [...], tanh u
+    du = GELU_TANH_SCALE * (1.0 + 3.0 * GELU_TANH_CUBIC * x * x)  # [...], du/dx
+    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+
+
+# transformers' "gelu_pytorch_tanh" is torch.nn.functional.gelu(x, approximate="tanh"): the same
+# formula as gelu_new, computed by torch's fused kernel (results differ in the last float32 bit).
+gelu_pytorch_tanh = gelu_new
+gelu_pytorch_tanh_backward = gelu_new_backward
+
+
+def gelu_fast(x):  # [...] -> [...]
+    """transformers' "gelu_fast": 0.5 x (1 + tanh(0.7978845608 x (1 + 0.044715 x^2)))."""
+    u = GELU_FAST_SCALE * x * (1.0 + GELU_TANH_CUBIC * x * x)  # [...]
+    return 0.5 * x * (1.0 + np.tanh(u))
+
+
+def gelu_fast_backward(dy, x):  # [...], [...] -> [...]
+    """As gelu_new_backward with sqrt(2/pi) rounded: du/dx = 0.7978845608 (1 + 3 * 0.044715 x^2)."""
+    t = np.tanh(GELU_FAST_SCALE * x * (1.0 + GELU_TANH_CUBIC * x * x))  # [...]
+    du = GELU_FAST_SCALE * (1.0 + 3.0 * GELU_TANH_CUBIC * x * x)  # [...]
+    return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+
+
+def quick_gelu(x):  # [...] -> [...]
+    """x sigmoid(1.702 x) (transformers' "quick_gelu")."""
+    return x * sigmoid(QUICK_GELU_SCALE * x)
+
+
+def quick_gelu_backward(dy, x):  # [...], [...] -> [...]
+    """d/dx x s(a x) = s(a x) + a x s(a x) (1 - s(a x)), a = 1.702."""
+    s = sigmoid(QUICK_GELU_SCALE * x)  # [...]
+    return dy * (s + QUICK_GELU_SCALE * x * s * (1.0 - s))
+
+
+def relu(x):  # [...] -> [...]
+    """max(x, 0)."""
+    return np.maximum(x, x.dtype.type(0))
+
+
+def relu_backward(dy, x):  # [...], [...] -> [...]
+    """1 where x > 0, else 0 (0 at x = 0, as PyTorch)."""
+    return np.where(x > 0, dy, dy.dtype.type(0))
+
+
+def silu(x):  # [...] -> [...]
+    """x sigmoid(x), also called swish."""
+    return x * sigmoid(x)
+
+
+def silu_backward(dy, x):  # [...], [...] -> [...]
+    """d/dx x s(x) = s(x) (1 + x (1 - s(x)))."""
+    s = sigmoid(x)  # [...]
+    return dy * (s * (1.0 + x * (1.0 - s)))
+
+
+swish = silu  # transformers' "swish" is nn.SiLU
+swish_backward = silu_backward
+
+
 def tanh(x):  # [...] -> [...]
-    """The pooler's activation (``nn.Tanh``)."""
+    """tanh(x): the pooler's activation (``nn.Tanh``), and hidden_act="tanh"."""
     return np.tanh(x)
 
 

@@ -24,7 +24,7 @@ LAYERS = [
     ["config", "hdf5", "safetensors"],  # BertConfig and presets; safe HDF5 reading; the safetensors reader
     ["ops"],  # the NumPy math: the readable reference
     ["kernels"],  # Numba twins of ops, and the Numba backend (ops with the kernels in place)
-    ["inputs", "weights"],  # checking model inputs; the .h5 format
+    ["inputs", "weights", "tf_checkpoint"],  # checking model inputs; the .h5 format; TensorFlow checkpoints
     ["trace", "tokenizer"],  # the recording tap: Trace, capture, aliases, trace files; WordPiece
     ["model"],  # the forward pass
     ["heads"],  # task heads on the encoder; sentence embeddings
@@ -32,6 +32,8 @@ LAYERS = [
     ["hooks", "compare", "plot", "reference", "train", "view", "optim", "data"],
     ["convert", "export"],  # checkpoints -> .h5; .h5 -> Hugging Face directory
     ["api"],  # load(): file -> model with its head
+    ["corpus"],  # a corpus, line by line, -> an HDF5 file of sentence embeddings (streamed, resumable)
+    ["search", "distributed"],  # exact cosine top-k over such a file; the same encoding on Dask workers
     ["fit"],  # the training loop (finetune, pretrain)
     ["__init__"],  # the public names of `import minibert`
     ["cli"],  # the `minibert` command

@@ -33,7 +33,7 @@ def test_missing_required_key_is_a_clear_error(tmp_path):
     "bad,match",
     [
         ({"hidden_size": 33}, "not a multiple of num_attention_heads"),
-        ({"hidden_act": "relu"}, "hidden_act='relu' is not supported"),
+        ({"hidden_act": "mish"}, "hidden_act='mish' is not supported"),
         ({"num_hidden_layers": 0}, "num_hidden_layers=0 must be an integer from 1 to 256"),
     ],
 )

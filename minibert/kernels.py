@@ -616,3 +616,32 @@ backend = Backend("minibert.kernels.backend", {
     "attention_scores_backward": attention_scores_backward,
     "attention_context_backward": attention_context_backward,
 })
+
+
+# ---------------------------------------------------------------------------------------
+# Optimiser: twin of optim.adamw_update
+# ---------------------------------------------------------------------------------------
+
+
+@njit(**NJIT)
+def _adamw_loop(param, grad, exp_avg, exp_avg_sq, decay, one_minus_beta1, beta2, one_minus_beta2,
+                bias_correction2_sqrt, eps, neg_step_size):  # [N] each, updated in place
+    for i in range(param.size):
+        p = param[i] * decay
+        m = exp_avg[i] + one_minus_beta1 * (grad[i] - exp_avg[i])
+        v = exp_avg_sq[i] * beta2 + one_minus_beta2 * grad[i] * grad[i]
+        exp_avg[i] = m
+        exp_avg_sq[i] = v
+        param[i] = p + (neg_step_size * m) / (np.sqrt(v) / bias_correction2_sqrt + eps)
+
+
+def adamw_update(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
+    """Twin of ``optim.adamw_update``: the same operations in the same order (so the same
+    rounding, tested bit-identical), in one loop over the elements instead of nine NumPy passes
+    with temporaries. The four arrays: C-contiguous, of the parameter's dtype."""
+    dtype = param.dtype.type  # the scalars in the parameter's dtype, as NumPy uses Python floats
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    _adamw_loop(param.reshape(-1), grad.reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1),
+                dtype(1 - lr * weight_decay), dtype(1 - beta1), dtype(beta2), dtype(1 - beta2),
+                dtype(bias_correction2**0.5), dtype(eps), dtype(-(lr / bias_correction1)))

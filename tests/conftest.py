@@ -9,11 +9,11 @@ dependencies only.
 CI installs the reference stack, so parity tests never skip there.
 """
 
-import grad_parity
 import pytest
 
 import minibert
 
+import grad_parity
 from helpers import RECORDED, make_preset_model, minilm_directory
 
 # Fixtures that build or load a PyTorch model: every test using them needs torch.

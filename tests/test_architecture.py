@@ -28,10 +28,11 @@ LAYERS = [
     ["trace", "tokenizer"],  # the recording tap: Trace, capture, aliases, trace files; WordPiece
     ["model"],  # the forward pass
     ["heads"],  # task heads on the encoder; sentence embeddings
-    ["hooks", "compare", "plot", "reference", "train", "view"],  # hook list; first divergence; pictures; PyTorch;
-    # gradients by hand; the attention page
-    ["convert"],  # checkpoints -> .h5
+    # hook list; first divergence; pictures; PyTorch; gradients by hand; the attention page; AdamW; training data
+    ["hooks", "compare", "plot", "reference", "train", "view", "optim", "data"],
+    ["convert", "export"],  # checkpoints -> .h5; .h5 -> Hugging Face directory
     ["api"],  # load(): file -> model with its head
+    ["fit"],  # the training loop (finetune, pretrain)
     ["corpus"],  # a corpus, line by line, -> an HDF5 file of sentence embeddings (streamed, resumable)
     ["search", "distributed"],  # exact cosine top-k over such a file; the same encoding on Dask workers
     ["__init__"],  # the public names of `import minibert`

@@ -27,14 +27,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from hardening_files import safetensors_bytes, small_hf_dir
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import minibert
 
+from hardening_files import safetensors_bytes, small_hf_dir
+
 HERE = Path(__file__).resolve().parent
 EXAMPLES = int(os.environ.get("MINIBERT_FUZZ_EXAMPLES", "60"))
+pytest.importorskip("safetensors")  # the worker compares with the official reader (the dev extra)
+pytestmark = pytest.mark.torch
+
 COUNTS = collections.Counter()
 SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)

@@ -15,13 +15,16 @@ worst are printed at the end of the run.
 
 import numpy as np
 import pytest
-import torch
-from grad_parity import assert_close_scaled, assert_grads_close, torch_grads
 
 import minibert
 from minibert import HeadError, InputError, reference, train
+from minibert.config import SUPPORTED_ACTIVATIONS
 
+from grad_parity import assert_close_scaled, assert_grads_close, torch_grads
 from helpers import PRESETS, padded_batch, randomize_
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
 
 DTYPES = ["float32", "float64"]
 MNLI = dict(
@@ -54,7 +57,7 @@ def grad_batch(seed, vocab_size, B=3, T=10):
     return ids, mask, types
 
 
-def make_labels(head, ids, seed, num_labels=3):
+def make_labels(head, ids, seed, num_labels=3, vocab_size=30522):
     """Labels as transformers takes them; masked-LM labels are -100 except a few positions
     (one of them a repeated id, one a padding position, which a loss may still ask about)."""
     rng = np.random.default_rng(seed)
@@ -66,8 +69,8 @@ def make_labels(head, ids, seed, num_labels=3):
     if head == "next-sentence":
         return rng.integers(0, 2, size=B), None
     labels = np.full((B, T), -100)
-    labels[0, [1, 5, T - 1]] = rng.integers(0, 30522, size=3)
-    labels[1, [2, 8]] = rng.integers(0, 30522, size=2)
+    labels[0, [1, 5, T - 1]] = rng.integers(0, vocab_size, size=3)
+    labels[1, [2, 8]] = rng.integers(0, vocab_size, size=2)
     nsl = rng.integers(0, 2, size=B) if head == "pretraining" else None
     return labels, nsl
 
@@ -115,6 +118,18 @@ def test_gradients_match_autograd(preset, case, dtype, preset_model):
     ids, mask, types = grad_batch(1, 30522, B, T)
     labels, nsl = make_labels(case, ids, seed=2)
     check_against_torch(f"{preset} {case} [{B},{T}]", h5, head, dtype, ids, mask, types, labels, nsl)
+
+
+@pytest.mark.parametrize("act", sorted(SUPPORTED_ACTIVATIONS))
+def test_every_activation_matches_autograd(act, preset_model):
+    """config.hidden_act picks the feed-forward and masked-LM transform activation; its backward
+    is found by name (``<act>_backward``). bert-tiny's shape with a 1000-token vocabulary,
+    pretraining heads, float64."""
+    _, _, h5 = preset_model("bert-tiny", "BertForPreTraining", hidden_act=act, vocab_size=1000)
+    ids, mask, types = grad_batch(14, 1000, B=2, T=10)
+    labels, nsl = make_labels("pretraining", ids, seed=15, vocab_size=1000)
+    check_against_torch(f"bert-tiny pretraining hidden_act={act} [2,10]", h5, "pretraining", "float64",
+                        ids, mask, types, labels, nsl)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -13,12 +13,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from hardening_files import TINY, small_hf_dir, vocab_lines
 
 import minibert
 from minibert import InputError, compare
 from minibert.cli import main
 from minibert.trace import Trace
+
+from hardening_files import TINY, small_hf_dir, vocab_lines
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -206,7 +207,9 @@ def test_item12_a_missing_or_directory_model_file_is_named_as_such(tmp_path, cap
     assert "is a directory, not an HDF5 file" in err and "vocabulary" not in err
 
 
+@pytest.mark.torch  # a .bin is read by torch.load
 def test_item12_a_random_bytes_bin_is_not_a_valid_checkpoint(tmp_path, capsys):
+    pytest.importorskip("torch")
     d = small_hf_dir(tmp_path / "m")
     (d / "model.safetensors").unlink()
     (d / "pytorch_model.bin").write_bytes(np.random.default_rng(0).bytes(5000))

@@ -57,6 +57,8 @@ EXPECTED = [
     "05_checking_yourself.py",
     "06_making_it_fast.py",
     "07_using_the_model.py",
+    "08_backprop_by_hand.py",
+    "09_fine_tuning.py",
 ]
 
 

@@ -489,3 +489,197 @@ def masked_lm_loss(masked_lm_loss):
         expected = _cross_entropy_loop(logits, labels)
         assert math.isfinite(got), f"{name}: loss is {got}"
         assert abs(got - expected) <= 1e-5 * max(1.0, abs(expected)), f"{name}: loss {got:.6f}, expected {expected:.6f}"
+
+
+# --- 08 backprop by hand -----------------------------------------------------------------
+
+
+def _directional_check(name, f, x, got, tol, h=1e-6, directions=8):
+    """``got`` must be d f / d x: along random directions v, sum(got * v) must equal the centred
+    difference (f(x + h v) - f(x - h v)) / 2h (float64). A route of its own: not the
+    entry-by-entry finite differences of notebook 08, and no formula for the gradient."""
+    x = np.asarray(x, dtype=np.float64)
+    got = np.asarray(got, dtype=np.float64)
+    assert got.shape == x.shape, f"{name}: shape {got.shape}, expected {x.shape}"
+    assert np.all(np.isfinite(got)), f"{name}: contains NaN or inf"
+    rng = np.random.default_rng(0)
+    for _ in range(directions):
+        v = rng.standard_normal(x.shape)
+        numeric = (f(x + h * v) - f(x - h * v)) / (2 * h)
+        analytic = float((got * v).sum())
+        assert abs(analytic - numeric) <= tol * max(1.0, abs(numeric)), (
+            f"{name}: along a random direction the gradient gives {analytic:.8f}, "
+            f"finite differences {numeric:.8f}")
+
+
+def _mean_cross_entropy(logits, labels):  # float64, shifted, ignoring -100 (the loop above, as a float)
+    return _cross_entropy_loop(logits, labels)
+
+
+def cross_entropy_grad(cross_entropy_grad):
+    """08 Exercise 1: ``cross_entropy_grad(logits, labels) -> d loss / d logits`` [N, C].
+
+    The loss is the mean cross-entropy over the rows whose label is not -100 (PyTorch's
+    ``cross_entropy(ignore_index=-100)``). Expected: centred finite differences of a row-by-row
+    loss loop along random directions, in float64 (and exact zeros on ignored rows). Catches: dividing by every row N
+    instead of the rows kept; not zeroing the ignored rows (or indexing column -100); the
+    one-hot alone without the softmax (or its sign flipped); no shift by the row maximum
+    (overflow for logits in the thousands).
+    """
+    rng = np.random.default_rng(8)
+    cases = {
+        "a few units, two rows ignored": (rng.standard_normal((5, 4)), np.array([2, -100, 0, 3, -100])),
+        "every row kept": (rng.standard_normal((3, 6)), np.array([5, 0, 1])),
+        "one row kept of four": (rng.standard_normal((4, 3)), np.array([-100, -100, 1, -100])),
+    }
+    for name, (logits, labels) in cases.items():
+        got = np.asarray(cross_entropy_grad(logits.copy(), labels.copy()), dtype=np.float64)
+        _directional_check(f"{name}: d loss / d logits", lambda z, y=labels: _mean_cross_entropy(z, y), logits, got, 1e-7)
+        assert np.all(got[labels == -100] == 0), f"{name}: the ignored rows must get exactly 0"
+    big = 3000.0 + 200.0 * rng.standard_normal((3, 5))  # a trained model's logits can be large
+    labels = np.array([1, -100, 4])
+    with np.errstate(over="ignore", invalid="ignore"):
+        got = np.asarray(cross_entropy_grad(big.copy(), labels.copy()), dtype=np.float64)
+    _directional_check("logits in the thousands: d loss / d logits", lambda z: _mean_cross_entropy(z, labels), big, got,
+                       1e-6, h=1e-3)
+
+
+def _rms_norm(x, weight, eps):  # [..., H] -> [..., H]: x / sqrt(mean(x^2) + eps) * weight, no mean, no bias
+    return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * weight
+
+
+def rms_norm_backward(rms_norm_backward):
+    """08 Exercise 2: ``rms_norm_backward(dy, x, weight, eps) -> (dx, dweight)`` for RMSNorm.
+
+    Expected: centred differences of ``sum(dy * rms_norm(x))`` along random directions in float64, for x of shape
+    [2, 3, 5] (two leading axes: dweight sums over both). Catches: LayerNorm's formula (with
+    the mean term, which RMSNorm does not have); only ``r * dy * w`` (forgetting that r depends
+    on every x of the row); dweight not summed over the leading axes (or summed with the
+    unnormalised x).
+    """
+    rng = np.random.default_rng(80)
+    x = rng.standard_normal((2, 3, 5)) + 0.5  # a non-zero mean: LayerNorm's answer differs
+    weight = 1 + 0.3 * rng.standard_normal(5)
+    dy = rng.standard_normal((2, 3, 5))
+    eps = 1e-5
+    got = rms_norm_backward(dy.copy(), x.copy(), weight.copy(), eps)
+    assert isinstance(got, tuple) and len(got) == 2, "return (dx, dweight)"
+    dx, dweight = (np.asarray(g, dtype=np.float64) for g in got)
+    _directional_check("dx", lambda z: float((dy * _rms_norm(z, weight, eps)).sum()), x, dx, 1e-7)
+    _directional_check("dweight", lambda w: float((dy * _rms_norm(x, w, eps)).sum()), weight, dweight, 1e-7)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_classifier64(seed=0):
+    """A seeded random bert-tiny classifier (3 labels) in float64 on the NumPy backend, with
+    every tensor jittered (no bias exactly 0, no LayerNorm weight exactly 1), and a padded pair
+    batch with repeated ids: what notebook 08 differentiates. Returns (model, batch)."""
+    from minibert import heads
+
+    base = tutorial_setup.random_model("bert-tiny", head="classification", seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    tensors = {n: (t + 0.05 * rng.standard_normal(t.shape)).astype(np.float32) for n, t in base.weights.items()}
+    # float32 values (as an .h5 file holds), computed in float64: PyTorch gets exactly the same weights
+    bert = minibert.BertModel(base.config, tensors, dtype="float64", backend="numpy", heads=["classification"])
+    enc = tokenizer().encode_batch(["the cat sat on the mat, the cat sat.", "a dog"], ["it was tired.", "it ran away."])
+    batch = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                 token_type_ids=enc["token_type_ids"], labels=np.array([2, 0]))
+    return heads.HEAD_CLASSES["classification"](bert), batch
+
+
+PLANTED = {  # the bugs of 08 Exercise 3: name -> (ops function, wrong version)
+    "gelu_backward returns gelu(x) * dy": (
+        "gelu_backward", lambda dy, x: dy * minibert.ops.gelu(x)),
+    "attention_context_backward: dV = P dC, P not transposed": (
+        "attention_context_backward", lambda dc, p, v: (dc @ v.transpose(0, 1, 3, 2), p @ dc)),
+    "tanh_backward returns 1 - x^2": (
+        "tanh_backward", lambda dy, x: dy * (1.0 - x * x)),
+    "embedding_backward keeps the last of repeated ids": (
+        "embedding_backward", lambda dy, ids, n, padding_idx=None: _last_write_wins(dy, ids, n, padding_idx)),
+}
+
+
+def _last_write_wins(dy, ids, num_embeddings, padding_idx):
+    dtable = np.zeros((num_embeddings, dy.shape[-1]), dy.dtype)
+    dtable[ids.reshape(-1)] = dy.reshape(-1, dy.shape[-1])
+    if padding_idx is not None:
+        dtable[padding_idx] = 0
+    return dtable
+
+
+@functools.lru_cache(maxsize=None)
+def _first_failures_measured():  # bug -> the first name minibert.compare reports
+    from minibert import ops, train
+
+    model, batch = tiny_classifier64()
+    clean = train.trace_grads(model, **batch)
+    found = {}
+    for bug, (name, wrong) in PLANTED.items():
+        right = getattr(ops, name)
+        setattr(ops, name, wrong)  # the NumPy backend's functions are ops': the model now calls the wrong one
+        try:
+            result = minibert.compare(train.trace_grads(model, **batch), clean)
+        finally:
+            setattr(ops, name, right)
+        found[bug] = result.first_failure.name if result.first_failure else None
+    return found
+
+
+def first_failures(first_failures):
+    """08 Exercise 3: predictions of the first step the gradient trace flags for each planted bug.
+
+    Expected: measured, by planting each bug in ``minibert.ops`` and comparing the gradient
+    trace of notebook 08's tiny classifier with the clean one. Catches: the first layer
+    instead of the last (the backward pass starts at the loss); the parameter instead of the
+    step (or the other way round); the word-embedding table for the lookup bug (the token-type
+    table, read with ids 0 and 1 only, comes first in backward order).
+    """
+    answers = first_failures()
+    measured = _first_failures_measured()
+    assert set(answers) == set(measured), f"answer exactly these bugs: {sorted(measured)}"
+    wrong = [f"{bug!r}: you said {answers[bug]!r}" for bug in measured if answers[bug] != measured[bug]]
+    assert not wrong, "these predictions are wrong (run the trace to see why):\n  " + "\n  ".join(wrong)
+
+
+# --- 09 fine-tuning ----------------------------------------------------------------------
+
+
+def adamw_first_step(adamw_first_step):
+    """09 Exercise 1: ``adamw_first_step(param, grad, lr, weight_decay) -> the new param`` after
+    AdamW's first step (betas 0.9, 0.999, eps 1e-8, as ``minibert.optim.AdamW``'s defaults).
+
+    Expected: ``minibert.optim.AdamW`` itself (tested equal to ``torch.optim.AdamW``), one step,
+    on gradients from 1e-6 to 1e3. Catches: no bias correction (a first step (1 - beta1) /
+    sqrt(1 - beta2) ≈ 3.2 times too big); plain SGD (``lr * grad``); weight decay added to the
+    gradient (Adam + L2, not decoupled); eps inside the square root.
+    """
+    from minibert import optim
+
+    rng = np.random.default_rng(9)
+    param = rng.standard_normal(7)
+    grad = np.array([1e-6, -3e-4, 0.02, -0.5, 1.0, 40.0, -1e3])
+    for lr, wd in ((1e-3, 0.0), (5e-2, 0.1)):
+        weights = {"w": param.copy()}
+        opt = optim.AdamW(weights, lr=lr, weight_decay=wd)
+        opt.step({"w": grad.copy()}, lr=lr)
+        got = np.asarray(adamw_first_step(param.copy(), grad.copy(), lr, wd), dtype=np.float64)
+        _close(f"lr={lr}, weight_decay={wd}: the parameter after one step", got, weights["w"], 1e-12)
+
+
+def constant_loss(constant_loss):
+    """09 Exercise 2: ``constant_loss(labels, num_labels) -> the lowest mean cross-entropy`` of a
+    classifier that ignores its input (the same probabilities for every example), in nats.
+
+    Expected: the minimum over constant probability vectors, found by a grid over the
+    two-label simplex (labels are 0/1 here), not by the formula the exercise asks for.
+    Catches: log 2 whatever the labels (the untrained model's loss); the entropy in bits;
+    the majority-class error rate; the loss of always putting probability 1 - 1e-9 on the
+    majority label.
+    """
+    for labels in (np.array([0, 1, 1, 1]), np.array([0, 0, 1, 0, 0, 0, 0, 1, 0, 0]), np.array([1, 0] * 5)):
+        p = np.linspace(1e-4, 1 - 1e-4, 20001)  # probability of label 1
+        k = labels.mean()
+        grid = -(k * np.log(p) + (1 - k) * np.log(1 - p))  # mean cross-entropy of each constant
+        expected = float(grid.min())
+        got = float(constant_loss(labels.copy(), 2))
+        assert abs(got - expected) <= 1e-6, f"labels {labels.tolist()}: {got:.6f}, expected {expected:.6f}"

@@ -25,7 +25,8 @@ def test_each_setup_command_stands_alone_on_a_fresh_machine():
     readme = (ROOT / "README.md").read_text()
     for block in bash_blocks(readme)[:2]:
         for command in block.strip().splitlines():
-            first_use = re.search(r"\b(pip|python|minibert)\b", command.replace("python3 -m venv", " " * len("python3 -m venv")))
+            masked = command.replace("python3 -m venv", " " * len("python3 -m venv"))  # same length: same indices
+            first_use = re.search(r"\b(pip|python|minibert)\b", masked)
             if first_use:  # the command makes and enters its own venv before it first runs pip, python or minibert
                 venv = command.find("python3 -m venv .venv && . .venv/bin/activate && ")
                 assert 0 <= venv < first_use.start(), command

@@ -14,7 +14,7 @@ import pytest
 import minibert
 
 import grad_parity
-from helpers import RECORDED, make_preset_model, minilm_directory
+from helpers import RECORDED, TUTORIAL_SECONDS, make_preset_model, minilm_directory
 
 # Fixtures that build or load a PyTorch model: every test using them needs torch.
 TORCH_FIXTURES = {"minilm_torch", "preset_model", "transformers_tokenizers"}
@@ -66,6 +66,11 @@ def tiny(preset_model):
 def pytest_terminal_summary(terminalreporter):
     """Print the worst parity error per (test group, dtype) so it can be read off CI."""
     grad_parity.summary(terminalreporter)  # the gradient table (tests/grad_parity.py)
+    if TUTORIAL_SECONDS:  # a figure to read, not a test: no absolute time limits on a shared machine
+        terminalreporter.section("tutorials: wall seconds per test")
+        for name, seconds in TUTORIAL_SECONDS.items():
+            terminalreporter.write_line(f"{name:<60} {seconds:7.1f}")
+        terminalreporter.write_line(f"{'total (CI budget: 300 s)':<60} {sum(TUTORIAL_SECONDS.values()):7.1f}")
     if not RECORDED:
         return
     worst = {}

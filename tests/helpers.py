@@ -119,6 +119,7 @@ def make_preset_model(preset, tmp_root, model_class="BertModel", seed=0, **confi
 # ---------------------------------------------------------------------------------------
 
 RECORDED = []  # (test label, tensor name, dtype, max abs error, scale, tolerance): conftest prints them
+TUTORIAL_SECONDS = {}  # tutorial test name -> wall seconds: conftest prints them (CI's budget: 5 minutes)
 
 
 def to_numpy(x):

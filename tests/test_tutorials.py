@@ -22,13 +22,14 @@ Needs the ``tutorials`` extra (jupytext, nbclient, nbformat, ipykernel, matplotl
 
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from helpers import TUTORIAL_SECONDS
 
 pytestmark = [pytest.mark.tutorials, pytest.mark.slow]
 
@@ -37,17 +38,8 @@ TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
 WITH_TORCH_CELLS = [p for p in NOTEBOOKS if "have_torch(" in p.read_text(encoding="utf-8")]
 
-TOTAL_BUDGET_S = 300  # CPU seconds of every test of this file together (kernels and scripts included)
 CELL_TIMEOUT_S = 180
-ELAPSED = {}  # test name -> wall seconds
 
-
-def cpu_seconds():  # this process and its finished children (the kernels, the scripts)
-    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for f in ("ru_utime", "ru_stime"))
-
-
-CPU_AT_IMPORT = cpu_seconds()
 
 EXPECTED = [
     "01_tokenization.py",
@@ -98,7 +90,7 @@ def headless_matplotlib(monkeypatch, request):
     monkeypatch.setenv("MPLBACKEND", "Agg")  # the kernel inherits it: no display needed
     start = time.perf_counter()
     yield
-    ELAPSED[request.node.name] = time.perf_counter() - start
+    TUTORIAL_SECONDS[request.node.name] = time.perf_counter() - start
 
 
 def test_notebooks_found():
@@ -202,17 +194,3 @@ def test_notebook_runs_as_a_script_from_the_repository_root():
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "Exercise 2 passed" in run.stdout
-
-
-def test_total_time_within_budget():
-    """Runs last (pytest keeps file order): everything above fits CI's budget.
-
-    Measured in CPU seconds (this process and the kernels and scripts it ran), not wall time:
-    the tests run one notebook at a time, so on an idle 2-core machine the wall time is about
-    the CPU time, while on a shared machine the wall time also counts other people's work.
-    """
-    cpu = cpu_seconds() - CPU_AT_IMPORT
-    wall = sum(ELAPSED.values())
-    print("tutorial test wall seconds:", {k: round(v, 1) for k, v in ELAPSED.items()})
-    print(f"total: {wall:.0f} s wall, {cpu:.0f} s CPU (budget {TOTAL_BUDGET_S} s)")
-    assert cpu < TOTAL_BUDGET_S, f"the tutorial tests used {cpu:.0f} CPU seconds, budget {TOTAL_BUDGET_S} s: {ELAPSED}"

@@ -25,6 +25,7 @@ Axis legend as in ``ops``: B batch, T sequence, H hidden, A heads, D head size, 
 """
 
 import math
+import threading
 
 import numpy as np
 from numba import njit, prange, types
@@ -104,16 +105,34 @@ _OPENBLAS = _find_openblas()
 # 1 as "the count to restore").
 _BLAS_THREADS = _OPENBLAS[0]() if _OPENBLAS else None
 
+# OpenBLAS's thread count is one per process, so switching it is visible to every thread: a
+# large product started by thread B while thread A has set 1 would run on one thread, and
+# openblas_set_num_threads called while another thread is inside a threaded product can stall
+# both (seen in tests/test_threads.py before this lock: a 4-thread run did not finish in 10
+# minutes). So every product of these kernels holds BLAS_LOCK: a small one around the switch to
+# one thread, the product and the switch back; a large one around the product, so that it
+# always runs on the default count and no thread switches the count meanwhile. Other threads
+# can then never see the count at 1 from inside a kernel, and a kernel's result does not
+# depend on them. The price: Python threads sharing a model take turns for their products
+# (the Numba kernels, which release the GIL, still overlap), and an uncontended lock costs
+# ~0.1 us a product (docs/performance.md, "Threads"). NumPy products outside the kernels
+# (the numpy backend, a user's code) do not take the lock; tests/test_threads.py checks that
+# they still compute the same bits beside a numba model on this machine's OpenBLAS.
+BLAS_LOCK = threading.Lock()
+
 
 def _matmul(a, b, macs):  # a @ b, on one BLAS thread when the product is small
-    if _OPENBLAS is None or macs >= GEMM_PARALLEL_MIN_MACS:
+    if _OPENBLAS is None:
         return a @ b
-    set_threads = _OPENBLAS[1]
-    set_threads(1)
-    try:
-        return a @ b
-    finally:
-        set_threads(_BLAS_THREADS)
+    with BLAS_LOCK:
+        if macs >= GEMM_PARALLEL_MIN_MACS:
+            return a @ b  # the default count: nobody can switch it while we hold the lock
+        set_threads = _OPENBLAS[1]
+        set_threads(1)
+        try:
+            return a @ b
+        finally:
+            set_threads(_BLAS_THREADS)
 
 
 # ---------------------------------------------------------------------------------------

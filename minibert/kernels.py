@@ -106,18 +106,16 @@ _OPENBLAS = _find_openblas()
 _BLAS_THREADS = _OPENBLAS[0]() if _OPENBLAS else None
 
 # OpenBLAS's thread count is one per process, so switching it is visible to every thread: a
-# large product started by thread B while thread A has set 1 would run on one thread, and
-# openblas_set_num_threads called while another thread is inside a threaded product can stall
-# both (seen in tests/test_threads.py before this lock: a 4-thread run did not finish in 10
-# minutes). So every product of these kernels holds BLAS_LOCK: a small one around the switch to
-# one thread, the product and the switch back; a large one around the product, so that it
-# always runs on the default count and no thread switches the count meanwhile. Other threads
-# can then never see the count at 1 from inside a kernel, and a kernel's result does not
-# depend on them. The price: Python threads sharing a model take turns for their products
-# (the Numba kernels, which release the GIL, still overlap), and an uncontended lock costs
-# ~0.1 us a product (docs/performance.md, "Threads"). NumPy products outside the kernels
-# (the numpy backend, a user's code) do not take the lock; tests/test_threads.py checks that
-# they still compute the same bits beside a numba model on this machine's OpenBLAS.
+# product started by thread B while thread A has set 1 runs on one thread, and under some
+# OpenBLAS kernels (Haswell's) a product's bits depend on its thread count. So every product
+# of these kernels holds BLAS_LOCK: a small one around the switch to one thread, the product
+# and the switch back; a large one around the product, so that it always runs on the default
+# count and no thread switches the count meanwhile. A kernel's result then does not depend on
+# other threads' kernels. The price: Python threads sharing a model take turns for their
+# products (the Numba kernels, which release the GIL, still overlap), and ~0.13 us a product.
+# NumPy products outside these kernels (the numpy backend, a user's code) do not take the
+# lock and can still run on one thread during a small product here (docs/performance.md,
+# "Threads", has the measurements and this limit).
 BLAS_LOCK = threading.Lock()
 
 

@@ -8,7 +8,7 @@
     model.safetensors      every tensor under transformers' name (``bert.`` prefix on the encoder
                            for a BertFor* model), written by the small writer below
 
-The writer is ours, like the reader in ``convert.py``: the format is an 8-byte little-endian
+The writer is ours, beside the reader in ``safetensors.py``: the format is an 8-byte little-endian
 header length, a JSON header (dtype, shape and byte range of each tensor) and the raw
 little-endian bytes, so no torch or safetensors package is needed to export (minibert's runtime
 needs only numpy, numba and h5py). ``tests/test_export.py`` loads the result with transformers
@@ -16,13 +16,13 @@ and compares its outputs with minibert's.
 """
 
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
 
 from . import weights as weights_format
 from .errors import WeightsError
+from .safetensors import write_safetensors
 from .version import __version__
 
 # The transformers class for the heads a file holds (the first match wins).
@@ -33,48 +33,6 @@ ARCHITECTURES = [
     ({"classification"}, "BertForSequenceClassification"),
     (set(), "BertModel"),
 ]
-NUMPY_TO_SAFETENSORS = {
-    np.dtype(np.float64): "F64",
-    np.dtype(np.float32): "F32",
-    np.dtype(np.float16): "F16",
-    np.dtype(np.int64): "I64",
-    np.dtype(np.int32): "I32",
-}
-
-
-def write_safetensors(path, tensors, metadata=None):
-    """Write name -> array as a .safetensors file (tensors sorted by name, little-endian, C order)."""
-    header, offset, blobs = {}, 0, []
-    for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
-        if array.dtype not in NUMPY_TO_SAFETENSORS:
-            raise WeightsError(
-                f"tensor {name} has dtype {array.dtype}, which the exporter does not write",
-                "store float32 or float64 tensors",
-            )
-        raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {
-            "dtype": NUMPY_TO_SAFETENSORS[array.dtype],
-            "shape": list(array.shape),
-            "data_offsets": [offset, offset + len(raw)],
-        }
-        blobs.append(raw)
-        offset += len(raw)
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as the reference writer does
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(encoded)))
-        f.write(encoded)
-        for raw in blobs:
-            f.write(raw)
-    tmp.replace(path)
-    return path
-
-
 def architecture(heads):
     held = set(heads)
     return next(name for needed, name in ARCHITECTURES if needed <= held)

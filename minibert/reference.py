@@ -126,6 +126,16 @@ def _torch_head_model(transformers, torch, hf_config, w, head):
     return model
 
 
+def _recorder():
+    """A dict of recorded values and ``keep(name, tensor)``, which stores a NumPy copy in it."""
+    values = {}
+
+    def keep(name, tensor):
+        values[name] = tensor.detach().cpu().numpy().copy()
+
+    return values, keep
+
+
 def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="float32", model=None):
     """Run transformers' BertModel on the inputs and return a ``Trace`` named like minibert's.
 
@@ -136,10 +146,7 @@ def trace(weights, input_ids, attention_mask=None, token_type_ids=None, dtype="f
     model, config, (input_ids, attention_mask, token_type_ids) = _model_and_inputs(
         weights, model, dtype, None, input_ids, attention_mask, token_type_ids)
 
-    values = {}
-
-    def keep(name, tensor):
-        values[name] = tensor.detach().cpu().numpy().copy()
+    values, keep = _recorder()  # name -> NumPy copy of a tensor
 
     def output_hook(name):
         return lambda module, args, output: keep(name, output)
@@ -252,10 +259,7 @@ def trace_grads(weights, input_ids, attention_mask=None, token_type_ids=None, he
     model, config, (input_ids, attention_mask, token_type_ids) = _model_and_inputs(
         weights, model, dtype, head, input_ids, attention_mask, token_type_ids)
 
-    values = {}
-
-    def keep(name, grad):
-        values[name] = grad.detach().cpu().numpy().copy()
+    values, keep = _recorder()  # name -> NumPy copy of a gradient
 
     def on_output_grad(name, index=None):  # forward hook: hook the gradient of the module's output
         def hook(module, args, output):

@@ -1,4 +1,4 @@
-"""A strict NumPy reader of ``.safetensors`` files: no torch, no trust in the header.
+"""A strict NumPy reader of ``.safetensors`` files (no torch, no trust in the header), and a writer.
 
 The format (https://huggingface.co/docs/safetensors/index#format)::
 
@@ -16,6 +16,7 @@ names the file and the tensor.
 """
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,39 @@ def read_safetensors(path):
                 array = (array.astype(np.uint32) << 16).view(np.float32)
             tensors[name] = array.astype(array.dtype.newbyteorder("="), copy=True).reshape(shape)
     return tensors
+
+
+# ---------------------------------------------------------------------------------------
+# Writing (minibert export): the same format, tensors in name order, tiling the buffer
+# ---------------------------------------------------------------------------------------
+
+WRITE_DTYPES = {np.dtype(np.float64): "F64", np.dtype(np.float32): "F32", np.dtype(np.float16): "F16",
+                np.dtype(np.int64): "I64", np.dtype(np.int32): "I32"}
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """Write name -> array as a .safetensors file (sorted by name, little-endian, C order), atomically."""
+    header, offset, blobs = {}, 0, []
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        if array.dtype not in WRITE_DTYPES:
+            raise ConversionError(f"tensor {name} has dtype {array.dtype}, which the writer does not write",
+                                  "store float32 or float64 tensors")
+        raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": WRITE_DTYPES[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as the reference writer does
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(encoded)))
+        f.write(encoded)
+        for raw in blobs:
+            f.write(raw)
+    tmp.replace(path)
+    return path

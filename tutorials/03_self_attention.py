@@ -323,6 +323,23 @@ for layer in (0, L - 1):
     plot_heads(out.attentions, layer, tokens)
 
 # %% [markdown]
+# ## The same attention, to explore
+# `minibert.view` puts every head of every layer in one interactive page that needs no network
+# (`minibert view MODEL.h5 "text" --out view.html` writes the same page to a file). In the
+# **head view**, choose a layer, click a head's colour to toggle it (double-click: that head
+# only) and hover a token to keep only its lines. The **model view** shows all layers x heads
+# as small heat maps (click one to open it); the **step view** lists every step of the forward
+# pass with its statistics and a histogram of its values.
+
+# %%
+from minibert.view import decode_attention
+
+page = minibert.view(model, text)  # traces the text; page.save("attention.html") writes the page to a file
+stored = decode_attention(page.data["attention"][L - 1]["data"], A, T)  # the last layer as the page holds it: [A, T, T]
+assert np.abs(stored - out.attentions[L - 1][0]).max() < 1e-5  # the page's numbers are the model's (stored to 7.6e-6)
+page  # the last expression of a cell: the page itself, shown in the notebook
+
+# %% [markdown]
 # ## Where the attention goes: `[CLS]`, `[SEP]` and "attention sinks"
 # Many heads put much of their weight on `[CLS]` or `[SEP]`, tokens that carry little meaning
 # of their own. A common reading (Clark et al. 2019, "What does BERT look at?", on BERT-base;

@@ -122,12 +122,3 @@ def test_backward_kernels_are_bit_identical_under_threads(dtype):
     got = run_threads(job, THREADS * CALLS)
     different = sum(count_different(g, e) for g, e in zip(got, expected, strict=True))
     assert different == 0, f"{different} arrays differ"
-
-
-def test_thread_count_is_restored_after_a_small_product():
-    """Other code in the process (outside minibert) keeps OpenBLAS's default thread count."""
-    if kernels._OPENBLAS is None:
-        pytest.skip("NumPy does not use OpenBLAS here: kernels never switch thread counts")
-    before = kernels._OPENBLAS[0]()
-    kernels.linear(np.ones((1, 8, 128), np.float32), np.ones((128, 128), np.float32), np.zeros(128, np.float32))
-    assert kernels._OPENBLAS[0]() == before

@@ -1,4 +1,4 @@
-"""minibert against PyTorch and ONNX Runtime, in one process, interleaved.
+"""minibert against PyTorch (eager and torch.compile) and ONNX Runtime, in one process.
 
     python benchmarks/bench.py            # all models, all workloads (several minutes)
     python benchmarks/bench.py --quick    # bert-tiny, two workloads, few repetitions: a smoke test
@@ -8,6 +8,8 @@ Engines (every one on 2 threads, float32, the same weights):
     minibert-numpy   minibert.load(h5, backend="numpy"), the readable reference
     torch            transformers BertModel, eager mode, default attention (SDPA),
                      torch.inference_mode(), torch.set_num_threads(2): the reference speed
+    torch-compile    the same model through torch.compile (default mode), where it compiles
+                     here; otherwise skipped with the reason printed
     onnxruntime      the same PyTorch model exported by torch.onnx.export (dynamic batch and
                      sequence axes), CPUExecutionProvider, intra-op threads = 2
 
@@ -15,11 +17,22 @@ Models: the four compact-BERT preset shapes with seeded random weights (built wi
 transformers, saved, converted by minibert's converter) and all-MiniLM-L6-v2 with its real
 weights. Workloads (batch, seq): (1, 8), (1, 128), (8, 128), (32, 128), (1, 512).
 
-Timing: for each model and workload, every engine is warmed up, then the repetitions run
-round-robin (engine 1, 2, 3, 4, engine 1, 2, ...), so a burst of machine noise hits all
-engines alike. Reported: median latency, tokens/s, each engine's ratio to PyTorch, and the
-achieved GFLOP/s (matrix products only) against NumPy's float32 GEMM peak measured in the
-same run. Results go to benchmarks/results/<UTC date>-<quick|full>.json.
+The BLAS kernel: OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are removed from this process's
+environment before NumPy loads OpenBLAS (the script re-executes itself if NumPy was already
+imported), so NumPy runs the kernel OpenBLAS picks for the CPU, as on a user's machine;
+threadpoolctl's ``architecture`` of that kernel is printed and saved. Tests never do this.
+
+Timing: every engine at its own library's default settings (thread pools spin or sleep as
+their library decides; no OMP_WAIT_POLICY, no allow_spinning), only the thread count set to 2.
+For each model and workload every engine is warmed up, then timed in alternating blocks
+(engine 1 for a block of repetitions, engine 2 for a block, ..., three rounds), so no engine's
+spinning pool runs during another's block and a burst of noise hits a round, not an engine.
+Reported: median latency (median of the three block medians), tokens/s, each engine's ratio to
+PyTorch eager, the achieved GFLOP/s (matrix products only) against NumPy's float32 GEMM peak,
+and the memory floor (bytes of weights one pass reads / the DRAM bandwidth of a large array
+copy), both measured in the same run; and each engine's peak memory of one pass (the growth
+of the process's peak RSS, VmHWM, after resetting it). Results go to
+benchmarks/results/<UTC date>-<quick|full>.json.
 
 Needs the bench extra: pip install "minibert[bench]" (torch, transformers, onnx, onnxruntime,
 onnxscript).
@@ -36,14 +49,14 @@ import tempfile
 import time
 from pathlib import Path
 
-# Four thread pools share this process and its 2 cores: OpenBLAS's (NumPy), Numba's,
-# PyTorch's OpenMP and ONNX Runtime's. By default the first, third and fourth spin-wait after
-# each call, so in a round-robin the next engine's threads wait for cores still spinning for
-# the previous one: measured, bert-tiny (1, 128) took 204 ms in minibert-numba and 140 ms in
-# torch this way against ~2 ms alone. So every pool is told to sleep instead of spin (ONNX
-# Runtime's too, below). Read when each library loads: set before the imports.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # OpenBLAS: spin 2^4 rounds, then sleep (minimum)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # PyTorch's OpenMP (and MKL's) threads sleep when idle
+# This project's machines set OPENBLAS_CORETYPE=Haswell and OPENBLAS_L2_SIZE for old OpenBLAS
+# builds; they force NumPy's OpenBLAS onto older kernels (on AVX-512 CPUs up to 4x slower).
+# Users do not set them: drop them for this process before NumPy loads OpenBLAS, which reads
+# them once when it loads. If NumPy is loaded already, start again without them.
+BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+REMOVED_FROM_ENV = {name: os.environ.pop(name) for name in BLAS_OVERRIDES if name in os.environ}
+if REMOVED_FROM_ENV and "numpy" in sys.modules and __name__ == "__main__":
+    os.execve(sys.executable, [sys.executable, *sys.argv], dict(os.environ))
 
 import numpy as np  # noqa: E402
 
@@ -54,7 +67,8 @@ THREADS = 2
 PRESETS = ["bert-tiny", "bert-mini", "bert-small", "bert-medium"]
 MINILM = "MiniLM-L6"
 WORKLOADS = [(1, 8), (1, 128), (8, 128), (32, 128), (1, 512)]
-ENGINES = ["minibert-numba", "minibert-numpy", "torch", "onnxruntime"]
+ENGINES = ["minibert-numba", "minibert-numpy", "torch", "torch-compile", "onnxruntime"]
+BLOCKS = 3  # rounds of alternating blocks
 
 
 # ---------------------------------------------------------------------------------------
@@ -114,7 +128,6 @@ def build_engines(name, checkpoint, workdir):
     onnx_path = export_onnx(torch_model, Path(workdir) / f"{name}.onnx")
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = THREADS, 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # sleep when idle, as the others
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def run_torch(ids, mask):
@@ -129,7 +142,21 @@ def build_engines(name, checkpoint, workdir):
         "torch": run_torch,
         "onnxruntime": lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0],
     }
-    return engines, numba_model.config
+    compiled = torch.compile(torch_model)
+
+    def run_compiled(ids, mask):
+        with torch.inference_mode():
+            return compiled(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)
+                            ).last_hidden_state.numpy()
+
+    engines["torch-compile"] = run_compiled  # dropped by the caller if it fails to compile
+    return engines, numba_model.config, weight_bytes_per_pass(numba_model)
+
+
+def weight_bytes_per_pass(model):
+    """Bytes of float32 weights one pass must read: every tensor but the embedding tables (of
+    which a pass reads only a few rows)."""
+    return sum(w.nbytes for name, w in model.weights.items() if not name.endswith("_embeddings.weight"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,25 +184,71 @@ def gemm_peak(seconds=1.5, n=1024):
     return best
 
 
-def time_round_robin(engines, ids, mask, budget):
-    """Warm every engine up, then time them in turn; repetitions sized to fit the budget."""
+def dram_bandwidth(seconds=1.0, megabytes=256):
+    """GB/s of a large array copy (bytes read + bytes written), best of repeated copies."""
+    a = np.ones(megabytes * 2**20 // 8)
+    b = np.empty_like(a)
+    np.copyto(b, a)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        np.copyto(b, a)
+        best = max(best, 2 * a.nbytes / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def peak_rss_growth(run, ids, mask):
+    """Bytes the process's peak RSS grows by during one call (Linux: VmHWM after resetting it
+    through /proc/self/clear_refs); None where that is not available."""
+    def status(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+        raise OSError(key)
+
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        base = status("VmRSS:")
+        run(ids, mask)
+        return status("VmHWM:") - base
+    except OSError:
+        return None
+
+
+def time_in_blocks(engines, ids, mask, budget):
+    """Warm every engine up, then time each in its own block of repetitions, BLOCKS rounds of
+    alternating blocks; repetitions sized to fit the budget. Returns the block medians."""
     first = {}
     for name, run in engines.items():
         run(ids, mask)  # warm-up (and compile)
         t0 = time.perf_counter()
-        first[name] = run(ids, mask)
-        first[name] = (first[name], time.perf_counter() - t0)
+        out = run(ids, mask)
+        first[name] = (out, time.perf_counter() - t0)
     one_round = sum(t for _, t in first.values())
-    reps = int(min(300, max(5, budget / max(one_round, 1e-6))))
-    times = {name: [] for name in engines}
-    for _ in range(reps):
+    reps = int(min(200, max(3, budget / BLOCKS / max(one_round, 1e-6))))
+    blocks = {name: [] for name in engines}
+    for _ in range(BLOCKS):
         for name, run in engines.items():
-            t0 = time.perf_counter()
-            run(ids, mask)
-            times[name].append(time.perf_counter() - t0)
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                run(ids, mask)
+                times.append(time.perf_counter() - t0)
+            blocks[name].append(statistics.median(times))
     ref = first["torch"][0]
     agreement = {name: float(np.abs(out - ref).max()) for name, (out, _) in first.items()}
-    return times, agreement, reps
+    return blocks, agreement, reps
+
+
+def blas_info():
+    """OpenBLAS's kernel and thread count as threadpoolctl reports them."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return [{"error": "threadpoolctl is not installed: pip install threadpoolctl"}]
+    return [{k: pool.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "filepath")}
+            for pool in threadpool_info()]
 
 
 def main(argv=None):
@@ -203,41 +276,62 @@ def main(argv=None):
         workloads = [tuple(int(n) for n in w.split("x")) for w in args.workloads]  # "8x128" -> (8, 128)
     budget = args.budget or (0.5 if args.quick else 3.0)
 
+    blas = blas_info()
+    print(f"environment variables removed for this process: {sorted(REMOVED_FROM_ENV) or 'none'}")
+    for pool in blas:
+        print(f"BLAS: {pool}")
     peak = gemm_peak()
-    print(f"NumPy float32 GEMM peak: {peak:.1f} GFLOP/s ({THREADS} threads)")
-    rows = []
+    bandwidth = dram_bandwidth()
+    print(f"NumPy float32 GEMM peak: {peak:.1f} GFLOP/s ({THREADS} threads); "
+          f"DRAM bandwidth (array copy): {bandwidth:.1f} GB/s")
+    rows, skipped = [], {}
     with tempfile.TemporaryDirectory() as workdir:
         for model_name in models:
             checkpoint = minilm_checkpoint() if model_name == MINILM else preset_checkpoint(model_name, workdir)
             print(f"\n{model_name}: converting, exporting to ONNX ...", flush=True)
-            engines, config = build_engines(model_name, checkpoint, workdir)
+            engines, config, weight_bytes = build_engines(model_name, checkpoint, workdir)
+            floor_ms = weight_bytes / (bandwidth * 1e9) * 1e3
+            print(f"weights read per pass: {weight_bytes / 1e6:.1f} MB; memory floor {floor_ms:.3f} ms")
             print(
                 f"{'(B, T)':>10} {'engine':<15} {'median ms':>10} {'tokens/s':>10} {'vs torch':>9} "
-                f"{'GFLOP/s':>8} {'% peak':>7} {'max|d| vs torch':>16}"
+                f"{'GFLOP/s':>8} {'% peak':>7} {'x floor':>8} {'peak MB':>8} {'max|d| vs torch':>16}"
             )
             for B, T in workloads:
                 rng = np.random.default_rng(B * 1000 + T)
                 ids = rng.integers(1000, config.vocab_size, size=(B, T)).astype(np.int64)
                 mask = np.ones((B, T), np.int64)
-                times, agreement, reps = time_round_robin(engines, ids, mask, budget)
-                torch_ms = statistics.median(times["torch"]) * 1e3
+                if "torch-compile" in engines:
+                    try:
+                        engines["torch-compile"](ids, mask)
+                    except Exception as e:  # noqa: BLE001 - any compile failure: report and go on
+                        skipped[f"{model_name} {B}x{T}"] = f"torch.compile failed: {type(e).__name__}: {e}"[:300]
+                        print(f"torch-compile skipped: {skipped[f'{model_name} {B}x{T}']}")
+                        del engines["torch-compile"]
+                memory = {name: peak_rss_growth(run, ids, mask) for name, run in engines.items()}
+                blocks, agreement, reps = time_in_blocks(engines, ids, mask, budget)
+                torch_ms = statistics.median(blocks["torch"]) * 1e3
                 flops = matmul_flops(config, B, T)
-                for engine in ENGINES:
-                    ms = statistics.median(times[engine]) * 1e3
+                for engine in [e for e in ENGINES if e in engines]:
+                    ms = statistics.median(blocks[engine]) * 1e3
                     gflops = flops / (ms / 1e3) / 1e9
                     row = dict(model=model_name, batch=B, seq=T, engine=engine, median_ms=ms,
+                               block_medians_ms=[t * 1e3 for t in blocks[engine]],
                                tokens_per_s=B * T / (ms / 1e3), speedup_vs_torch=torch_ms / ms,
-                               gflops=gflops, pct_of_peak=100 * gflops / peak, reps=reps,
+                               gflops=gflops, pct_of_peak=100 * gflops / peak, reps_per_block=reps,
+                               memory_floor_ms=floor_ms, times_memory_floor=ms / floor_ms,
+                               peak_memory_bytes=memory[engine],
                                max_abs_diff_vs_torch=agreement[engine])
                     rows.append(row)
+                    mb = "-" if memory[engine] is None else f"{memory[engine] / 1e6:.1f}"
                     print(
                         f"{str((B, T)):>10} {engine:<15} {ms:>10.3f} {row['tokens_per_s']:>10.0f} "
                         f"{row['speedup_vs_torch']:>8.2f}x {gflops:>8.1f} {row['pct_of_peak']:>6.1f}% "
-                        f"{agreement[engine]:>16.2e}",
+                        f"{ms / floor_ms:>8.2f} {mb:>8} {agreement[engine]:>16.2e}",
                         flush=True,
                     )
     peak_end = gemm_peak()
-    print(f"\nNumPy float32 GEMM peak at the end: {peak_end:.1f} GFLOP/s")
+    bandwidth_end = dram_bandwidth()
+    print(f"\nNumPy float32 GEMM peak at the end: {peak_end:.1f} GFLOP/s; DRAM bandwidth {bandwidth_end:.1f} GB/s")
     # A busy machine depresses a peak measurement, never raises it: the JSON's percentages use
     # the higher of the two (the table above used the first).
     for row in rows:
@@ -265,12 +359,18 @@ def main(argv=None):
             onnxruntime=onnxruntime.__version__,
         ),
         torch_attention="sdpa (transformers' default)",
-        thread_waiting=dict(
-            OPENBLAS_THREAD_TIMEOUT=os.environ["OPENBLAS_THREAD_TIMEOUT"],
-            OMP_WAIT_POLICY=os.environ["OMP_WAIT_POLICY"],
-            onnxruntime_allow_spinning="0",
+        settings=dict(
+            threads=THREADS,
+            timing=f"{BLOCKS} rounds of alternating blocks per engine, median of block medians",
+            thread_waiting="each library's default (no OMP_WAIT_POLICY, ORT allow_spinning not set)",
+            environment_removed=REMOVED_FROM_ENV,
+            OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY"),
+            OPENBLAS_THREAD_TIMEOUT=os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
         ),
+        blas=blas,
         gemm_peak_gflops=dict(start=peak, end=peak_end),
+        dram_bandwidth_gb_per_s=dict(start=bandwidth, end=bandwidth_end),
+        skipped=skipped,
         results=rows,
     )
     out = (

@@ -25,6 +25,7 @@ Axis legend as in ``ops``: B batch, T sequence, H hidden, A heads, D head size, 
 """
 
 import math
+import threading
 
 import numpy as np
 from numba import njit, prange, types
@@ -104,16 +105,32 @@ _OPENBLAS = _find_openblas()
 # 1 as "the count to restore").
 _BLAS_THREADS = _OPENBLAS[0]() if _OPENBLAS else None
 
+# OpenBLAS's thread count is one per process, so switching it is visible to every thread: a
+# product started by thread B while thread A has set 1 runs on one thread, and under some
+# OpenBLAS kernels (Haswell's) a product's bits depend on its thread count. So every product
+# of these kernels holds BLAS_LOCK: a small one around the switch to one thread, the product
+# and the switch back; a large one around the product, so that it always runs on the default
+# count and no thread switches the count meanwhile. A kernel's result then does not depend on
+# other threads' kernels. The price: Python threads sharing a model take turns for their
+# products (the Numba kernels, which release the GIL, still overlap), and ~0.13 us a product.
+# NumPy products outside these kernels (the numpy backend, a user's code) do not take the
+# lock and can still run on one thread during a small product here (docs/performance.md,
+# "Threads", has the measurements and this limit).
+BLAS_LOCK = threading.Lock()
+
 
 def _matmul(a, b, macs):  # a @ b, on one BLAS thread when the product is small
-    if _OPENBLAS is None or macs >= GEMM_PARALLEL_MIN_MACS:
+    if _OPENBLAS is None:
         return a @ b
-    set_threads = _OPENBLAS[1]
-    set_threads(1)
-    try:
-        return a @ b
-    finally:
-        set_threads(_BLAS_THREADS)
+    with BLAS_LOCK:
+        if macs >= GEMM_PARALLEL_MIN_MACS:
+            return a @ b  # the default count: nobody can switch it while we hold the lock
+        set_threads = _OPENBLAS[1]
+        set_threads(1)
+        try:
+            return a @ b
+        finally:
+            set_threads(_BLAS_THREADS)
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import numpy as np
 import minibert
 from minibert import weights
 
-from tokenizer_corpus import _stdlib_dir, file_lines, vocab_path
+from helpers import minilm_directory
+from tokenizer_corpus import _stdlib_dir, file_lines
 
 
 def seeded_model(path, hidden_size=32, layers=2, heads=2, max_positions=128, seed=0):
@@ -21,7 +22,7 @@ def seeded_model(path, hidden_size=32, layers=2, heads=2, max_positions=128, see
     Defaults: a tiny model (H=32, L=2) for fast tests; ``hidden_size=128, layers=2, heads=2``
     is bert-tiny's shape.
     """
-    vocab = minibert.Tokenizer.read_text_file(vocab_path()).splitlines()
+    vocab = minibert.Tokenizer.read_text_file(minilm_directory() / "vocab.txt").splitlines()
     config = minibert.BertConfig(
         vocab_size=len(vocab),
         hidden_size=hidden_size,

@@ -20,10 +20,11 @@ CASES = [  # heads in the file, transformers class, minibert head, output compar
 ]
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("heads, arch, head, output", CASES)
 def test_export_loads_in_transformers_with_equal_outputs(tmp_path, heads, arch, head, output):
-    import torch
-    import transformers
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
 
     id2label = {0: "neg", 1: "pos", 2: "neutral"} if "classification" in heads else None
     h5 = tiny_model_file(tmp_path / "m.h5", heads, seed=3, id2label=id2label)

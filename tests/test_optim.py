@@ -39,9 +39,10 @@ def torch_adamw(params, lr, betas, eps, weight_decay):
     return tensors, torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
 
 
+@pytest.mark.torch
 def test_decay_names_are_the_trainers():
     """Same split as transformers' Trainer.get_decay_parameter_names on a real BertForSequenceClassification."""
-    import transformers
+    transformers = pytest.importorskip("transformers")
     from transformers import BertConfig, BertForSequenceClassification
 
     model = BertForSequenceClassification(
@@ -55,11 +56,12 @@ def test_decay_names_are_the_trainers():
     assert "bert.embeddings.LayerNorm.weight" not in trainer_decay and "classifier.weight" in trainer_decay
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 def test_adamw_equals_torch_with_schedule_and_clipping(weight_decay, fused):
     """8 steps, same gradients each step, warm-up schedule and clipping: equal to float64 rounding."""
-    import torch
+    torch = pytest.importorskip("torch")
     from transformers import get_linear_schedule_with_warmup
 
     params = random_params(0)

@@ -1,6 +1,7 @@
 """Training end to end: 20 AdamW steps equal to PyTorch's, the finetune/pretrain commands,
 checkpoints, --resume (bit-identical to an uninterrupted run) and Ctrl-C."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -53,6 +54,7 @@ def torch_training_run(hf_dir, arch, batches, lr, warmup, total, weight_decay, m
     return model, losses
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize(
     "heads, head, arch",
     [
@@ -62,6 +64,7 @@ def torch_training_run(hf_dir, arch, batches, lr, warmup, total, weight_decay, m
 )
 def test_20_steps_equal_pytorch(tmp_path, heads, head, arch):
     """Same initial weights, same batches, float64, no dropout: same loss every step, same weights after 20."""
+    pytest.importorskip("transformers")
     h5 = tiny_model_file(
         tmp_path / "m.h5", heads, seed=5, id2label={0: "neg", 1: "pos"} if head == "classification" else None
     )
@@ -153,7 +156,8 @@ def test_finetune_command_learns_and_saves(tmp_path):
     assert len(steps) == 36 and len(evals) == 12  # 3 batches per epoch, dev metrics after each epoch
     assert np.mean([r["loss"] for r in steps[-6:]]) < np.mean([r["loss"] for r in steps[:6]]) - 0.2
     assert evals[-1]["dev_accuracy"] == 1.0 and evals[-1]["dev_loss"] < evals[0]["dev_loss"] - 0.3
-    assert (out / "loss.png").stat().st_size > 1000
+    if importlib.util.find_spec("matplotlib"):  # the viz/train extra draws the loss curve (CI has it)
+        assert (out / "loss.png").stat().st_size > 1000
     model = minibert.load(out / "model.h5", head="classification")
     assert model.id2label == {0: "neg", 1: "pos"}
     tok = minibert.Tokenizer.from_file(out / "model.h5")

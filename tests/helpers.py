@@ -23,6 +23,12 @@ from minibert.compare import tolerance
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 PRESETS = ["bert-tiny", "bert-mini", "bert-small", "bert-medium"]
+# The config overrides of a 3-label NLI (MNLI) classification head, as the compact BERTs are fine-tuned.
+MNLI = dict(
+    num_labels=3,
+    id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
+    label2id={"entailment": 0, "neutral": 1, "contradiction": 2},
+)
 
 
 def run_cli(*args, env=None):

@@ -23,15 +23,12 @@ import pytest
 
 import minibert
 
+from helpers import MNLI
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```", re.S | re.M)
 NOT_RUN = re.compile(r"<!-- not run: (\S.*?) -->\s*$")
-MNLI = dict(
-    num_labels=3,
-    id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
-    label2id={"entailment": 0, "neutral": 1, "contradiction": 2},
-)
 
 
 def python_blocks(path):

@@ -16,8 +16,7 @@ from minibert import compare, ops, reference, train
 from minibert.hooks import hook_points
 from minibert.trace import Trace
 
-MNLI = dict(num_labels=3, id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
-            label2id={"entailment": 0, "neutral": 1, "contradiction": 2})
+from helpers import MNLI
 
 
 def batch():

@@ -21,17 +21,12 @@ from minibert import HeadError, InputError, reference, train
 from minibert.config import SUPPORTED_ACTIVATIONS
 
 from grad_parity import assert_close_scaled, assert_grads_close, torch_grads
-from helpers import PRESETS, padded_batch, randomize_
+from helpers import MNLI, PRESETS, padded_batch, randomize_
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 DTYPES = ["float32", "float64"]
-MNLI = dict(
-    num_labels=3,
-    id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
-    label2id={"entailment": 0, "neutral": 1, "contradiction": 2},
-)
 # test head -> (minibert head, transformers class of the converted checkpoint, its config overrides)
 HEAD_FILES = {
     "classification": ("classification", "BertForSequenceClassification", MNLI),

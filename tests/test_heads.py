@@ -22,17 +22,12 @@ from minibert.convert import read_safetensors
 from minibert.errors import ConversionError
 from minibert.tokenizer import Tokenizer
 
-from helpers import PRESETS, assert_close, assert_model_outputs_close, padded_batch
+from helpers import MNLI, PRESETS, assert_close, assert_model_outputs_close, padded_batch
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 DTYPES = ["float32", "float64"]
-MNLI = dict(
-    num_labels=3,
-    id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
-    label2id={"entailment": 0, "neutral": 1, "contradiction": 2},
-)
 MLM_STEPS = [
     "cls.predictions.transform.dense",
     "cls.predictions.transform.transform_act_fn",

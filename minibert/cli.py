@@ -28,7 +28,7 @@ from .hooks import hook_points
 from .inputs import BACKENDS, DEFAULT_BACKEND, DTYPES
 from .plot import plot_attention
 from .search import search
-from .tokenizer import Tokenizer, read_text_file
+from .tokenizer import Tokenizer, encode_texts, read_text_file
 from .trace import TRANSFORMERLENS_ALIASES
 from .version import __version__
 from .view import view
@@ -82,24 +82,6 @@ def read_text_arg(text, file):
     if text is None:
         raise InputError("no text given", "pass the text as an argument, or --file PATH")
     return text
-
-
-def encode_texts(tokenizer, texts, pairs, max_length, truncate):
-    """The one truncation rule of every text-taking command: ([B, T] int64 arrays, tokens dropped).
-
-    A text (or pair) longer than the model's ``max_length`` positions is refused, with the fix
-    ``--truncate``; with ``truncate=True`` each row is cut to ``max_length`` tokens (pairs
-    longest-first, as transformers) and the number of tokens dropped is returned.
-    """
-    pairs = list(pairs) if pairs is not None else None
-    lengths = [len(tokenizer.encode(t, None if pairs is None else pairs[i])["input_ids"]) for i, t in enumerate(texts)]
-    if max(lengths) > max_length and not truncate:
-        raise InputError(
-            f"the text is {max(lengths)} tokens long, the model reads at most {max_length} (max_position_embeddings)",
-            f"pass --truncate to keep the first {max_length} tokens, or shorten the text",
-        )
-    batch = tokenizer.encode_batch(list(texts), pairs, max_length=max_length, truncation=True)
-    return batch, sum(max(0, n - max_length) for n in lengths)
 
 
 def check_output_path(path, option):

@@ -629,6 +629,26 @@ class Tokenizer:
 # ---------------------------------------------------------------------------------------
 
 
+def encode_texts(tokenizer, texts, pairs, max_length, truncate):
+    """The one truncation rule of every text-taking command: ([B, T] int64 arrays, tokens dropped).
+
+    A text (or pair) longer than the model's ``max_length`` positions is refused, with the fix
+    ``--truncate``; with ``truncate=True`` each row is cut to ``max_length`` tokens (pairs
+    longest-first, as transformers) and the number of tokens dropped is returned.
+    """
+    pairs = list(pairs) if pairs is not None else None
+    lengths = [len(tokenizer.encode(t, None if pairs is None else pairs[i])["input_ids"]) for i, t in enumerate(texts)]
+    if max(lengths) > max_length and not truncate:
+        raise InputError(
+            f"the text is {max(lengths)} tokens long, the model reads at most {max_length} (max_position_embeddings)",
+            f"pass --truncate to keep the first {max_length} tokens"
+            + (" (cutting the longer text of a pair first, as transformers)" if pairs is not None else "")
+            + ", or shorten the text",
+        )
+    batch = tokenizer.encode_batch(list(texts), pairs, max_length=max_length, truncation=True)
+    return batch, sum(max(0, n - max_length) for n in lengths)
+
+
 def _check_text(text, name):
     if not isinstance(text, str):
         raise InputError(

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, MinibertError, WeightsError
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, encode_texts
 from .trace import Trace
 
 VIEW_FORMAT = "minibert-view"
@@ -142,34 +142,15 @@ class AttentionView:
 # ---------------------------------------------------------------------------------------
 
 
-def encode_text(tokenizer, text, pair, max_length, truncate=False):
-    """Model inputs ([1, T] int64 arrays) for a text (and pair) the model can read.
-
-    A text longer than ``max_length`` tokens (with [CLS]/[SEP]) is refused unless
-    ``truncate``; then it is cut as transformers' ``truncation=True`` (longest_first) cuts it.
-    """
-    enc = tokenizer.encode(text, pair)
-    n = len(enc["input_ids"])
-    if n > max_length:
-        if not truncate:
-            raise InputError(
-                f"the text is {n} tokens long (with [CLS] and [SEP]); the model reads at most "
-                f"{max_length} (max_position_embeddings)",
-                f"pass --truncate (truncate=True in Python) to keep the first {max_length} tokens"
-                + (" (cutting the longer text first, as transformers)" if pair is not None else "")
-                + ", or shorten the text",
-            )
-        enc = tokenizer.encode(text, pair, max_length=max_length, truncation=True)
-    return {name: np.array([values], np.int64) for name, values in enc.items()}  # [1, T] each
-
-
 def model_inputs(model, tokenizer, text_or_ids, pair=None, truncate=False):
     """A text, ids ([T] or [B, T]) or an encoding dict -> dict of int64 arrays for ``model.trace``."""
     if isinstance(text_or_ids, str):
         if tokenizer is None:
             raise InputError("no vocabulary to tokenize the text with (the model has no file, or its file holds none)",
                              "pass tokenizer=minibert.Tokenizer.from_file(...), or token ids instead of a text")
-        return encode_text(tokenizer, text_or_ids, pair, model.config.max_position_embeddings, truncate)
+        pairs = None if pair is None else [pair]
+        batch, _ = encode_texts(tokenizer, [text_or_ids], pairs, model.config.max_position_embeddings, truncate)
+        return batch  # [1, T] int64 arrays
     if pair is not None:
         raise InputError("pair= is for a text, not for token ids", "pass token_type_ids in a dict, or the two texts")
     if isinstance(text_or_ids, dict):

@@ -119,11 +119,11 @@ _BLAS_THREADS = _OPENBLAS[0]() if _OPENBLAS else None
 BLAS_LOCK = threading.Lock()
 
 
-def _matmul(a, b, macs):  # a @ b, on one BLAS thread when the product is small
+def _matmul(a, b, macs, parallel_min_macs=None):  # a @ b, on one BLAS thread when the product is small
     if _OPENBLAS is None:
         return a @ b
     with BLAS_LOCK:
-        if macs >= GEMM_PARALLEL_MIN_MACS:
+        if macs >= (GEMM_PARALLEL_MIN_MACS if parallel_min_macs is None else parallel_min_macs):
             return a @ b  # the default count: nobody can switch it while we hold the lock
         set_threads = _OPENBLAS[1]
         set_threads(1)

@@ -10,6 +10,11 @@ Every step computes through the backend ``self.F``: ``ops`` (NumPy, the readable
 or ``kernels.backend`` (``ops`` with Numba twins of some functions). The backend is chosen in
 one place, ``BertModel.__init__``. Inputs are checked before the forward pass, in
 ``inputs.check_inputs``.
+
+When nothing is traced and no attention probabilities are asked for, a Numba model computes
+the same pass fused, in ``minibert.fast`` (fewer, larger steps; equal to this one to rounding,
+tested in tests/test_fast.py). ``model.use_fast_path = False`` turns that off; a trace never
+uses it.
 """
 
 from dataclasses import dataclass
@@ -22,7 +27,7 @@ from .config import BertConfig
 from .inputs import DEFAULT_BACKEND, check_backend, check_dtype, check_inputs
 from .trace import Trace, capture
 
-__all__ = ["BertModel", "BertOutput", "backend_functions", "no_tap"]
+__all__ = ["BertModel", "BertOutput", "backend_functions", "fast_path_supports", "no_tap"]
 
 # B = batch, T = sequence length, H = hidden size, A = heads, D = H // A, I = intermediate size
 
@@ -39,6 +44,13 @@ def backend_functions(backend):
     from . import kernels  # imports numba: only once a Numba model is built
 
     return kernels.backend
+
+
+def fast_path_supports(config):
+    """True when ``minibert.fast`` computes this config's model (its activation has a kernel)."""
+    from . import fast  # imports numba: only once a Numba model is built
+
+    return fast.supports(config)
 
 
 @dataclass
@@ -78,10 +90,18 @@ class BertModel:
         self.has_pooler = "pooler.dense.weight" in self.weights
         self.path = path
         self.heads = list(heads)
+        # Untraced calls of a Numba model go through minibert.fast (see the module docstring).
+        self.use_fast_path = self.backend == "numba" and fast_path_supports(config)
 
     def forward(self, input_ids, attention_mask, token_type_ids,
                 output_hidden_states=False, output_attentions=False, tap=no_tap) -> BertOutput:
         """The forward pass on checked inputs: three [B, T] int64 arrays (``model(...)`` checks)."""
+        if self.use_fast_path and tap is no_tap and not output_attentions:  # nothing to record
+            from . import fast  # imports numba, as kernels: only a Numba model gets here
+
+            x, pooled, hidden = fast.forward(self, input_ids, attention_mask, token_type_ids,
+                                             output_hidden_states)
+            return BertOutput(last_hidden_state=x, pooler_output=pooled, hidden_states=hidden)
         x = self.embeddings(input_ids, token_type_ids, tap)  # [B, T, H]
         mask_bias = self.F.attention_mask_bias(attention_mask, self.dtype)  # [B, 1, 1, T]
         hidden_states, attentions = [x], []  # kept only when asked for

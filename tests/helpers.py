@@ -3,6 +3,7 @@
 * ``run_cli``: ``python -m minibert ...`` in a subprocess, from the repo root;
 * ``padded_batch`` / ``padded_inputs``: the padded batches the parity tests run on;
 * ``make_preset_model``: a seeded random transformers model of a preset shape, converted;
+* ``seeded_model``: a ``minibert.BertModel`` of any config with seeded random weights (no torch);
 * ``assert_close`` / ``assert_model_outputs_close``: the parity check, with the package's
   tolerance (``minibert.compare.tolerance``), recording every comparison for the table that
   conftest.py prints at the end of the run.
@@ -95,6 +96,20 @@ def randomize_(model, seed):
             else:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
     return model
+
+
+def seeded_model(config, dtype="float32", backend="numba", seed=0):
+    """A ``BertModel`` of ``config`` with seeded random weights of realistic scale (no torch):
+    LayerNorm weights near 1, biases and LayerNorm biases ~0.1, matrices ~0.05."""
+    from minibert.weights import encoder_shapes
+
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for name, shape in encoder_shapes(config).items():
+        scale = 0.1 if name.endswith(".bias") else 0.05
+        base = 1.0 if name.endswith("LayerNorm.weight") else 0.0
+        tensors[name] = base + scale * rng.standard_normal(shape)
+    return minibert.BertModel(config, tensors, dtype=dtype, backend=backend)
 
 
 _PRESET_CACHE = {}

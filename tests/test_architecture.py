@@ -24,6 +24,7 @@ LAYERS = [
     ["config", "hdf5", "safetensors"],  # BertConfig and presets; safe HDF5 reading; the safetensors reader
     ["ops"],  # the NumPy math: the readable reference
     ["kernels"],  # Numba twins of ops, and the Numba backend (ops with the kernels in place)
+    ["fast"],  # the fused forward pass of a Numba model when nothing is traced
     ["inputs", "weights", "tf_checkpoint"],  # checking model inputs; the .h5 format; TensorFlow checkpoints
     ["trace", "tokenizer"],  # the recording tap: Trace, capture, aliases, trace files; WordPiece
     ["model"],  # the forward pass
@@ -41,7 +42,8 @@ LAYERS = [
 ]
 
 # Imported inside a function on purpose: importing it costs what the caller may never need.
-LAZY = {"kernels": "imports numba; only a Numba model needs it (model.backend_functions)"}
+LAZY = {"kernels": "imports numba; only a Numba model needs it (model.backend_functions)",
+        "fast": "imports numba; only a Numba model needs it (model.fast_path_supports, BertModel.forward)"}
 
 HOW_TO_REGISTER = (
     "register every module in LAYERS in tests/test_architecture.py: put its name in the lowest "

@@ -11,23 +11,20 @@ import threading
 import numpy as np
 import pytest
 
-from minibert import BertConfig, BertModel, kernels
-from minibert.weights import encoder_shapes
+from minibert import BertConfig, fast, kernels
+
+import helpers
 
 THREADS, CALLS = 4, 48
 
 
-def seeded_model(dtype, backend):
-    """bert-tiny's shape (H=128, L=2, A=2, I=512), seeded random weights, a small vocabulary."""
-    config = BertConfig(vocab_size=1000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=512, max_position_embeddings=128)
-    rng = np.random.default_rng(0)
-    tensors = {}
-    for name, shape in encoder_shapes(config).items():
-        scale = 0.1 if name.endswith(".bias") else 0.05
-        base = 1.0 if name.endswith("LayerNorm.weight") else 0.0
-        tensors[name] = base + scale * rng.standard_normal(shape)
-    return BertModel(config, tensors, dtype=dtype, backend=backend)
+def seeded_model(dtype, backend, hidden_size=128):
+    """bert-tiny's shape (H=128, L=2, A=2, I=512), or bert-mini's width (H=256, A=4, I=1024),
+    seeded random weights, a small vocabulary."""
+    config = BertConfig(vocab_size=1000, hidden_size=hidden_size, num_hidden_layers=2,
+                        num_attention_heads=hidden_size // 64, intermediate_size=4 * hidden_size,
+                        max_position_embeddings=128)
+    return helpers.seeded_model(config, dtype, backend)
 
 
 def inputs(shapes=((1, 8), (8, 64), (2, 16))):
@@ -87,6 +84,17 @@ def test_forward_is_bit_identical_under_threads(backend, dtype):
     model = seeded_model(dtype, backend)
     cases = inputs() if backend == "numba" else inputs(NUMPY_SHAPES)
     expected = [model(*cases[i % len(cases)]).last_hidden_state for i in range(THREADS * CALLS)]  # one thread
+    got = run_threads(lambda i: model(*cases[i % len(cases)]).last_hidden_state, THREADS * CALLS)
+    assert count_different(got, expected) == 0, f"{count_different(got, expected)} of {len(got)} outputs differ"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fast_path_few_rows_is_bit_identical_under_threads(dtype):
+    """H=256 at 8 rows: fast.layer_small, whose products split over Numba's threads."""
+    model = seeded_model(dtype, "numba", hidden_size=256)
+    cases = inputs(((1, 8), (2, 4)))
+    assert all(ids.size * 256 * 256 >= fast.PARALLEL_MIN_MACS and ids.size <= fast.SMALL_ROWS for ids, _ in cases)
+    expected = [model(*cases[i % len(cases)]).last_hidden_state for i in range(THREADS * CALLS)]
     got = run_threads(lambda i: model(*cases[i % len(cases)]).last_hidden_state, THREADS * CALLS)
     assert count_different(got, expected) == 0, f"{count_different(got, expected)} of {len(got)} outputs differ"
 

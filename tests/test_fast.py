@@ -1,0 +1,209 @@
+"""The fast path (``minibert.fast``) against the step path it replaces when nothing is traced.
+
+``BertModel.forward`` sends untraced calls of a Numba model to ``fast.forward``; a trace, hooks
+and ``output_attentions`` always take the step path. The two must agree: relative to the
+tensor's scale, within ``fast.FLOAT32_BOUND`` (float32) and ``fast.FLOAT64_BOUND`` (float64),
+on every preset shape, both dtypes, padded batches and fully masked rows, through both of its
+layer functions (``layer_small``: few rows, all in Numba; ``layer_large``: BLAS products).
+Each fused kernel is also checked against the ``ops`` functions it stands for.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from minibert import BertConfig, fast, ops
+
+from helpers import PRESETS, seeded_model
+
+DTYPES = ["float32", "float64"]
+
+
+def bound(dtype):
+    return fast.FLOAT32_BOUND if np.dtype(dtype) == np.float32 else fast.FLOAT64_BOUND
+
+
+def assert_fast_equals_step(fast_value, step_value, dtype, what=""):
+    assert fast_value.shape == step_value.shape and fast_value.dtype == step_value.dtype == np.dtype(dtype)
+    scale = max(1.0, float(np.abs(step_value).max()))
+    err = float(np.abs(fast_value.astype(np.float64) - step_value).max()) / scale
+    assert err <= bound(dtype), f"{what}: fast - step = {err:.2e} of the scale > {bound(dtype):.0e}"
+
+
+def preset_config(preset, **overrides):
+    """A preset's shape with a small vocabulary (the weights are random anyway)."""
+    return dataclasses.replace(BertConfig.preset(preset), vocab_size=1000, max_position_embeddings=64, **overrides)
+
+
+def batches():
+    """(name, ids, mask, types): one sentence of 8 tokens (few rows), a single token, a padded
+    batch of 8 rows in all (few rows, padding), a padded batch of 3 x 21 with a fully masked
+    row (many rows), and 2 x 40 tokens."""
+    rng = np.random.default_rng(7)
+    cases = []
+    for name, B, T in [("1x8", 1, 8), ("1x1", 1, 1), ("2x4 padded", 2, 4), ("3x21 masked row", 3, 21),
+                       ("2x40", 2, 40)]:
+        ids, types = rng.integers(1, 1000, size=(B, T)), rng.integers(0, 2, size=(B, T))
+        mask = np.ones((B, T), np.int64)
+        if B > 1:
+            mask[-1, T // 2:] = 0  # a padded row
+        if name.endswith("masked row"):
+            mask[0] = 0  # every key masked: a uniform softmax, as transformers
+        cases.append((name, ids, mask, types))
+    return cases
+
+
+def step_outputs(model, *inputs):
+    model.use_fast_path = False
+    try:
+        return model(*inputs, output_hidden_states=True)
+    finally:
+        model.use_fast_path = True
+
+
+@pytest.fixture
+def layer_calls(monkeypatch):
+    """Counts of fast.layer_small and fast.layer_large calls during the test."""
+    calls = {"layer_small": 0, "layer_large": 0}
+    for name in calls:
+        original = getattr(fast, name)
+
+        def counting(*args, _original=original, _name=name):
+            calls[_name] += 1
+            return _original(*args)
+
+        monkeypatch.setattr(fast, name, counting)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("preset", PRESETS)
+def test_fast_path_equals_step_path(preset, dtype, layer_calls):
+    config = preset_config(preset)
+    model = seeded_model(config, dtype)
+    assert model.use_fast_path
+    for name, ids, mask, types in batches():
+        out = model(ids, mask, types, output_hidden_states=True)
+        ref = step_outputs(model, ids, mask, types)
+        assert_fast_equals_step(out.last_hidden_state, ref.last_hidden_state, dtype, f"{name} last_hidden_state")
+        assert_fast_equals_step(out.pooler_output, ref.pooler_output, dtype, f"{name} pooler_output")
+        assert len(out.hidden_states) == config.num_hidden_layers + 1
+        for i, (h, r) in enumerate(zip(out.hidden_states, ref.hidden_states, strict=True)):
+            assert_fast_equals_step(h, r, dtype, f"{name} hidden_states[{i}]")
+        assert out.attentions is None
+        if name.endswith("masked row"):  # a fully masked row is finite, as in the step path
+            assert np.isfinite(out.last_hidden_state[0]).all()
+    L = config.num_hidden_layers
+    # bert-tiny's products at 8 rows are too small for layer_small (BLAS on one thread wins);
+    # the larger presets take it for "1x8" and "2x4 padded" and layer_large for the rest.
+    small = 0 if preset == "bert-tiny" else 3 * L  # 1x8, 1x1 (if big enough), 2x4
+    if preset != "bert-tiny" and 1 * config.hidden_size ** 2 < fast.PARALLEL_MIN_MACS:
+        small = 2 * L  # the single token's products are too small
+    assert layer_calls["layer_small"] == small
+    assert layer_calls["layer_large"] == 5 * L - small
+
+
+@pytest.mark.parametrize("activation", sorted(fast.ACTIVATIONS))
+def test_every_activation(activation):
+    """Each hidden_act of config.SUPPORTED_ACTIVATIONS through both layer functions."""
+    config = preset_config("bert-mini", hidden_act=activation)
+    model = seeded_model(config, "float32")
+    assert model.use_fast_path
+    for name, ids, mask, types in batches()[::2]:  # 1x8 (few rows), 2x4 padded, 2x40
+        out, ref = model(ids, mask, types), step_outputs(model, ids, mask, types)
+        assert_fast_equals_step(out.last_hidden_state, ref.last_hidden_state, "float32", f"{activation} {name}")
+
+
+def test_fast_path_covers_every_supported_activation():
+    from minibert.config import SUPPORTED_ACTIVATIONS
+
+    assert set(fast.ACTIVATIONS) == set(SUPPORTED_ACTIVATIONS)
+
+
+def test_weights_changed_in_place_are_seen():
+    """No second copy of the weights: zeroing a matrix in place changes the fast output."""
+    model = seeded_model(preset_config("bert-mini"), "float32")
+    _, ids, mask, types = batches()[0]
+    before = model(ids, mask, types).last_hidden_state
+    model.weights["encoder.layer.0.attention.self.value.weight"][...] = 0
+    after = model(ids, mask, types).last_hidden_state
+    assert np.abs(after - before).max() > 1e-2
+    assert_fast_equals_step(after, step_outputs(model, ids, mask, types).last_hidden_state, "float32")
+
+
+def test_traces_and_attention_maps_take_the_step_path(monkeypatch):
+    model = seeded_model(preset_config("bert-mini"), "float32")
+    _, ids, mask, types = batches()[0]
+    expected = model(ids, mask, types).last_hidden_state
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fast path ran")
+
+    monkeypatch.setattr(fast, "forward", refuse)
+    trace = model.trace(ids, mask, types)
+    assert_fast_equals_step(expected, trace["encoder.layer.3.output.LayerNorm"], "float32", "trace")
+    out = model(ids, mask, types, output_attentions=True)
+    assert len(out.attentions) == 4
+    assert_fast_equals_step(expected, out.last_hidden_state, "float32", "output_attentions")
+
+
+def test_numpy_backend_never_takes_the_fast_path():
+    assert not seeded_model(preset_config("bert-tiny"), "float32", backend="numpy").use_fast_path
+
+
+# ---------------------------------------------------------------------------------------
+# The fused kernels, each against the ops functions it stands for
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("rows", "features", "inputs"), [(1, 5, 3), (8, 130, 384), (3, 1538, 384), (8, 1024, 256)])
+def test_linear_rows(rows, features, inputs, dtype):
+    """Output features not a multiple of 4, serial and parallel sizes (PARALLEL_MIN_MACS)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, inputs)).astype(dtype)
+    w = (0.05 * rng.standard_normal((features, inputs))).astype(dtype)
+    ref = ops.linear(x, w, np.zeros(features, dtype))
+    assert_fast_equals_step(fast.linear_rows(x, w), ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", sorted(fast.ACTIVATIONS))
+def test_bias_activation(activation, dtype):
+    rng = np.random.default_rng(1)
+    h = (3 * rng.standard_normal((5, 67))).astype(dtype)
+    bias = rng.standard_normal(67).astype(dtype)
+    ref = getattr(ops, activation)(h + bias)
+    kind, p = fast.ACTIVATIONS[activation]
+    assert_fast_equals_step(fast.bias_activation(h.copy(), bias, kind, p), ref, dtype, activation)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_add_layer_norm(dtype):
+    rng = np.random.default_rng(2)
+    h, residual = (rng.standard_normal((6, 384)).astype(dtype) for _ in range(2))
+    bias, weight, ln_bias = (rng.standard_normal(384).astype(dtype) for _ in range(3))
+    ref = ops.add_layer_norm(h + bias, residual, weight, ln_bias, 1e-12)
+    assert_fast_equals_step(fast.bias_add_layer_norm(h, bias, residual, weight, ln_bias, 1e-12), ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_small(dtype):
+    """Against split_heads, attention_scores, masked_softmax, attention_context, merge_heads; a
+    padded row and a fully masked one."""
+    rng = np.random.default_rng(3)
+    B, T, A, D = 3, 5, 4, 16
+    q, k, v = (rng.standard_normal((B, T, A * D)).astype(dtype) for _ in range(3))
+    bq, bk, bv = (rng.standard_normal(A * D).astype(dtype) for _ in range(3))
+    mask = np.ones((B, T), np.int64)
+    mask[1, 3:] = 0
+    mask[2] = 0
+    mask_bias = ops.attention_mask_bias(mask, np.dtype(dtype))  # [B, 1, 1, T]
+    scale = np.dtype(dtype).type(D ** -0.5)
+    heads = [ops.split_heads(m + b, A) for m, b in ((q, bq), (k, bk), (v, bv))]
+    probs = ops.masked_softmax(ops.attention_scores(heads[0], heads[1], scale), mask_bias)
+    ref = ops.merge_heads(ops.attention_context(probs, heads[2]))
+    ours = fast.attention_small(q, k, v, mask_bias.reshape(B, T), bq, bk, bv, A, scale)
+    assert_fast_equals_step(ours, ref, dtype)
+    np.testing.assert_allclose(ours[2], np.broadcast_to(ref[2].mean(0), ref[2].shape), rtol=1e-5)  # uniform

@@ -5,6 +5,8 @@
 
 Engines (every one on 2 threads, float32, the same weights):
     minibert-numba   minibert.load(h5, backend="numba")
+    minibert-steps   the same Numba model with model.use_fast_path = False: the step-by-step
+                     pass that traces run (minibert-numba runs minibert.fast when untraced)
     minibert-numpy   minibert.load(h5, backend="numpy"), the readable reference
     torch            transformers BertModel, eager mode, default attention (SDPA),
                      torch.inference_mode(), torch.set_num_threads(2): the reference speed
@@ -31,7 +33,7 @@ Reported: median latency (median of the three block medians), tokens/s, each eng
 PyTorch eager, the achieved GFLOP/s (matrix products only) against NumPy's float32 GEMM peak,
 and the memory floor (bytes of weights one pass reads / the DRAM bandwidth of a large array
 copy), both measured in the same run; and each engine's peak memory of one pass (the growth
-of the process's peak RSS, VmHWM, after resetting it). Results go to
+of the process's peak RSS, VmHWM, after resetting it, measured after a warm-up call). Results go to
 benchmarks/results/<UTC date>-<quick|full>.json.
 
 Needs the bench extra: pip install "minibert[bench]" (torch, transformers, onnx, onnxruntime,
@@ -67,7 +69,7 @@ THREADS = 2
 PRESETS = ["bert-tiny", "bert-mini", "bert-small", "bert-medium"]
 MINILM = "MiniLM-L6"
 WORKLOADS = [(1, 8), (1, 128), (8, 128), (32, 128), (1, 512)]
-ENGINES = ["minibert-numba", "minibert-numpy", "torch", "torch-compile", "onnxruntime"]
+ENGINES = ["minibert-numba", "minibert-steps", "minibert-numpy", "torch", "torch-compile", "onnxruntime"]
 BLOCKS = 3  # rounds of alternating blocks
 
 
@@ -123,6 +125,8 @@ def build_engines(name, checkpoint, workdir):
     ort = need("onnxruntime")
     h5 = minibert.convert(checkpoint, Path(workdir) / f"{name}.h5")
     numba_model = minibert.load(h5, backend="numba")
+    steps_model = minibert.load(h5, backend="numba")
+    steps_model.use_fast_path = False
     numpy_model = minibert.load(h5, backend="numpy")
     torch_model = transformers.BertModel.from_pretrained(checkpoint).eval()  # default attention: SDPA
     onnx_path = export_onnx(torch_model, Path(workdir) / f"{name}.onnx")
@@ -138,6 +142,7 @@ def build_engines(name, checkpoint, workdir):
 
     engines = {
         "minibert-numba": lambda ids, mask: numba_model(ids, mask).last_hidden_state,
+        "minibert-steps": lambda ids, mask: steps_model(ids, mask).last_hidden_state,
         "minibert-numpy": lambda ids, mask: numpy_model(ids, mask).last_hidden_state,
         "torch": run_torch,
         "onnxruntime": lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0],
@@ -307,6 +312,8 @@ def main(argv=None):
                         skipped[f"{model_name} {B}x{T}"] = f"torch.compile failed: {type(e).__name__}: {e}"[:300]
                         print(f"torch-compile skipped: {skipped[f'{model_name} {B}x{T}']}")
                         del engines["torch-compile"]
+                for run in engines.values():
+                    run(ids, mask)  # first calls (compiling, loading code) are not a pass's memory
                 memory = {name: peak_rss_growth(run, ids, mask) for name, run in engines.items()}
                 blocks, agreement, reps = time_in_blocks(engines, ids, mask, budget)
                 torch_ms = statistics.median(blocks["torch"]) * 1e3

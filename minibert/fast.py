@@ -6,6 +6,8 @@ traced (``tap`` is ``no_tap``), attention probabilities are not asked for and th
 "numba", ``BertModel.forward`` calls ``forward`` below instead. It computes the same thing in
 fewer, larger steps:
 
+- **One pass for the embeddings** (``embeddings``: three row lookups, the sums and the
+  LayerNorm in one loop).
 - **Bias where the product is read.** A matrix product never adds its bias itself; the kernel
   that reads the product adds it on the way (``bias_activation``: GELU(h + b) in place;
   ``bias_add_layer_norm``: LayerNorm(h + b + residual); the attention kernel adds the query,
@@ -36,6 +38,7 @@ Axis legend as in ``ops``: B batch, T sequence, H hidden, A heads, D head size, 
 N = B*T rows.
 """
 
+import os
 import threading
 
 import numpy as np
@@ -45,9 +48,10 @@ from . import kernels, ops
 from .kernels import NJIT, _activation_one, _gelu_one, _layer_norm_row, _masked_softmax_row
 
 __all__ = [
-    "forward", "supports", "layer_small", "layer_large", "linear_rows", "product", "bias_activation",
+    "forward", "supports", "embeddings", "layer_small", "layer_large", "linear_rows", "product", "bias_activation",
     "bias_add_layer_norm", "attention_small", "SMALL_ROWS", "PARALLEL_MIN_MACS", "PRODUCT_PARALLEL_MIN_MACS",
-    "ATTENTION_PARALLEL_MIN_MACS", "FLOAT32_BOUND", "FLOAT64_BOUND",
+    "ATTENTION_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS", "attention_in_threads", "FLOAT32_BOUND",
+    "FLOAT64_BOUND",
 ]
 
 SMALL_ROWS = 8  # at most this many rows (B*T), and PARALLEL_MIN_MACS per H x H product: layer_small
@@ -64,6 +68,14 @@ PRODUCT_PARALLEL_MIN_MACS = 1 << 18
 # Smaller ones on one thread: NumPy calls BLAS once per head, and waking the threads for each
 # [128, 64] @ [64, 128] costs more than it saves.
 ATTENTION_PARALLEL_MIN_MACS = 1 << 22
+# From this many multiply-adds in one of attention's two products (all heads), the heads run
+# in as many Python threads as BLAS has threads (attention_in_threads); below, handing over to
+# a thread costs more than it saves (bert-tiny at one sentence of 128 tokens: 2M).
+ATTENTION_THREADS_MIN_MACS = 1 << 22
+# Longer sequences than this go through attention one head and one block of this many query
+# rows at a time (MiniLM at T = 512, one core: 14.6 ms for the 12 heads at once, 10.0 ms in
+# blocks of 256 rows).
+ATTENTION_BLOCK_ROWS = 256
 
 # layer_small's products start Numba's thread pool; one caller at a time. Numba's "workqueue"
 # threading layer (where neither TBB nor OpenMP is installed) is not safe for launches from
@@ -203,6 +215,29 @@ def bias_add_layer_norm(h, bias, residual, weight, ln_bias, eps):  # [N, H], [H]
 
 
 # ---------------------------------------------------------------------------------------
+# Embeddings in one pass
+# ---------------------------------------------------------------------------------------
+
+
+@njit(**NJIT)
+def embeddings(input_ids, token_type_ids, words, positions, types, weight, bias, eps):  # [B, T] -> [B, T, H]
+    """``BertModel.embeddings`` in one pass: LayerNorm(word + token type + position rows).
+
+    Sums in transformers' order, ``(words + types) + positions``, rounded to the dtype as the
+    step path's NumPy sums, then ``kernels``' LayerNorm row: the same bits as the step path.
+    """
+    B, T = input_ids.shape
+    out = np.empty((B, T, words.shape[1]), words.dtype)  # [B, T, H]
+    for b in range(B):
+        for t in range(T):
+            row, w, y, p = out[b, t], words[input_ids[b, t]], types[token_type_ids[b, t]], positions[t]
+            for j in range(row.shape[0]):
+                row[j] = (w[j] + y[j]) + p[j]
+            _layer_norm_row(row, weight, bias, eps, row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # Attention over a short sequence: one fused kernel per head
 # ---------------------------------------------------------------------------------------
 
@@ -293,13 +328,19 @@ def layer_large(x, mask_bias, w, num_heads, scale, eps, kind, p):  # [B, T, H] -
     B, T, H = x.shape
     rows = x.reshape(B * T, H)  # [N, H]
     q, k, v = (product(rows, wq), product(rows, wk), product(rows, wv))  # [N, H] each, no bias
-    # Attention as in the step path: one BLAS product per head, the softmax kernel.
-    q, k, v = (ops.split_heads((m + bias).reshape(B, T, H), num_heads) for m, bias in ((q, bq), (k, bk), (v, bv)))
-    head_macs = T * T * (H // num_heads)  # of one head's product
-    scores = kernels._matmul(q, k.transpose(0, 1, 3, 2), head_macs, ATTENTION_PARALLEL_MIN_MACS)  # [B, A, T, T]
-    scores *= scale
-    probs = kernels.masked_softmax(scores, mask_bias[:, None, None, :])  # [B, A, T, T]
-    context = ops.merge_heads(kernels._matmul(probs, v, head_macs, ATTENTION_PARALLEL_MIN_MACS))  # [B, T, H]
+    # Attention as in the step path: one BLAS product per head, the softmax kernel; large
+    # attention split over the BLAS threads' cores in Python threads (attention_in_threads).
+    for m, bias in ((q, bq), (k, bk), (v, bv)):
+        m += bias  # [N, H] + [H], in place: the products are this function's own arrays
+    q, k, v = (ops.split_heads(m.reshape(B, T, H), num_heads) for m in (q, k, v))  # [B, A, T, D] views
+    if B * num_heads > 1 and q.size * T >= ATTENTION_THREADS_MIN_MACS and kernels._OPENBLAS is not None:
+        context = attention_in_threads(q, k, v, mask_bias, scale)  # [B, T, H]
+    else:
+        head_macs = T * T * (H // num_heads)  # of one head's product
+        scores = kernels._matmul(q, k.transpose(0, 1, 3, 2), head_macs, ATTENTION_PARALLEL_MIN_MACS)  # [B, A, T, T]
+        scores *= scale
+        probs = kernels.masked_softmax(scores, mask_bias[:, None, None, :])  # [B, A, T, T]
+        context = ops.merge_heads(kernels._matmul(probs, v, head_macs, ATTENTION_PARALLEL_MIN_MACS))  # [B, T, H]
     attended = bias_add_layer_norm(product(context.reshape(B * T, H), wo), bo, rows, ln1_w, ln1_b, eps)  # [N, H]
     h = bias_activation(product(attended, wi), bi, kind, p)  # [N, I]
     return bias_add_layer_norm(product(h, wo2), bo2, attended, ln2_w, ln2_b, eps).reshape(B, T, H)
@@ -308,6 +349,81 @@ def layer_large(x, mask_bias, w, num_heads, scale, eps, kind, p):  # [B, T, H] -
 def product(rows, weight):  # [N, in], [out, in] -> [N, out]
     """``rows @ weight.T`` on BLAS, without bias; on one BLAS thread below ``PRODUCT_PARALLEL_MIN_MACS``."""
     return kernels._matmul(rows, weight.T, rows.shape[0] * weight.size, PRODUCT_PARALLEL_MIN_MACS)
+
+
+def _attention_part(query, key, value, mask_bias, scale, context):
+    """softmax(Q K^T scale + mask) V of some heads, into ``context`` (a view): [b, a, T, D] each,
+    mask_bias [b, T]. Plain NumPy products: the caller holds BLAS_LOCK with BLAS on one thread.
+
+    One sequence at a time, all its heads at once up to ``ATTENTION_BLOCK_ROWS`` tokens, else
+    one head and one block of query rows at a time: so that the scores and probabilities of a
+    block (MiniLM: 12 heads x [128, 128], 768 KB; one head's [256, 512] rows, 512 KB) stay in
+    the core's cache between the three steps.
+    """
+    b, a, T, _ = query.shape
+    for i in range(b):
+        one = slice(i, i + 1)  # sequence i: [1, ...]
+        if T <= ATTENTION_BLOCK_ROWS:
+            _attention_block(query[one], key[one], value[one], mask_bias[one], scale, context[one])
+            continue
+        for h in range(a):
+            head = (one, slice(h, h + 1))  # sequence i, head h: [1, 1, ...]
+            for r in range(0, T, ATTENTION_BLOCK_ROWS):
+                rows = slice(r, r + ATTENTION_BLOCK_ROWS)
+                _attention_block(query[head][:, :, rows], key[head], value[head], mask_bias[one], scale,
+                                 context[head][:, :, rows])
+
+
+def _attention_block(query, key, value, mask_bias, scale, context):  # [b, a, R, D] queries, [b, a, T, D]
+    scores = query @ key.transpose(0, 1, 3, 2)  # [b, a, R, T]
+    scores *= scale
+    b, a, R, T = scores.shape
+    probs = np.empty_like(scores)  # kernels.masked_softmax's serial core, on rows [b, a * R, T]
+    kernels._masked_softmax_serial(scores.reshape(b, a * R, T), mask_bias, probs.reshape(b, a * R, T))
+    np.matmul(probs, value, out=context)  # [b, a, R, D]
+
+
+_POOL = {}  # process id -> the worker threads of attention_in_threads (a forked child makes its own)
+
+
+def attention_in_threads(query, key, value, mask_bias, scale):  # [B, A, T, D] x3, [B, T] -> [B, T, H]
+    """Attention with its heads split over as many Python threads as BLAS has threads.
+
+    NumPy calls BLAS once per head; each head's products are too small to gain from BLAS's
+    own threads (waking them for a [128, 32] @ [32, 128] costs more than it saves), so below
+    T = 512 the step path runs all heads on one core. Here the heads (the sequences, when
+    B > 1) are split into as many parts as BLAS has threads, and each part (its two products
+    and its softmax, which release the GIL) runs in its own Python thread on one BLAS thread.
+    BLAS_LOCK is held throughout with BLAS on one thread, so no other product of the kernels
+    runs meanwhile and each head is computed as on one thread, whatever the other threads do.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    B, A, T, D = query.shape
+    n_parts = kernels._BLAS_THREADS
+    context = np.empty((B, T, A, D), query.dtype)  # the heads merged: [B, T, H] once reshaped
+    heads_out = context.transpose(0, 2, 1, 3)  # [B, A, T, D], a view
+    by_sequence = B >= n_parts  # split the sequences if there are enough, else the heads
+    edges = np.linspace(0, B if by_sequence else A, n_parts + 1).astype(int)
+    parts = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        if hi > lo:
+            s = (slice(lo, hi), slice(None)) if by_sequence else (slice(None), slice(lo, hi))
+            mask = mask_bias[s[0]]  # [b, T]
+            parts.append((query[s], key[s], value[s], mask, scale, heads_out[s]))
+    pid = os.getpid()
+    if pid not in _POOL:
+        _POOL[pid] = ThreadPoolExecutor(max_workers=max(1, n_parts - 1), thread_name_prefix="minibert-attention")
+    with kernels.BLAS_LOCK:
+        kernels._OPENBLAS[1](1)  # one BLAS thread for every part
+        try:
+            futures = [_POOL[pid].submit(_attention_part, *part) for part in parts[1:]]
+            _attention_part(*parts[0])  # the first part in this thread
+            for future in futures:
+                future.result()
+        finally:
+            kernels._OPENBLAS[1](kernels._BLAS_THREADS)
+    return context.reshape(B, T, A * D)
 
 
 # ---------------------------------------------------------------------------------------
@@ -336,7 +452,10 @@ def forward(model, input_ids, attention_mask, token_type_ids, output_hidden_stat
     None, hidden states (L + 1 arrays) or None). Inputs checked, as for ``model.forward``."""
     config, dtype = model.config, model.dtype
     B, T = input_ids.shape
-    x = model.embeddings(input_ids, token_type_ids)  # [B, T, H]: the step path's (no products)
+    w = model.weights
+    x = embeddings(input_ids, token_type_ids, w["embeddings.word_embeddings.weight"],
+                   w["embeddings.position_embeddings.weight"], w["embeddings.token_type_embeddings.weight"],
+                   w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], config.layer_norm_eps)  # [B, T, H]
     mask_bias = ops.attention_mask_bias(attention_mask, dtype).reshape(B, T)  # [B, T]
     kind, p = ACTIVATIONS[config.hidden_act]
     scale = dtype.type(config.head_size ** -0.5)  # 1 / sqrt(D)
@@ -344,7 +463,7 @@ def forward(model, input_ids, attention_mask, token_type_ids, output_hidden_stat
     few_rows = B * T <= SMALL_ROWS and B * T * H * H >= PARALLEL_MIN_MACS
     hidden_states = [x]
     for i in range(config.num_hidden_layers):
-        w = layer_weights(model.weights, i)
+        w = layer_weights(model.weights, i)  # layer i's 16 tensors
         if few_rows:
             with NUMBA_THREADS_LOCK:
                 x = layer_small(x, mask_bias, w, config.num_attention_heads, scale, config.layer_norm_eps, kind, p)

@@ -207,3 +207,24 @@ def test_attention_small(dtype):
     ours = fast.attention_small(q, k, v, mask_bias.reshape(B, T), bq, bk, bv, A, scale)
     assert_fast_equals_step(ours, ref, dtype)
     np.testing.assert_allclose(ours[2], np.broadcast_to(ref[2].mean(0), ref[2].shape), rtol=1e-5)  # uniform
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attention_in_threads_and_in_row_blocks(dtype, monkeypatch):
+    """Long enough inputs split attention over Python threads (by sequence when B >= the BLAS
+    thread count, else by head) and, past ATTENTION_BLOCK_ROWS tokens, into blocks of rows."""
+    calls = []
+    original = fast.attention_in_threads
+    monkeypatch.setattr(fast, "attention_in_threads", lambda *a: calls.append(a[0].shape) or original(*a))
+    model = seeded_model(dataclasses.replace(preset_config("bert-mini"), max_position_embeddings=512), dtype)
+    rng = np.random.default_rng(11)
+    for B, T in [(1, 300), (4, 80)]:
+        ids, mask = rng.integers(1, 1000, size=(B, T)), np.ones((B, T), np.int64)
+        mask[-1, T // 3:] = 0  # padding
+        if B > 1:
+            mask[0] = 0  # a fully masked row
+        out, ref = model(ids, mask), step_outputs(model, ids, mask)
+        assert_fast_equals_step(out.last_hidden_state, ref.last_hidden_state, dtype, f"{B}x{T}")
+        assert B * T * 256 * T >= fast.ATTENTION_THREADS_MIN_MACS
+    assert T <= fast.ATTENTION_BLOCK_ROWS < 300
+    assert calls == [(1, 4, 300, 64)] * 4 + [(4, 4, 80, 64)] * 4  # every layer of both inputs

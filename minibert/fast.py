@@ -68,14 +68,10 @@ PRODUCT_PARALLEL_MIN_MACS = 1 << 18
 # Smaller ones on one thread: NumPy calls BLAS once per head, and waking the threads for each
 # [128, 64] @ [64, 128] costs more than it saves.
 ATTENTION_PARALLEL_MIN_MACS = 1 << 22
-# From this many multiply-adds in one of attention's two products (all heads), the heads run
-# in as many Python threads as BLAS has threads (attention_in_threads); below, handing over to
-# a thread costs more than it saves (bert-tiny at one sentence of 128 tokens: 2M).
+# From this many multiply-adds in one of attention's two products (all heads), a batch of at
+# least as many sequences as BLAS has threads runs in that many Python threads
+# (attention_in_threads); below, handing over to a thread costs more than it saves.
 ATTENTION_THREADS_MIN_MACS = 1 << 22
-# Longer sequences than this go through attention one head and one block of this many query
-# rows at a time (MiniLM at T = 512, one core: 14.6 ms for the 12 heads at once, 10.0 ms in
-# blocks of 256 rows).
-ATTENTION_BLOCK_ROWS = 256
 
 # layer_small's products start Numba's thread pool; one caller at a time. Numba's "workqueue"
 # threading layer (where neither TBB nor OpenMP is installed) is not safe for launches from
@@ -328,12 +324,13 @@ def layer_large(x, mask_bias, w, num_heads, scale, eps, kind, p):  # [B, T, H] -
     B, T, H = x.shape
     rows = x.reshape(B * T, H)  # [N, H]
     q, k, v = (product(rows, wq), product(rows, wk), product(rows, wv))  # [N, H] each, no bias
-    # Attention as in the step path: one BLAS product per head, the softmax kernel; large
-    # attention split over the BLAS threads' cores in Python threads (attention_in_threads).
+    # Attention as in the step path: one BLAS product per head, the softmax kernel; a large
+    # batch's sequences split over Python threads, one per BLAS thread (attention_in_threads).
     for m, bias in ((q, bq), (k, bk), (v, bv)):
         m += bias  # [N, H] + [H], in place: the products are this function's own arrays
     q, k, v = (ops.split_heads(m.reshape(B, T, H), num_heads) for m in (q, k, v))  # [B, A, T, D] views
-    if B * num_heads > 1 and q.size * T >= ATTENTION_THREADS_MIN_MACS and kernels._OPENBLAS is not None:
+    threads = kernels._BLAS_THREADS or 1  # OpenBLAS's default count (1 without OpenBLAS)
+    if threads > 1 and B >= threads and q.size * T >= ATTENTION_THREADS_MIN_MACS:
         context = attention_in_threads(q, k, v, mask_bias, scale)  # [B, T, H]
     else:
         head_macs = T * T * (H // num_heads)  # of one head's product
@@ -351,74 +348,52 @@ def product(rows, weight):  # [N, in], [out, in] -> [N, out]
     return kernels._matmul(rows, weight.T, rows.shape[0] * weight.size, PRODUCT_PARALLEL_MIN_MACS)
 
 
-def _attention_part(query, key, value, mask_bias, scale, context):
-    """softmax(Q K^T scale + mask) V of some heads, into ``context`` (a view): [b, a, T, D] each,
-    mask_bias [b, T]. Plain NumPy products: the caller holds BLAS_LOCK with BLAS on one thread.
-
-    One sequence at a time, all its heads at once up to ``ATTENTION_BLOCK_ROWS`` tokens, else
-    one head and one block of query rows at a time: so that the scores and probabilities of a
-    block (MiniLM: 12 heads x [128, 128], 768 KB; one head's [256, 512] rows, 512 KB) stay in
-    the core's cache between the three steps.
-    """
-    b, a, T, _ = query.shape
-    for i in range(b):
+def _attention_sequences(query, key, value, mask_bias, scale, context):
+    """softmax(Q K^T scale + mask) V of some sequences, one at a time, into ``context`` (a view):
+    [b, A, T, D] each, mask_bias [b, T]. Plain NumPy products: the caller holds BLAS_LOCK with
+    BLAS on one thread. One sequence's scores and probabilities (MiniLM at T = 128: 12 heads x
+    [128, 128], 768 KB) stay in the core's cache between the three steps."""
+    for i in range(query.shape[0]):
         one = slice(i, i + 1)  # sequence i: [1, ...]
-        if T <= ATTENTION_BLOCK_ROWS:
-            _attention_block(query[one], key[one], value[one], mask_bias[one], scale, context[one])
-            continue
-        for h in range(a):
-            head = (one, slice(h, h + 1))  # sequence i, head h: [1, 1, ...]
-            for r in range(0, T, ATTENTION_BLOCK_ROWS):
-                rows = slice(r, r + ATTENTION_BLOCK_ROWS)
-                _attention_block(query[head][:, :, rows], key[head], value[head], mask_bias[one], scale,
-                                 context[head][:, :, rows])
-
-
-def _attention_block(query, key, value, mask_bias, scale, context):  # [b, a, R, D] queries, [b, a, T, D]
-    scores = query @ key.transpose(0, 1, 3, 2)  # [b, a, R, T]
-    scores *= scale
-    b, a, R, T = scores.shape
-    probs = np.empty_like(scores)  # kernels.masked_softmax's serial core, on rows [b, a * R, T]
-    kernels._masked_softmax_serial(scores.reshape(b, a * R, T), mask_bias, probs.reshape(b, a * R, T))
-    np.matmul(probs, value, out=context)  # [b, a, R, D]
+        scores = query[one] @ key[one].transpose(0, 1, 3, 2)  # [1, A, T, T]
+        scores *= scale
+        _, A, T, _ = scores.shape
+        probs = np.empty_like(scores)  # kernels.masked_softmax's serial core, on rows [1, A * T, T]
+        kernels._masked_softmax_serial(scores.reshape(1, A * T, T), mask_bias[one], probs.reshape(1, A * T, T))
+        np.matmul(probs, value[one], out=context[one])  # [1, A, T, D]
 
 
 _POOL = {}  # process id -> the worker threads of attention_in_threads (a forked child makes its own)
 
 
 def attention_in_threads(query, key, value, mask_bias, scale):  # [B, A, T, D] x3, [B, T] -> [B, T, H]
-    """Attention with its heads split over as many Python threads as BLAS has threads.
+    """Attention with the sequences split over as many Python threads as BLAS has threads.
 
     NumPy calls BLAS once per head; each head's products are too small to gain from BLAS's
-    own threads (waking them for a [128, 32] @ [32, 128] costs more than it saves), so below
-    T = 512 the step path runs all heads on one core. Here the heads (the sequences, when
-    B > 1) are split into as many parts as BLAS has threads, and each part (its two products
-    and its softmax, which release the GIL) runs in its own Python thread on one BLAS thread.
-    BLAS_LOCK is held throughout with BLAS on one thread, so no other product of the kernels
-    runs meanwhile and each head is computed as on one thread, whatever the other threads do.
+    own threads (waking them for a [128, 32] @ [32, 128] costs more than it saves), so the
+    step path runs all heads on one core. Here the B sequences are split into as many parts
+    as BLAS has threads, and each part (its products and its softmax, which release the GIL)
+    runs in its own Python thread on one BLAS thread. BLAS_LOCK is held throughout with BLAS
+    on one thread, so no other product of the kernels runs meanwhile and each head is computed
+    as on one thread, whatever the other threads do. (Splitting one sequence's heads instead
+    measured slower in the whole pass: docs/performance.md.)
     """
     from concurrent.futures import ThreadPoolExecutor
 
     B, A, T, D = query.shape
-    n_parts = kernels._BLAS_THREADS
     context = np.empty((B, T, A, D), query.dtype)  # the heads merged: [B, T, H] once reshaped
     heads_out = context.transpose(0, 2, 1, 3)  # [B, A, T, D], a view
-    by_sequence = B >= n_parts  # split the sequences if there are enough, else the heads
-    edges = np.linspace(0, B if by_sequence else A, n_parts + 1).astype(int)
-    parts = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        if hi > lo:
-            s = (slice(lo, hi), slice(None)) if by_sequence else (slice(None), slice(lo, hi))
-            mask = mask_bias[s[0]]  # [b, T]
-            parts.append((query[s], key[s], value[s], mask, scale, heads_out[s]))
+    edges = np.linspace(0, B, kernels._BLAS_THREADS + 1).astype(int)  # sequences lo..hi-1 per part
+    parts = [(query[lo:hi], key[lo:hi], value[lo:hi], mask_bias[lo:hi], scale, heads_out[lo:hi])
+             for lo, hi in zip(edges[:-1], edges[1:]) if hi > lo]
     pid = os.getpid()
     if pid not in _POOL:
-        _POOL[pid] = ThreadPoolExecutor(max_workers=max(1, n_parts - 1), thread_name_prefix="minibert-attention")
+        _POOL[pid] = ThreadPoolExecutor(max_workers=len(parts) - 1, thread_name_prefix="minibert-attention")
     with kernels.BLAS_LOCK:
         kernels._OPENBLAS[1](1)  # one BLAS thread for every part
         try:
-            futures = [_POOL[pid].submit(_attention_part, *part) for part in parts[1:]]
-            _attention_part(*parts[0])  # the first part in this thread
+            futures = [_POOL[pid].submit(_attention_sequences, *part) for part in parts[1:]]
+            _attention_sequences(*parts[0])  # the first part in this thread
             for future in futures:
                 future.result()
         finally:

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from minibert import BertConfig, fast, ops
+from minibert import BertConfig, fast, kernels, ops
 
 from helpers import PRESETS, seeded_model
 
@@ -210,21 +210,26 @@ def test_attention_small(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_attention_in_threads_and_in_row_blocks(dtype, monkeypatch):
-    """Long enough inputs split attention over Python threads (by sequence when B >= the BLAS
-    thread count, else by head) and, past ATTENTION_BLOCK_ROWS tokens, into blocks of rows."""
+def test_attention_in_threads(dtype, monkeypatch):
+    """A batch of at least as many sequences as BLAS has threads, with enough work, splits its
+    attention over Python threads (by sequence); a single sequence does not."""
     calls = []
     original = fast.attention_in_threads
     monkeypatch.setattr(fast, "attention_in_threads", lambda *a: calls.append(a[0].shape) or original(*a))
+    assert kernels._OPENBLAS is not None, "NumPy's wheels bundle OpenBLAS"
+    default_threads = kernels._BLAS_THREADS
+    monkeypatch.setattr(kernels, "_BLAS_THREADS", max(2, default_threads))  # a split on a 1-core machine too
     model = seeded_model(dataclasses.replace(preset_config("bert-mini"), max_position_embeddings=512), dtype)
     rng = np.random.default_rng(11)
-    for B, T in [(1, 300), (4, 80)]:
-        ids, mask = rng.integers(1, 1000, size=(B, T)), np.ones((B, T), np.int64)
-        mask[-1, T // 3:] = 0  # padding
-        if B > 1:
-            mask[0] = 0  # a fully masked row
-        out, ref = model(ids, mask), step_outputs(model, ids, mask)
-        assert_fast_equals_step(out.last_hidden_state, ref.last_hidden_state, dtype, f"{B}x{T}")
-        assert B * T * 256 * T >= fast.ATTENTION_THREADS_MIN_MACS
-    assert T <= fast.ATTENTION_BLOCK_ROWS < 300
-    assert calls == [(1, 4, 300, 64)] * 4 + [(4, 4, 80, 64)] * 4  # every layer of both inputs
+    try:
+        for B, T in [(5, 80), (1, 300)]:
+            ids, mask = rng.integers(1, 1000, size=(B, T)), np.ones((B, T), np.int64)
+            mask[-1, T // 3:] = 0  # padding
+            if B > 1:
+                mask[0] = 0  # a fully masked row
+            out, ref = model(ids, mask), step_outputs(model, ids, mask)
+            assert_fast_equals_step(out.last_hidden_state, ref.last_hidden_state, dtype, f"{B}x{T}")
+            assert B * T * 256 * T >= fast.ATTENTION_THREADS_MIN_MACS
+    finally:
+        kernels._OPENBLAS[1](default_threads)
+    assert calls == [(5, 4, 80, 64)] * 4  # every layer of the batch of 5; never the single sequence

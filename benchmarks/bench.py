@@ -147,6 +147,9 @@ def build_engines(name, checkpoint, workdir):
         "torch": run_torch,
         "onnxruntime": lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0],
     }
+    # Dynamo's recompile limit (8) counts across models, since transformers' forward wrapper
+    # is one code object: without a reset, later models would silently fall back to eager.
+    torch._dynamo.reset()
     compiled = torch.compile(torch_model)
 
     def run_compiled(ids, mask):

@@ -50,7 +50,7 @@ from .kernels import NJIT, _activation_one, _gelu_one, _layer_norm_row, _masked_
 __all__ = [
     "forward", "supports", "embeddings", "layer_small", "layer_large", "linear_rows", "product", "bias_activation",
     "bias_add_layer_norm", "attention_small", "SMALL_ROWS", "PARALLEL_MIN_MACS", "PRODUCT_PARALLEL_MIN_MACS",
-    "ATTENTION_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS", "attention_in_threads", "FLOAT32_BOUND",
+    "ATTENTION_THREADS_MIN_MACS", "attention_in_threads", "FLOAT32_BOUND",
     "FLOAT64_BOUND",
 ]
 
@@ -63,11 +63,6 @@ PARALLEL_MIN_MACS = 1 << 18
 # BLAS products (``product``) of at least this many multiply-adds run on all BLAS threads,
 # smaller ones on one. Measured on OpenBLAS's SkylakeX kernel (docs/performance.md).
 PRODUCT_PARALLEL_MIN_MACS = 1 << 18
-# Attention's per-head products ([T, D] @ [D, T], [T, T] @ [T, D]) of at least this many
-# multiply-adds run on all BLAS threads: T = 512 at D = 32 or 64 (MiniLM, the presets).
-# Smaller ones on one thread: NumPy calls BLAS once per head, and waking the threads for each
-# [128, 64] @ [64, 128] costs more than it saves.
-ATTENTION_PARALLEL_MIN_MACS = 1 << 22
 # From this many multiply-adds in one of attention's two products (all heads), a batch of at
 # least as many sequences as BLAS has threads runs in that many Python threads
 # (attention_in_threads); below, handing over to a thread costs more than it saves.
@@ -330,12 +325,10 @@ def layer_large(x, mask_bias, w, num_heads, scale, eps, kind, p):  # [B, T, H] -
     threads = kernels._BLAS_THREADS or 1  # OpenBLAS's default count (1 without OpenBLAS)
     if threads > 1 and B >= threads and q.size * T >= ATTENTION_THREADS_MIN_MACS:
         context = attention_in_threads(q, k, v, mask_bias, scale)  # [B, T, H]
-    else:
-        head_macs = T * T * (H // num_heads)  # of one head's product
-        scores = kernels._matmul(q, k.transpose(0, 1, 3, 2), head_macs, ATTENTION_PARALLEL_MIN_MACS)  # [B, A, T, T]
-        scores *= scale
+    else:  # the step path's kernels, as they are
+        scores = kernels.attention_scores(q, k, scale)  # [B, A, T, T]
         probs = kernels.masked_softmax(scores, mask_bias[:, None, None, :])  # [B, A, T, T]
-        context = ops.merge_heads(kernels._matmul(probs, v, head_macs, ATTENTION_PARALLEL_MIN_MACS))  # [B, T, H]
+        context = ops.merge_heads(kernels.attention_context(probs, v))  # [B, T, H]
     attended = bias_add_layer_norm(product(context.reshape(B * T, H), wo), bo, rows, ln1_w, ln1_b, eps)  # [N, H]
     h = bias_activation(product(attended, wi), bi, kind, p)  # [N, I]
     return bias_add_layer_norm(product(h, wo2), bo2, attended, ln2_w, ln2_b, eps).reshape(B, T, H)

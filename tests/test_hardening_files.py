@@ -539,6 +539,51 @@ def test_item11_corrupted_metadata_that_makes_hdf5_loop_is_bounded(tiny, tmp_pat
     assert time.perf_counter() - start < 60
 
 
+def test_item11_meanwhile_runs_in_this_process_while_the_child_checks(tmp_path):
+    """hdf5.bounded overlaps the two (minibert.load imports Numba meanwhile): this check passes
+    only if ``meanwhile`` runs, in the parent, while the child is still checking."""
+    ran = tmp_path / "meanwhile-ran"
+
+    def check():  # in the child
+        deadline = time.monotonic() + 30
+        while not ran.exists():
+            if time.monotonic() > deadline:
+                raise WeightsError("meanwhile did not run while the child checked", "")
+            time.sleep(0.01)
+
+    hdf5.bounded(check, tmp_path / "x.h5", WeightsError, "", meanwhile=lambda: ran.write_text(str(os.getpid())))
+    assert ran.read_text() == str(os.getpid())
+
+
+def test_item11_the_child_verdict_still_counts_when_meanwhile_runs(tmp_path):
+    def check():
+        raise WeightsError(f"{tmp_path / 'x.h5'}: refused by the check", "convert again")
+
+    with pytest.raises(WeightsError, match="refused by the check"):
+        hdf5.bounded(check, tmp_path / "x.h5", WeightsError, "", meanwhile=lambda: None)
+
+
+def test_item11_a_failing_meanwhile_kills_the_child(tmp_path):
+    """An error (or Ctrl-C) in ``meanwhile`` propagates at once; the checking child is killed and reaped."""
+    child_pid = tmp_path / "child-pid"
+
+    def check():  # a check that would run for a minute
+        child_pid.write_text(str(os.getpid()))
+        time.sleep(60)
+
+    def meanwhile():
+        while not child_pid.exists():
+            time.sleep(0.01)
+        raise RuntimeError("the import failed")
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="the import failed"):
+        hdf5.bounded(check, tmp_path / "x.h5", WeightsError, "", meanwhile=meanwhile)
+    assert time.monotonic() - start < 30  # not the child's minute
+    with pytest.raises(ProcessLookupError):  # killed and reaped: no such process any more
+        os.kill(int(child_pid.read_text()), 0)
+
+
 @pytest.mark.parametrize("offset", [1100, 2089])
 def test_item11_flipped_metadata_bytes_of_minilm_are_a_weights_error(minilm_h5, tmp_path, capsys, offset):
     """16 bytes flipped at offset ~1100 or ~2089 of the MiniLM .h5 gave OSError from h5py (or ran for 25 s)."""

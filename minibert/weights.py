@@ -498,10 +498,17 @@ def _run(path, read):
             raise WeightsError(f"{path}: the file is damaged ({type(e).__name__}: {e})", RECONVERT) from None
 
 
-def _guarded(path, read):
-    """``_run(path, read)`` after a metadata pass bounded in time and memory (``hdf5.bounded``)."""
+def _guarded(path, read, meanwhile=None):
+    """``_run(path, read)`` after a metadata pass bounded in time and memory (``hdf5.bounded``).
+
+    ``meanwhile``: run in this process while that pass runs in its child (``hdf5.bounded``).
+    """
     path = Path(path)
-    hdf5.bounded(lambda: _run(path, lambda f: _read_metadata(f, path)), path, WeightsError, RECONVERT)
+
+    def check():  # in the child: everything but the tensor bytes
+        _run(path, lambda f: _read_metadata(f, path))
+
+    hdf5.bounded(check, path, WeightsError, RECONVERT, meanwhile=meanwhile)
     return _run(path, read)
 
 
@@ -527,11 +534,13 @@ def read_tensor_names(path):
     return _guarded(path, lambda f: sorted(_read_checked(f, path)[2]))
 
 
-def load(path, verify=True):
+def load(path, verify=True, meanwhile=None):
     """Read a minibert .h5 file into a WeightsFile, checking format, layout, shapes and checksums.
 
     Always: the layout and declared sizes (before reading), and the metadata checksum.
-    ``verify=True`` (the default) also checks every tensor's SHA-256.
+    ``verify=True`` (the default) also checks every tensor's SHA-256. ``meanwhile``: a function
+    run while the metadata is checked in a child process (``minibert.load`` imports the Numba
+    kernels there: the two overlap).
     """
     path = Path(path)
 
@@ -557,7 +566,7 @@ def load(path, verify=True):
             format_version=FORMAT_VERSION,
         )
 
-    weights = _guarded(path, read)
+    weights = _guarded(path, read, meanwhile)
     check_encoder_tensors(weights.tensors, weights.config, path)
     check_head_tensors(weights.tensors, weights.config, weights.heads, path)
     return weights

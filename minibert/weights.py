@@ -172,7 +172,7 @@ def tensor_sha256(array):
     """SHA-256 of an array's little-endian, C-order bytes (the checksum stored per tensor)."""
     a = np.ascontiguousarray(array)
     a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-    return hashlib.sha256(a.tobytes()).hexdigest()
+    return hashlib.sha256(a).hexdigest()  # reads the array's own buffer: no copy of its bytes
 
 
 def file_sha256(path):
@@ -534,6 +534,29 @@ def read_tensor_names(path):
     return _guarded(path, lambda f: sorted(_read_checked(f, path)[2]))
 
 
+def _read_tensors(datasets, path, verify):
+    """Name -> array of every checked /weights dataset; with ``verify``, each one's SHA-256 checked.
+
+    The digests are computed by worker threads while this thread reads the next tensors
+    (h5py's read and hashlib both release the GIL), so verifying adds little to the read time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    tensors, digests = {}, {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for name, d in datasets.items():
+            tensors[name] = d[()]
+            if verify:
+                digests[name] = pool.submit(tensor_sha256, tensors[name])
+    for name, digest in digests.items():  # in file order: the first bad tensor is the one named
+        if digest.result() != _attr(datasets[name], f"/weights/{name}", "sha256", str, path):
+            raise WeightsError(
+                f"{path}: tensor {name} fails its SHA-256 check (the file is corrupted or was edited)",
+                RECONVERT,
+            )
+    return tensors
+
+
 def load(path, verify=True, meanwhile=None):
     """Read a minibert .h5 file into a WeightsFile, checking format, layout, shapes and checksums.
 
@@ -546,15 +569,7 @@ def load(path, verify=True, meanwhile=None):
 
     def read(f):
         config, heads, datasets, tokens, do_lower_case = _read_checked(f, path)
-        tensors = {}
-        for name, d in datasets.items():
-            array = d[()]
-            if verify and tensor_sha256(array) != _attr(d, f"/weights/{name}", "sha256", str, path):
-                raise WeightsError(
-                    f"{path}: tensor {name} fails its SHA-256 check (the file is corrupted or was edited)",
-                    RECONVERT,
-                )
-            tensors[name] = array
+        tensors = _read_tensors(datasets, path, verify)
         return WeightsFile(
             config=config,
             tensors=tensors,

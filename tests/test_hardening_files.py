@@ -176,6 +176,17 @@ def test_item6_edited_config_values_fail_the_metadata_checksum(h5, change):
         minibert.load(h5)
 
 
+def test_item6_a_tensor_digest_is_of_its_little_endian_c_order_bytes_whatever_the_layout():
+    """tensor_sha256 hashes the array's buffer in place: a transposed view, a big-endian copy
+    and float32 [[0, 2, 4], [1, 3, 5]] written out byte by byte all give the stored digest."""
+    x = np.arange(6, dtype=np.float32).reshape(2, 3).T  # [[0, 3], [1, 4], [2, 5]], a strided view
+    digest = "0c9d0bb54e4f5a0121543129f106617549c7ff2b34c6842c5a2e19186c5a7914"
+    as_bytes = bytes.fromhex("00000000000040400000803f00008040000000400000a040")  # 0, 3, 1, 4, 2, 5 as <f4
+    assert np.array_equal(np.frombuffer(as_bytes, "<f4"), [0, 3, 1, 4, 2, 5])
+    for same in (x, np.ascontiguousarray(x), x.astype(">f4"), np.frombuffer(as_bytes, "<f4").reshape(3, 2)):
+        assert weights.tensor_sha256(same) == digest
+
+
 def test_item6_deleting_the_pooler_pair_fails_the_metadata_checksum(h5):
     edit(h5, lambda f: (f["weights"].__delitem__("pooler.dense.weight"), f["weights"].__delitem__("pooler.dense.bias")))
     with pytest.raises(WeightsError, match="the config, vocabulary, heads or tensor list fail their SHA-256 check"):

@@ -9,8 +9,8 @@ from typing import Optional, Union
 
 from . import weights as weights_format
 from .heads import HEAD_CLASSES, BertHeadModel, check_head_available
-from .inputs import DEFAULT_BACKEND
-from .model import BertModel
+from .inputs import DEFAULT_BACKEND, check_backend, check_dtype
+from .model import BertModel, backend_functions
 
 __all__ = ["load"]
 
@@ -26,7 +26,11 @@ def load(path: Union[str, Path], dtype: str = "float32", backend: str = DEFAULT_
     for the encoder with that task head (``minibert.heads``); its outputs carry ``logits``;
     or "pretraining" for a file holding both the masked-LM and next-sentence heads.
     """
-    w = weights_format.load(path, verify=verify)
+    check_dtype(dtype)  # a wrong setting is an error before the file is read
+    check_backend(backend)
+    # The file's metadata is checked in a child process (hdf5.bounded); meanwhile this process
+    # imports the backend (Numba: about 0.15 s), so the two overlap.
+    w = weights_format.load(path, verify=verify, meanwhile=lambda: backend_functions(backend))
     if head is not None:
         check_head_available(head, w.heads, path)  # before building anything: a clear HeadError
     bert = BertModel(w.config, w.tensors, dtype=dtype, backend=backend, path=str(path), heads=w.heads)

@@ -131,15 +131,22 @@ def _limit_memory():
         pass
 
 
-def bounded(check, path, error, hint):
+def bounded(check, path, error, hint, meanwhile=None):
     """Run ``check()`` in a forked child, at most METADATA_TIMEOUT seconds and METADATA_MEMORY bytes.
 
     Returns when it finished without error; raises ``error`` with its MinibertError's message,
     or saying the file is damaged when it failed otherwise, crashed, ran out of memory or time.
-    Without ``os.fork`` (Windows) it runs ``check()`` in this process.
+    ``meanwhile``: a function this process runs while the child checks (``minibert.load``
+    imports the Numba kernels there), so the two take the time of the longer one, not the
+    sum; the time limit starts when it returns. Without ``os.fork`` (Windows) ``check()``
+    runs in this process.
     """
+    import h5py  # noqa: F401 - imported once, before the fork, for the child and for this process
+
     if not hasattr(os, "fork"):
         check()
+        if meanwhile is not None:
+            meanwhile()
         return
     r, w = os.pipe()
     with warnings.catch_warnings():  # Python >= 3.12 warns on fork() with threads; the child only reads HDF5
@@ -148,44 +155,54 @@ def bounded(check, path, error, hint):
     if pid == 0:  # the child: check, report, exit without running the parent's exit handlers
         try:
             os.close(r)
-            _limit_memory()
-            try:
-                check()
-                report = None
-            except MinibertError as e:
-                report = [e.message, e.hint]
-            except MemoryError:
-                report = [
-                    f"{path}: the file is damaged (reading its metadata needs more than {METADATA_MEMORY >> 20} MiB)",
-                    hint,
-                ]
-            except BaseException as e:  # noqa: BLE001 - anything else means damaged structures
-                report = [f"{path}: the file is damaged ({type(e).__name__}: {str(e)[:300]})", hint]
-            os.write(w, json.dumps(report).encode("utf-8")[:60000])
+            os.write(w, json.dumps(_child_report(check, path, hint)).encode("utf-8")[:60000])
         finally:
             os._exit(0)
     os.close(w)
-    chunks, deadline = [], time.monotonic() + METADATA_TIMEOUT
+    report = None  # stays None if meanwhile() fails or Ctrl-C comes: then the child is killed
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise error(
-                    f"{path}: the file is damaged (reading its metadata did not finish within {METADATA_TIMEOUT:g} s)",
-                    hint,
-                )
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        if meanwhile is not None:
+            meanwhile()
+        report = _read_until_closed(r, METADATA_TIMEOUT)
     finally:
         os.close(r)
-    _, status = os.waitpid(pid, 0)
-    if not chunks:  # the child died before reporting
+        if report is None:  # out of time, or interrupted: the child's answer is not wanted
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    if report is None:
+        raise error(
+            f"{path}: the file is damaged (reading its metadata did not finish within {METADATA_TIMEOUT:g} s)", hint
+        )
+    if not report:  # the child died before reporting
         why = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"status {os.WEXITSTATUS(status)}"
         raise error(f"{path}: the file is damaged (reading its metadata crashed the reader: {why})", hint)
-    report = json.loads(b"".join(chunks).decode("utf-8"))
-    if report is not None:
-        raise error(report[0], report[1])
+    message = json.loads(report.decode("utf-8"))
+    if message is not None:
+        raise error(message[0], message[1])
+
+
+def _child_report(check, path, hint):
+    """In the child: run ``check()`` within the memory limit; None, or [message, hint] of what went wrong."""
+    _limit_memory()
+    try:
+        check()
+        return None
+    except MinibertError as e:
+        return [e.message, e.hint]
+    except MemoryError:
+        return [f"{path}: the file is damaged (reading its metadata needs more than {METADATA_MEMORY >> 20} MiB)", hint]
+    except BaseException as e:  # noqa: BLE001 - anything else means damaged structures
+        return [f"{path}: the file is damaged ({type(e).__name__}: {str(e)[:300]})", hint]
+
+
+def _read_until_closed(fd, timeout):
+    """The bytes written to pipe ``fd`` until its writer closes it; None if ``timeout`` seconds pass first."""
+    chunks, deadline = [], time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)

@@ -172,7 +172,7 @@ def tensor_sha256(array):
     """SHA-256 of an array's little-endian, C-order bytes (the checksum stored per tensor)."""
     a = np.ascontiguousarray(array)
     a = a.astype(a.dtype.newbyteorder("<"), copy=False)
-    return hashlib.sha256(a.tobytes()).hexdigest()
+    return hashlib.sha256(a).hexdigest()  # reads the array's own buffer: no copy of its bytes
 
 
 def file_sha256(path):
@@ -498,10 +498,17 @@ def _run(path, read):
             raise WeightsError(f"{path}: the file is damaged ({type(e).__name__}: {e})", RECONVERT) from None
 
 
-def _guarded(path, read):
-    """``_run(path, read)`` after a metadata pass bounded in time and memory (``hdf5.bounded``)."""
+def _guarded(path, read, meanwhile=None):
+    """``_run(path, read)`` after a metadata pass bounded in time and memory (``hdf5.bounded``).
+
+    ``meanwhile``: run in this process while that pass runs in its child (``hdf5.bounded``).
+    """
     path = Path(path)
-    hdf5.bounded(lambda: _run(path, lambda f: _read_metadata(f, path)), path, WeightsError, RECONVERT)
+
+    def check():  # in the child: everything but the tensor bytes
+        _run(path, lambda f: _read_metadata(f, path))
+
+    hdf5.bounded(check, path, WeightsError, RECONVERT, meanwhile=meanwhile)
     return _run(path, read)
 
 
@@ -527,25 +534,42 @@ def read_tensor_names(path):
     return _guarded(path, lambda f: sorted(_read_checked(f, path)[2]))
 
 
-def load(path, verify=True):
+def _read_tensors(datasets, path, verify):
+    """Name -> array of every checked /weights dataset; with ``verify``, each one's SHA-256 checked.
+
+    The digests are computed by worker threads while this thread reads the next tensors
+    (h5py's read and hashlib both release the GIL), so verifying adds little to the read time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    tensors, digests = {}, {}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for name, d in datasets.items():
+            tensors[name] = d[()]
+            if verify:
+                digests[name] = pool.submit(tensor_sha256, tensors[name])
+    for name, digest in digests.items():  # in file order: the first bad tensor is the one named
+        if digest.result() != _attr(datasets[name], f"/weights/{name}", "sha256", str, path):
+            raise WeightsError(
+                f"{path}: tensor {name} fails its SHA-256 check (the file is corrupted or was edited)",
+                RECONVERT,
+            )
+    return tensors
+
+
+def load(path, verify=True, meanwhile=None):
     """Read a minibert .h5 file into a WeightsFile, checking format, layout, shapes and checksums.
 
     Always: the layout and declared sizes (before reading), and the metadata checksum.
-    ``verify=True`` (the default) also checks every tensor's SHA-256.
+    ``verify=True`` (the default) also checks every tensor's SHA-256. ``meanwhile``: a function
+    run while the metadata is checked in a child process (``minibert.load`` imports the Numba
+    kernels there: the two overlap).
     """
     path = Path(path)
 
     def read(f):
         config, heads, datasets, tokens, do_lower_case = _read_checked(f, path)
-        tensors = {}
-        for name, d in datasets.items():
-            array = d[()]
-            if verify and tensor_sha256(array) != _attr(d, f"/weights/{name}", "sha256", str, path):
-                raise WeightsError(
-                    f"{path}: tensor {name} fails its SHA-256 check (the file is corrupted or was edited)",
-                    RECONVERT,
-                )
-            tensors[name] = array
+        tensors = _read_tensors(datasets, path, verify)
         return WeightsFile(
             config=config,
             tensors=tensors,
@@ -557,7 +581,7 @@ def load(path, verify=True):
             format_version=FORMAT_VERSION,
         )
 
-    weights = _guarded(path, read)
+    weights = _guarded(path, read, meanwhile)
     check_encoder_tensors(weights.tensors, weights.config, path)
     check_head_tensors(weights.tensors, weights.config, weights.heads, path)
     return weights

@@ -151,22 +151,33 @@ def test_layers_test_catches_an_upward_import(tmp_path, monkeypatch):
         test_no_import_cycle()
 
 
-def test_import_minibert_leaves_the_heavy_dependencies_unimported():
-    """numba, torch, transformers, matplotlib (and h5py) load only when something needs them."""
-    code = (
-        "import sys, minibert; "
-        "print(' '.join(m for m in ('numba', 'torch', 'transformers', 'matplotlib', 'h5py') if m in sys.modules))"
-    )
+def imported_in_a_fresh_process(code, modules):
+    """Which of ``modules`` are in sys.modules after ``code`` ran in a fresh Python process."""
+    check = f"import sys\n{code}\nprint(' '.join(m for m in {modules!r} if m in sys.modules))"
     env_path = str(PACKAGE.parent)
     out = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", check],
         capture_output=True,
         text=True,
         check=True,
         cwd=env_path,
         env={**os.environ, "PYTHONPATH": env_path},
     )
-    assert out.stdout.strip() == ""
+    return out.stdout.split()
+
+
+def test_import_minibert_leaves_the_heavy_dependencies_unimported():
+    """numba, torch, transformers, matplotlib (and h5py) load only when something needs them."""
+    heavy = ("numba", "torch", "transformers", "matplotlib", "h5py")
+    assert imported_in_a_fresh_process("import minibert", heavy) == []
+
+
+def test_a_numpy_backend_model_never_imports_numba():
+    """load(..., backend="numpy") and a forward pass: start-up pays for NumPy and h5py only."""
+    tiny = PACKAGE.parent / "tests" / "fixtures" / "tiny_model.h5"
+    code = f"import minibert\nminibert.load({str(tiny)!r}, backend='numpy')([[1, 2, 3]])"
+    heavy = ("numba", "llvmlite", "torch", "transformers", "matplotlib", "scipy")
+    assert imported_in_a_fresh_process(code, heavy) == []
 
 
 def test_architecture_doc_names_every_module():

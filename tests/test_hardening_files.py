@@ -176,6 +176,17 @@ def test_item6_edited_config_values_fail_the_metadata_checksum(h5, change):
         minibert.load(h5)
 
 
+def test_item6_a_tensor_digest_is_of_its_little_endian_c_order_bytes_whatever_the_layout():
+    """tensor_sha256 hashes the array's buffer in place: a transposed view, a big-endian copy
+    and float32 [[0, 2, 4], [1, 3, 5]] written out byte by byte all give the stored digest."""
+    x = np.arange(6, dtype=np.float32).reshape(2, 3).T  # [[0, 3], [1, 4], [2, 5]], a strided view
+    digest = "0c9d0bb54e4f5a0121543129f106617549c7ff2b34c6842c5a2e19186c5a7914"
+    as_bytes = bytes.fromhex("00000000000040400000803f00008040000000400000a040")  # 0, 3, 1, 4, 2, 5 as <f4
+    assert np.array_equal(np.frombuffer(as_bytes, "<f4"), [0, 3, 1, 4, 2, 5])
+    for same in (x, np.ascontiguousarray(x), x.astype(">f4"), np.frombuffer(as_bytes, "<f4").reshape(3, 2)):
+        assert weights.tensor_sha256(same) == digest
+
+
 def test_item6_deleting_the_pooler_pair_fails_the_metadata_checksum(h5):
     edit(h5, lambda f: (f["weights"].__delitem__("pooler.dense.weight"), f["weights"].__delitem__("pooler.dense.bias")))
     with pytest.raises(WeightsError, match="the config, vocabulary, heads or tensor list fail their SHA-256 check"):
@@ -537,6 +548,51 @@ def test_item11_corrupted_metadata_that_makes_hdf5_loop_is_bounded(tiny, tmp_pat
     with pytest.raises(WeightsError, match="the file is damaged"):
         weights.load(path)
     assert time.perf_counter() - start < 60
+
+
+def test_item11_meanwhile_runs_in_this_process_while_the_child_checks(tmp_path):
+    """hdf5.bounded overlaps the two (minibert.load imports Numba meanwhile): this check passes
+    only if ``meanwhile`` runs, in the parent, while the child is still checking."""
+    ran = tmp_path / "meanwhile-ran"
+
+    def check():  # in the child
+        deadline = time.monotonic() + 30
+        while not ran.exists():
+            if time.monotonic() > deadline:
+                raise WeightsError("meanwhile did not run while the child checked", "")
+            time.sleep(0.01)
+
+    hdf5.bounded(check, tmp_path / "x.h5", WeightsError, "", meanwhile=lambda: ran.write_text(str(os.getpid())))
+    assert ran.read_text() == str(os.getpid())
+
+
+def test_item11_the_child_verdict_still_counts_when_meanwhile_runs(tmp_path):
+    def check():
+        raise WeightsError(f"{tmp_path / 'x.h5'}: refused by the check", "convert again")
+
+    with pytest.raises(WeightsError, match="refused by the check"):
+        hdf5.bounded(check, tmp_path / "x.h5", WeightsError, "", meanwhile=lambda: None)
+
+
+def test_item11_a_failing_meanwhile_kills_the_child(tmp_path):
+    """An error (or Ctrl-C) in ``meanwhile`` propagates at once; the checking child is killed and reaped."""
+    child_pid = tmp_path / "child-pid"
+
+    def check():  # a check that would run for a minute
+        child_pid.write_text(str(os.getpid()))
+        time.sleep(60)
+
+    def meanwhile():
+        while not child_pid.exists():
+            time.sleep(0.01)
+        raise RuntimeError("the import failed")
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="the import failed"):
+        hdf5.bounded(check, tmp_path / "x.h5", WeightsError, "", meanwhile=meanwhile)
+    assert time.monotonic() - start < 30  # not the child's minute
+    with pytest.raises(ProcessLookupError):  # killed and reaped: no such process any more
+        os.kill(int(child_pid.read_text()), 0)
 
 
 @pytest.mark.parametrize("offset", [1100, 2089])

@@ -190,6 +190,13 @@ t_nb = best_time(model_numba, ids, mask, repeat=2)
 print(f"batch {ids.shape}: numpy backend {t_np * 1e3:.0f} ms, numba backend {t_nb * 1e3:.0f} ms ({t_np / t_nb:.1f}x)")
 
 # %% [markdown]
+# One more thing happens in that timing. A Numba model called with nothing to record (no
+# trace, no tap, no attention maps) runs **the fast path**, `minibert/fast.py`: the same
+# computation in fewer, larger steps (each bias added by the kernel that reads its product,
+# one sentence's layer in a single Numba function). Tests hold it equal to the step-by-step
+# path to rounding; `model_numba.use_fast_path = False` turns it off, and every trace or tap
+# (as below) takes the step-by-step path.
+#
 # Where does the time go? A trace records every step; timing each step needs a tap that
 # notes the clock between steps. (Each step's time is charged to the step that ends it.)
 

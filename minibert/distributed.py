@@ -56,8 +56,8 @@ def parse_spec(spec):
 def connect(spec):
     """(client, cluster) for "local:N" (a new LocalCluster of N one-thread worker processes)
     or a scheduler address such as "tcp://host:8786" (cluster is then None)."""
+    kind, value = parse_spec(spec)  # a mistyped spec is named even where Dask is not installed
     distributed = need_distributed()
-    kind, value = parse_spec(spec)
     if kind == "local":
         n = value
         cluster = distributed.LocalCluster(

@@ -148,8 +148,8 @@ def encode_corpus(
     ``on_submitted(client, futures)`` is called once the partitions are submitted (tests use
     it to kill a worker).
     """
+    parse_spec(dask)  # a bad spec or address fails before any work, named even without Dask
     need_distributed()
-    parse_spec(dask)  # a bad address fails before any work
 
     def encode(job, bar):
         from distributed import as_completed

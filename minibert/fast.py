@@ -15,24 +15,27 @@ fewer, larger steps:
 - **Few rows, large matrices, no BLAS** (N = B*T <= ``SMALL_ROWS``, e.g. one sentence of 8
   tokens, and N * H * H >= ``PARALLEL_MIN_MACS``): the whole layer is one Numba function,
   ``layer_small``, whose products read each weight row once and dot it with every input row
-  (``linear_rows``), the rows split over the threads. At 8 rows a product is bound by reading
+  (``linear_rows``), the weight's rows split over Numba's threads. At 8 rows a product is bound by reading
   the weights, and BLAS first copies (packs) every transposed weight matrix on every call;
   these loops read the matrices where they are, in their [out, in] layout. Attention is one
   fused kernel per head (``attention_small``: scores, mask, softmax and context without the
   [B, A, T, T] arrays).
 - **Otherwise**: the products are BLAS calls (``product``: one BLAS thread below
   ``PRODUCT_PARALLEL_MIN_MACS`` multiply-adds, all of them above) and the rest the fused
-  kernels above; attention is the step path's (one BLAS product per head, the softmax kernel).
+  kernels above; attention is the step path's (one BLAS product per head, the softmax kernel),
+  with a large batch's sequences split over Python threads (``attention_in_threads``).
 
 The weights are read from ``model.weights`` on every call, under their Hugging Face names:
 there is no second copy, so a weight changed in place (``model.weights[name][...] = 0``) is
 seen by both paths at once.
 
-What "the same thing" means: the products sum in another order than BLAS does (and BLAS's own
-order depends on the shape and thread count), so the two paths agree to rounding, not bit for
-bit. ``tests/test_fast.py`` holds them together on every preset, both dtypes, padded batches
-and fully masked rows: relative to the tensor's scale, at most ``FLOAT32_BOUND`` in float32 and
-``FLOAT64_BOUND`` in float64. The PyTorch parity tests run through this path (``model(...)``).
+What "the same thing" means: ``layer_small``'s products sum in another order than BLAS does
+(and BLAS's own order depends on the shape and thread count), so the two paths agree to
+rounding, not bit for bit (the BLAS path gives the step path's bits on the machine where this
+was written, which is not asserted). ``tests/test_fast.py`` holds them together on every
+preset, both dtypes, padded batches and fully masked rows: relative to the tensor's scale,
+at most ``FLOAT32_BOUND`` in float32 and ``FLOAT64_BOUND`` in float64. The PyTorch parity
+tests run through this path (``model(...)``).
 
 Axis legend as in ``ops``: B batch, T sequence, H hidden, A heads, D head size, I intermediate,
 N = B*T rows.
@@ -49,9 +52,8 @@ from .kernels import NJIT, _activation_one, _gelu_one, _layer_norm_row, _masked_
 
 __all__ = [
     "forward", "supports", "embeddings", "layer_small", "layer_large", "linear_rows", "product", "bias_activation",
-    "bias_add_layer_norm", "attention_small", "SMALL_ROWS", "PARALLEL_MIN_MACS", "PRODUCT_PARALLEL_MIN_MACS",
-    "ATTENTION_THREADS_MIN_MACS", "attention_in_threads", "FLOAT32_BOUND",
-    "FLOAT64_BOUND",
+    "bias_add_layer_norm", "attention_small", "attention_in_threads", "SMALL_ROWS", "PARALLEL_MIN_MACS",
+    "PRODUCT_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS", "FLOAT32_BOUND", "FLOAT64_BOUND",
 ]
 
 SMALL_ROWS = 8  # at most this many rows (B*T), and PARALLEL_MIN_MACS per H x H product: layer_small
@@ -227,7 +229,7 @@ def embeddings(input_ids, token_type_ids, words, positions, types, weight, bias,
 
 
 # ---------------------------------------------------------------------------------------
-# Attention over a short sequence: one fused kernel per head
+# Attention of few rows: one fused kernel per head
 # ---------------------------------------------------------------------------------------
 
 

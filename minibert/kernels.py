@@ -120,6 +120,7 @@ BLAS_LOCK = threading.Lock()
 
 
 def _matmul(a, b, macs, parallel_min_macs=None):  # a @ b, on one BLAS thread when the product is small
+    # parallel_min_macs: the limit (default GEMM_PARALLEL_MIN_MACS; minibert.fast passes its own)
     if _OPENBLAS is None:
         return a @ b
     with BLAS_LOCK:

@@ -360,37 +360,16 @@ def test_refusals_name_the_fix(tiny_vocab_model, tmp_path, run):
 
     # An interrupted run's parts with other settings: --resume refuses and says what differs.
     (tmp_path / "e2.h5.parts").mkdir()
-    r = run(
-        "encode",
-        tiny_vocab_model,
-        "--input",
-        corpus,
-        "--out",
-        tmp_path / "e2.h5",
-        "--max-length",
-        "64",
-        "--truncate",
-        "--errors",
-        "skip",
-    )
+    e2 = ("encode", tiny_vocab_model, "--input", corpus, "--out", tmp_path / "e2.h5",
+          "--max-length", "64", "--truncate")
+    r = run(*e2, "--errors", "skip")
     assert r.returncode == 1 and "interrupted run" in r.stderr
     from minibert import corpus as corpus_module
 
     plan = scan_input(corpus)
     settings = corpus_module.make_settings(tiny_vocab_model, corpus, plan, max_length=32, truncate=True)
     corpus_module.write_manifest(tmp_path / "e2.h5.parts", settings, plan)
-    r = run(
-        "encode",
-        tiny_vocab_model,
-        "--input",
-        corpus,
-        "--out",
-        tmp_path / "e2.h5",
-        "--max-length",
-        "64",
-        "--truncate",
-        "--resume",
-    )
+    r = run(*e2, "--resume")
     assert r.returncode == 1 and "max_length: 32 then, 64 now" in r.stderr
 
     empty = tmp_path / "empty.txt"

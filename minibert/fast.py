@@ -12,14 +12,15 @@ fewer, larger steps:
   that reads the product adds it on the way (``bias_activation``: GELU(h + b) in place;
   ``bias_add_layer_norm``: LayerNorm(h + b + residual); the attention kernel adds the query,
   key and value biases). One pass over each [N, out] product instead of two or three.
-- **Few rows, large matrices, no BLAS** (N = B*T <= ``SMALL_ROWS``, e.g. one sentence of 8
-  tokens, and N * H * H >= ``PARALLEL_MIN_MACS``): the whole layer is one Numba function,
-  ``layer_small``, whose products read each weight row once and dot it with every input row
-  (``linear_rows``), the weight's rows split over Numba's threads. At 8 rows a product is bound by reading
-  the weights, and BLAS first copies (packs) every transposed weight matrix on every call;
-  these loops read the matrices where they are, in their [out, in] layout. Attention is one
-  fused kernel per head (``attention_small``: scores, mask, softmax and context without the
-  [B, A, T, T] arrays).
+- **Few rows, no BLAS** (N = B*T <= ``SMALL_ROWS``, e.g. one sentence of up to 32 tokens):
+  the whole layer is one Numba function, ``layer_small``. Its products read each weight row
+  once, in the stored [out, in] layout, and dot blocks of 4 weight rows with blocks of 4 input
+  rows (``linear_rows``; the query, key and value products in one loop), split over Numba's
+  threads from ``PARALLEL_MIN_MACS`` multiply-adds. At few rows a product is bound by reading
+  the weights, and BLAS first copies (packs) every transposed weight matrix on every call.
+  Attention is one fused kernel per head (``attention_small``: scores, mask, softmax and
+  context without the [B, A, T, T] arrays). One call per layer instead of ~20 also removes
+  most of the Python overhead that dominates a pass of bert-tiny.
 - **Otherwise**: the products are BLAS calls (``product``: one BLAS thread below
   ``PRODUCT_PARALLEL_MIN_MACS`` multiply-adds, all of them above) and the rest the fused
   kernels above; attention is the step path's (one BLAS product per head, the softmax kernel),
@@ -56,12 +57,16 @@ __all__ = [
     "PRODUCT_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS", "FLOAT32_BOUND", "FLOAT64_BOUND",
 ]
 
-SMALL_ROWS = 8  # at most this many rows (B*T), and PARALLEL_MIN_MACS per H x H product: layer_small
-# The product size (rows x weight elements) from which linear_rows splits the output features
-# over the threads, and from which layer_small is used at all: below it (bert-tiny at 8 rows,
-# [8, 128] @ [128, 128], ~4 us of work) a thread launch costs more than it saves, and BLAS on
-# one thread is faster than these loops (docs/performance.md, "The fast path").
-PARALLEL_MIN_MACS = 1 << 18
+# At most this many rows (B*T) run through layer_small; more through layer_large. Measured with
+# benchmarks/tune_fast.py (2 threads): layer_small takes 0.47-0.96x layer_large's time from 8
+# to 16 rows on every preset, 0.72-1.02x at 32 and 0.87-1.29x at 64 (its attention, per head in
+# scalar loops, grows as T^2).
+SMALL_ROWS = 32
+# The product size (rows x weight elements) from which linear_rows (and layer_small's products)
+# split the output features over Numba's threads; below it a thread launch costs about what it
+# saves (benchmarks/tune_fast.py: [8, 128] @ [128, 128], 2^17, 5.2 us on 2 threads against 6.1
+# on one; [4, 128] @ [128, 128], 2^16, 4.1 against 4.2).
+PARALLEL_MIN_MACS = 1 << 17
 # BLAS products (``product``) of at least this many multiply-adds run on all BLAS threads,
 # smaller ones on one. Measured on OpenBLAS's SkylakeX kernel (docs/performance.md).
 PRODUCT_PARALLEL_MIN_MACS = 1 << 18
@@ -106,7 +111,7 @@ def supports(config):
 # ---------------------------------------------------------------------------------------
 
 
-@njit(fastmath={"reassoc"}, **NJIT)
+@njit(fastmath={"reassoc", "contract"}, **NJIT)
 def _dot_rows(x, weight, n, out):  # out[:, n] = x @ weight[n]: one weight row, every input row
     w = weight[n]  # [in]
     for m in range(x.shape[0]):
@@ -117,50 +122,130 @@ def _dot_rows(x, weight, n, out):  # out[:, n] = x @ weight[n]: one weight row, 
         out[m, n] = total
 
 
-@njit(fastmath={"reassoc"}, **NJIT)
-def _dot_4_rows(x, weight, n, out):  # out[:, n:n+4] = x @ weight[n:n+4].T: each x[m] loaded once for 4 dots
+@njit(fastmath={"reassoc", "contract"}, **NJIT)
+def _dot_4x4(x, m, weight, n, out):  # out[m:m+4, n:n+4] = x[m:m+4] @ weight[n:n+4].T
+    """16 dot products from 8 rows: each element of x and weight loaded once for 4 multiply-adds."""
+    x0, x1, x2, x3 = x[m], x[m + 1], x[m + 2], x[m + 3]  # [in] each
     w0, w1, w2, w3 = weight[n], weight[n + 1], weight[n + 2], weight[n + 3]  # [in] each
-    for m in range(x.shape[0]):
-        xm = x[m]
-        s0 = s1 = s2 = s3 = out[m, n]  # 0: out starts as zeros
-        for k in range(xm.shape[0]):
-            s0 += xm[k] * w0[k]
-            s1 += xm[k] * w1[k]
-            s2 += xm[k] * w2[k]
-            s3 += xm[k] * w3[k]
-        out[m, n], out[m, n + 1], out[m, n + 2], out[m, n + 3] = s0, s1, s2, s3
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = out[m, n]  # 0: out starts as zeros
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = out[m, n]
+    for k in range(x0.shape[0]):  # "reassoc": each sum in vector lanes
+        a, b, c, d = w0[k], w1[k], w2[k], w3[k]
+        s00 += x0[k] * a; s01 += x0[k] * b; s02 += x0[k] * c; s03 += x0[k] * d  # noqa: E702
+        s10 += x1[k] * a; s11 += x1[k] * b; s12 += x1[k] * c; s13 += x1[k] * d  # noqa: E702
+        s20 += x2[k] * a; s21 += x2[k] * b; s22 += x2[k] * c; s23 += x2[k] * d  # noqa: E702
+        s30 += x3[k] * a; s31 += x3[k] * b; s32 += x3[k] * c; s33 += x3[k] * d  # noqa: E702
+    out[m, n], out[m, n + 1], out[m, n + 2], out[m, n + 3] = s00, s01, s02, s03
+    out[m + 1, n], out[m + 1, n + 1], out[m + 1, n + 2], out[m + 1, n + 3] = s10, s11, s12, s13
+    out[m + 2, n], out[m + 2, n + 1], out[m + 2, n + 2], out[m + 2, n + 3] = s20, s21, s22, s23
+    out[m + 3, n], out[m + 3, n + 1], out[m + 3, n + 2], out[m + 3, n + 3] = s30, s31, s32, s33
 
 
-@njit(parallel=True, **NJIT)
-def _linear_rows_parallel(x, weight, out):  # [N, in], [out, in] -> [N, out]; blocks of 4 features over the threads
-    for block in prange(weight.shape[0] // 4):
+@njit(fastmath={"reassoc", "contract"}, **NJIT)
+def _dot_1x4(x, m, weight, n, out):  # out[m, n:n+4] = x[m] @ weight[n:n+4].T
+    xm = x[m]  # [in]
+    w0, w1, w2, w3 = weight[n], weight[n + 1], weight[n + 2], weight[n + 3]  # [in] each
+    s0 = s1 = s2 = s3 = out[m, n]  # 0: out starts as zeros
+    for k in range(xm.shape[0]):
+        s0 += xm[k] * w0[k]
+        s1 += xm[k] * w1[k]
+        s2 += xm[k] * w2[k]
+        s3 += xm[k] * w3[k]
+    out[m, n], out[m, n + 1], out[m, n + 2], out[m, n + 3] = s0, s1, s2, s3
+
+
+@njit(**NJIT)
+def _dot_4_rows(x, weight, n, out):  # out[:, n:n+4] = x @ weight[n:n+4].T: four weight rows, every input row
+    for m in range(0, x.shape[0] - 3, 4):  # four input rows at a time
+        _dot_4x4(x, m, weight, n, out)
+    for m in range(x.shape[0] // 4 * 4, x.shape[0]):  # the last N % 4 input rows
+        _dot_1x4(x, m, weight, n, out)
+
+
+# Which functions use threads. Only ``prange`` loops run on Numba's threads (PRANGE_ONLY: no
+# other array expression is turned into a parallel loop), and every function compiled with
+# threads is called from Python only, never from another Numba function: Numba's cache can
+# store a caller compiled against a cached parallel callee with mismatched symbol names, and
+# the next process that loads that caller crashes (numba issue 8578; reproduced here, and
+# tests/test_fast.py runs the sequence that triggered it). A function that needs threads
+# inside (``layer_small``) gets them by inlining ``_linear_rows_blocks`` (``inline="always"``
+# puts its prange loop in the caller's own body); in a function compiled without threads the
+# same loop runs serially.
+PRANGE_ONLY = dict(prange=True, comprehension=False, reduction=False, inplace_binop=False, setitem=False,
+                   numpy=False, stencil=False, fusion=False)
+
+
+@njit(inline="always", **NJIT)
+def _linear_rows_blocks(x, weight, out):  # [N, in], [out, in] -> out [N, out]; blocks of 4 features
+    for block in prange(weight.shape[0] // 4):  # split over the threads where the caller has them
         _dot_4_rows(x, weight, 4 * block, out)
     for n in range(weight.shape[0] // 4 * 4, weight.shape[0]):  # the last out % 4 features
         _dot_rows(x, weight, n, out)
 
 
 @njit(**NJIT)
-def _linear_rows_serial(x, weight, out):  # the same on one thread
-    for block in range(weight.shape[0] // 4):
-        _dot_4_rows(x, weight, 4 * block, out)
-    for n in range(weight.shape[0] // 4 * 4, weight.shape[0]):
-        _dot_rows(x, weight, n, out)
+def _linear_rows_serial(x, weight, out):  # the same on one thread (compiled without threads)
+    _linear_rows_blocks(x, weight, out)
 
 
-@njit(**NJIT)
-def linear_rows(x, weight):  # [N, in], [out, in] -> [N, out]
-    """``x @ weight.T`` for few rows, without bias: equals ``ops.linear(x, weight, 0)``.
-
-    Reads ``weight`` once, in its stored [out, in] layout, four rows at a time, each dotted
-    with every input row (summed in vector lanes, so in another order than BLAS); the blocks
-    of four are split over the threads from ``PARALLEL_MIN_MACS`` multiply-adds.
-    """
+@njit(inline="always", **NJIT)
+def _linear_rows(x, weight):  # [N, in], [out, in] -> [N, out]: linear_rows' body, inlined where it is called
     out = np.zeros((x.shape[0], weight.shape[0]), x.dtype)  # [N, out]
     if x.shape[0] * weight.size >= PARALLEL_MIN_MACS:
-        _linear_rows_parallel(x, weight, out)
+        _linear_rows_blocks(x, weight, out)  # inlined: on the caller's threads
     else:
         _linear_rows_serial(x, weight, out)
     return out
+
+
+@njit(**NJIT)
+def _dot_4_rows_of_3(x, wq, wk, wv, i, blocks, q, k, v):  # block i of the three products' 3 * blocks
+    if i < blocks:
+        _dot_4_rows(x, wq, 4 * i, q)
+    elif i < 2 * blocks:
+        _dot_4_rows(x, wk, 4 * (i - blocks), k)
+    else:
+        _dot_4_rows(x, wv, 4 * (i - 2 * blocks), v)
+
+
+@njit(inline="always", **NJIT)
+def _query_key_value_blocks(x, wq, wk, wv, q, k, v):  # the three products [N, H] @ [H, H].T, one loop
+    blocks = wq.shape[0] // 4  # blocks of 4 features in each product
+    for i in prange(3 * blocks):  # split over the threads where the caller has them
+        _dot_4_rows_of_3(x, wq, wk, wv, i, blocks, q, k, v)
+    for n in range(blocks * 4, wq.shape[0]):  # the last H % 4 features of each
+        _dot_rows(x, wq, n, q)
+        _dot_rows(x, wk, n, k)
+        _dot_rows(x, wv, n, v)
+
+
+@njit(**NJIT)
+def _query_key_value_serial(x, wq, wk, wv, q, k, v):  # the same on one thread (compiled without threads)
+    _query_key_value_blocks(x, wq, wk, wv, q, k, v)
+
+
+@njit(inline="always", **NJIT)
+def _query_key_value(x, wq, wk, wv):  # [N, H] -> q, k, v [N, H]: x @ wq.T, x @ wk.T, x @ wv.T, no bias
+    q = np.zeros((x.shape[0], wq.shape[0]), x.dtype)  # [N, H]
+    k = np.zeros((x.shape[0], wk.shape[0]), x.dtype)
+    v = np.zeros((x.shape[0], wv.shape[0]), x.dtype)
+    if 3 * x.shape[0] * wq.size >= PARALLEL_MIN_MACS:  # one split over the threads for all three
+        _query_key_value_blocks(x, wq, wk, wv, q, k, v)  # inlined: on the caller's threads
+    else:
+        _query_key_value_serial(x, wq, wk, wv, q, k, v)
+    return q, k, v
+
+
+@njit(parallel=PRANGE_ONLY, **NJIT)
+def linear_rows(x, weight):  # [N, in], [out, in] -> [N, out]
+    """``x @ weight.T`` for few rows, without bias: equals ``ops.linear(x, weight, 0)``.
+
+    Reads ``weight`` once, in its stored [out, in] layout, four rows at a time, each block
+    dotted with four input rows at a time (summed in vector lanes, so in another order than
+    BLAS); the blocks of four are split over Numba's threads from ``PARALLEL_MIN_MACS``
+    multiply-adds.
+    """
+    return _linear_rows(x, weight)
 
 
 # ---------------------------------------------------------------------------------------
@@ -252,15 +337,17 @@ def _attention_head(query, key, value, mask_bias, bq, bk, bv, b, a, head_size, s
             k[t, d] = key[b, t, lo + d] + bk[lo + d]
             v[t, d] = value[b, t, lo + d] + bv[lo + d]
     scores, probs, bits = np.empty(T, query.dtype), np.empty(T, query.dtype), np.empty(T, np.int32)
+    context = np.empty(D, query.dtype)  # [D]: one query's context, summed here, then stored
     for t in range(T):  # one query row at a time
         for j in range(T):
             scores[j] = _dot(q[t], k[j]) * scale  # [T]: Q K^T, then scaled, as kernels.attention_scores
         _masked_softmax_row(scores, mask_bias[b], probs, bits)  # kernels.masked_softmax's row
-        for d in range(D):
-            out[b, t, lo + d] = 0
-        for j in range(T):  # P V, one key at a time
+        context[:] = 0
+        for j in range(T):  # P V, one key at a time: context += probs[j] * v[j]
+            p, vj = probs[j], v[j]
             for d in range(D):
-                out[b, t, lo + d] += probs[j] * v[j, d]
+                context[d] += p * vj[d]
+        out[b, t, lo:lo + D] = context
 
 
 @njit(**NJIT)
@@ -285,7 +372,7 @@ def attention_small(query, key, value, mask_bias, bq, bk, bv, num_heads, scale):
 # ---------------------------------------------------------------------------------------
 
 
-@njit(**NJIT)
+@njit(parallel=PRANGE_ONLY, **NJIT)
 def layer_small(x, mask_bias, w, num_heads, scale, eps, kind, p):  # [B, T, H] -> [B, T, H]
     """One transformer layer (``BertModel.layer``) for few rows, all in Numba.
 
@@ -294,14 +381,13 @@ def layer_small(x, mask_bias, w, num_heads, scale, eps, kind, p):  # [B, T, H] -
     (wq, bq, wk, bk, wv, bv, wo, bo, ln1_w, ln1_b, wi, bi, wo2, bo2, ln2_w, ln2_b) = w
     B, T, H = x.shape
     rows = x.reshape(B * T, H)  # [N, H]
-    q = linear_rows(rows, wq).reshape(B, T, H)  # [B, T, H], bias added in the attention kernel
-    k = linear_rows(rows, wk).reshape(B, T, H)
-    v = linear_rows(rows, wv).reshape(B, T, H)
+    q, k, v = _query_key_value(rows, wq, wk, wv)  # [N, H] each, biases added in the attention kernel
+    q, k, v = q.reshape(B, T, H), k.reshape(B, T, H), v.reshape(B, T, H)  # [B, T, H] each
     context = attention_small(q, k, v, mask_bias, bq, bk, bv, num_heads, scale)  # [B, T, H]
-    h = linear_rows(context.reshape(B * T, H), wo)  # [N, H]
+    h = _linear_rows(context.reshape(B * T, H), wo)  # [N, H]
     attended = bias_add_layer_norm(h, bo, rows, ln1_w, ln1_b, eps)  # [N, H]
-    h = bias_activation(linear_rows(attended, wi), bi, kind, p)  # [N, I]
-    h = linear_rows(h, wo2)  # [N, H]
+    h = bias_activation(_linear_rows(attended, wi), bi, kind, p)  # [N, I]
+    h = _linear_rows(h, wo2)  # [N, H]
     return bias_add_layer_norm(h, bo2, attended, ln2_w, ln2_b, eps).reshape(B, T, H)
 
 
@@ -427,8 +513,7 @@ def forward(model, input_ids, attention_mask, token_type_ids, output_hidden_stat
     mask_bias = ops.attention_mask_bias(attention_mask, dtype).reshape(B, T)  # [B, T]
     kind, p = ACTIVATIONS[config.hidden_act]
     scale = dtype.type(config.head_size ** -0.5)  # 1 / sqrt(D)
-    H = config.hidden_size
-    few_rows = B * T <= SMALL_ROWS and B * T * H * H >= PARALLEL_MIN_MACS
+    few_rows = B * T <= SMALL_ROWS
     hidden_states = [x]
     for i in range(config.num_hidden_layers):
         w = layer_weights(model.weights, i)  # layer i's 16 tensors

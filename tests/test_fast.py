@@ -39,11 +39,11 @@ def preset_config(preset, **overrides):
 def batches():
     """(name, ids, mask, types): one sentence of 8 tokens (few rows), a single token, a padded
     batch of 8 rows in all (few rows, padding), a padded batch of 3 x 21 with a fully masked
-    row (many rows), and 2 x 40 tokens."""
+    row (many rows), 2 x 40 tokens, and a padded 2 x 8 with a fully masked row (few rows)."""
     rng = np.random.default_rng(7)
     cases = []
     for name, B, T in [("1x8", 1, 8), ("1x1", 1, 1), ("2x4 padded", 2, 4), ("3x21 masked row", 3, 21),
-                       ("2x40", 2, 40)]:
+                       ("2x40", 2, 40), ("2x8 masked row", 2, 8)]:
         ids, types = rng.integers(1, 1000, size=(B, T)), rng.integers(0, 2, size=(B, T))
         mask = np.ones((B, T), np.int64)
         if B > 1:
@@ -95,13 +95,24 @@ def test_fast_path_equals_step_path(preset, dtype, layer_calls):
         if name.endswith("masked row"):  # a fully masked row is finite, as in the step path
             assert np.isfinite(out.last_hidden_state[0]).all()
     L = config.num_hidden_layers
-    # bert-tiny's products at 8 rows are too small for layer_small (BLAS on one thread wins);
-    # the larger presets take it for "1x8" and "2x4 padded" and layer_large for the rest.
-    small = 0 if preset == "bert-tiny" else 3 * L  # 1x8, 1x1 (if big enough), 2x4
-    if preset != "bert-tiny" and 1 * config.hidden_size ** 2 < fast.PARALLEL_MIN_MACS:
-        small = 2 * L  # the single token's products are too small
-    assert layer_calls["layer_small"] == small
-    assert layer_calls["layer_large"] == 5 * L - small
+    # 1x8, 1x1, 2x4 padded and 2x8 masked row have at most SMALL_ROWS rows: layer_small;
+    # 3x21 masked row and 2x40 have more: layer_large.
+    assert layer_calls["layer_small"] == 4 * L
+    assert layer_calls["layer_large"] == 2 * L
+
+
+def test_hidden_size_not_a_multiple_of_4(layer_calls):
+    """H = 66 (3 heads of 22), I = 130: every product of layer_small has a tail of 2 features
+    after its blocks of 4, and 5 rows leave one row after a block of 4."""
+    config = preset_config("bert-tiny", hidden_size=66, num_attention_heads=3, intermediate_size=130)
+    for dtype in DTYPES:
+        model = seeded_model(config, dtype)
+        for B, T in [(1, 5), (1, 8), (2, 40)]:
+            ids = np.random.default_rng(B * T).integers(1, 1000, size=(B, T))
+            out, ref = model(ids), step_outputs(model, ids, None, None)
+            assert_fast_equals_step(out.last_hidden_state, ref.last_hidden_state, dtype, f"{dtype} {B}x{T}")
+    assert layer_calls["layer_small"] == 2 * 2 * config.num_hidden_layers  # (1, 5) and (1, 8), both dtypes
+    assert layer_calls["layer_large"] == 2 * config.num_hidden_layers
 
 
 @pytest.mark.parametrize("activation", sorted(fast.ACTIVATIONS))
@@ -160,9 +171,10 @@ def test_numpy_backend_never_takes_the_fast_path():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize(("rows", "features", "inputs"), [(1, 5, 3), (8, 130, 384), (3, 1538, 384), (8, 1024, 256)])
+@pytest.mark.parametrize(("rows", "features", "inputs"),
+                         [(1, 5, 3), (8, 130, 384), (3, 1538, 384), (8, 1024, 256), (7, 66, 130), (32, 514, 256)])
 def test_linear_rows(rows, features, inputs, dtype):
-    """Output features not a multiple of 4, serial and parallel sizes (PARALLEL_MIN_MACS)."""
+    """Input rows and output features not multiples of 4, serial and parallel sizes (PARALLEL_MIN_MACS)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, inputs)).astype(dtype)
     w = (0.05 * rng.standard_normal((features, inputs))).astype(dtype)
@@ -235,3 +247,47 @@ def test_attention_in_threads(dtype, monkeypatch):
     finally:
         kernels._OPENBLAS[1](default_threads)
     assert calls == [(5, 4, 80, 64)] * 4  # every layer of the batch of 5; never the single sequence
+
+
+# ---------------------------------------------------------------------------------------
+# Numba's cache, filled in any order
+# ---------------------------------------------------------------------------------------
+
+CACHE_ORDER_SCRIPT = """
+import sys
+import numpy as np
+import minibert
+from minibert import fast
+from minibert.weights import encoder_shapes
+
+if sys.argv[1] == "product":  # linear_rows compiled on its own, and cached
+    x, w = np.ones((8, 256), np.float32), np.ones((256, 256), np.float32)
+    print(fast.linear_rows(x, w).sum())
+else:  # a model whose layers take layer_small, compiled or loaded from the cache
+    config = minibert.BertConfig.preset("bert-mini")
+    rng = np.random.default_rng(0)
+    weights = {name: 0.05 * rng.standard_normal(shape) for name, shape in encoder_shapes(config).items()}
+    model = minibert.BertModel(config, weights)
+    print(repr(model(np.arange(100, 108)).last_hidden_state.tolist()))
+"""
+
+
+def test_cached_kernels_load_in_any_order(tmp_path):
+    """A regression test for a crash: with linear_rows compiled and cached by one process, a
+    second process compiled layer_small against that cached parallel function, and the third
+    process that loaded layer_small from the cache died of a segmentation fault (numba issue
+    8578). No function with threads is called from another Numba function any more; each
+    process here must finish, the last two with the same numbers."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    outputs = []
+    for step in ("product", "layer", "layer"):
+        done = subprocess.run([sys.executable, "-c", CACHE_ORDER_SCRIPT, step], env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, f"{step}: exit {done.returncode}\n{done.stderr[-2000:]}"
+        outputs.append(done.stdout)
+    assert outputs[0].strip() == str(float(8 * 256 * 256))
+    assert outputs[1] == outputs[2] and len(outputs[1]) > 1000

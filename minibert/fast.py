@@ -12,19 +12,23 @@ fewer, larger steps:
   that reads the product adds it on the way (``bias_activation``: GELU(h + b) in place;
   ``bias_add_layer_norm``: LayerNorm(h + b + residual); the attention kernel adds the query,
   key and value biases). One pass over each [N, out] product instead of two or three.
-- **Few rows, no BLAS** (N = B*T <= ``SMALL_ROWS``, e.g. one sentence of up to 32 tokens):
+- **Few rows, no BLAS** (N = B*T <= ``SMALL_ROWS``, e.g. one sentence of up to 64 tokens):
   the whole layer is one Numba function, ``layer_small``. Its products read each weight row
   once, in the stored [out, in] layout, and dot blocks of 4 weight rows with blocks of 4 input
   rows (``linear_rows``; the query, key and value products in one loop), split over Numba's
   threads from ``PARALLEL_MIN_MACS`` multiply-adds. At few rows a product is bound by reading
   the weights, and BLAS first copies (packs) every transposed weight matrix on every call.
-  Attention is one fused kernel per head (``attention_small``: scores, mask, softmax and
-  context without the [B, A, T, T] arrays). One call per layer instead of ~20 also removes
-  most of the Python overhead that dominates a pass of bert-tiny.
+  Attention is one fused kernel per head (``attention``: scores, mask, softmax and context, a
+  block of queries at a time, without the [B, A, T, T] arrays), the B * A heads split over
+  Numba's threads. One call per layer instead of ~20 also removes most of the Python overhead
+  that dominates a pass of bert-tiny.
 - **Otherwise**: the products are BLAS calls (``product``: one BLAS thread below
   ``PRODUCT_PARALLEL_MIN_MACS`` multiply-adds, all of them above) and the rest the fused
   kernels above; attention is the step path's (one BLAS product per head, the softmax kernel),
-  with a large batch's sequences split over Python threads (``attention_in_threads``).
+  with a large batch's sequences split over Python threads (``attention_in_threads``). Numba's
+  threads are not used there: right after a BLAS product OpenBLAS's idle worker still spins on
+  the second core, and a Numba thread that needs that core stalls the whole parallel loop
+  (``attention`` in layer_large measured 1.1-10x slower in the pass, docs/performance.md).
 
 The weights are read from ``model.weights`` on every call, under their Hugging Face names:
 there is no second copy, so a weight changed in place (``model.weights[name][...] = 0``) is
@@ -53,20 +57,20 @@ from .kernels import NJIT, _activation_one, _gelu_one, _layer_norm_row, _masked_
 
 __all__ = [
     "forward", "supports", "embeddings", "layer_small", "layer_large", "linear_rows", "product", "bias_activation",
-    "bias_add_layer_norm", "attention_small", "attention_in_threads", "SMALL_ROWS", "PARALLEL_MIN_MACS",
-    "PRODUCT_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS", "FLOAT32_BOUND", "FLOAT64_BOUND",
+    "bias_add_layer_norm", "attention", "attention_in_threads", "SMALL_ROWS", "PARALLEL_MIN_MACS",
+    "PRODUCT_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS", "QUERY_BLOCK", "FLOAT32_BOUND", "FLOAT64_BOUND",
 ]
 
 # At most this many rows (B*T) run through layer_small; more through layer_large. Measured with
-# benchmarks/tune_fast.py (2 threads): layer_small takes 0.47-0.96x layer_large's time from 8
-# to 16 rows on every preset, 0.72-1.02x at 32 and 0.87-1.29x at 64 (its attention, per head in
-# scalar loops, grows as T^2).
-SMALL_ROWS = 32
+# benchmarks/tune_fast.py (2 threads): layer_small takes 0.38-0.86x layer_large's time from 8
+# to 32 rows on every preset, and 0.75-1.00x at 64 (bert-tiny 1.00, bert-medium 0.75).
+SMALL_ROWS = 64
 # The product size (rows x weight elements) from which linear_rows (and layer_small's products)
-# split the output features over Numba's threads; below it a thread launch costs about what it
-# saves (benchmarks/tune_fast.py: [8, 128] @ [128, 128], 2^17, 5.2 us on 2 threads against 6.1
-# on one; [4, 128] @ [128, 128], 2^16, 4.1 against 4.2).
-PARALLEL_MIN_MACS = 1 << 17
+# split the output features over Numba's threads. benchmarks/tune_fast.py, 2 threads against
+# one: 2^18 and more win in every run ([1, 512] @ [512, 512] 12.1 us against 18.4); at 2^17 and
+# less the result changes from run to run with the time it takes to wake a thread
+# ([8, 128] @ [128, 128]: 5.2 against 6.1 us in one run, 7.8 against 5.8 in another).
+PARALLEL_MIN_MACS = 1 << 18
 # BLAS products (``product``) of at least this many multiply-adds run on all BLAS threads,
 # smaller ones on one. Measured on OpenBLAS's SkylakeX kernel (docs/performance.md).
 PRODUCT_PARALLEL_MIN_MACS = 1 << 18
@@ -75,11 +79,11 @@ PRODUCT_PARALLEL_MIN_MACS = 1 << 18
 # (attention_in_threads); below, handing over to a thread costs more than it saves.
 ATTENTION_THREADS_MIN_MACS = 1 << 22
 
-# layer_small's products start Numba's thread pool; one caller at a time. Numba's "workqueue"
+# layer_small and attention start Numba's thread pool; one caller at a time. Numba's "workqueue"
 # threading layer (where neither TBB nor OpenMP is installed) is not safe for launches from
 # several Python threads at once, and under OpenMP each caller would start its own team,
 # more threads than cores. Each launch computes the same bits whatever its team (each output
-# feature is one thread's dot product), so the lock only orders the calls.
+# feature, each head, is one thread's work), so the lock only orders the calls.
 NUMBA_THREADS_LOCK = threading.Lock()
 
 FLOAT32_BOUND = 1e-5  # max |fast - step| / max(1, max |step|), float32 (tests/test_fast.py)
@@ -314,57 +318,76 @@ def embeddings(input_ids, token_type_ids, words, positions, types, weight, bias,
 
 
 # ---------------------------------------------------------------------------------------
-# Attention of few rows: one fused kernel per head
+# Attention: one fused kernel per head, the heads split over the threads
 # ---------------------------------------------------------------------------------------
 
+QUERY_BLOCK = 64  # query rows whose scores [QUERY_BLOCK, T] are computed at once (128 KB at T = 512)
 
-@njit(fastmath={"reassoc", "contract"}, **NJIT)
-def _dot(a, b):  # [D], [D] -> scalar, summed in vector lanes
-    total = a[0] * 0
-    for d in range(a.shape[0]):
-        total += a[d] * b[d]
-    return total
+
+@njit(fastmath={"contract"}, **NJIT)
+def _add_scores(q, key_t, scores):  # scores [n, T] += q [n, D] @ K^T [D, T]
+    for i in range(q.shape[0]):
+        row = scores[i]  # [T]
+        for d in range(q.shape[1]):  # one outer product at a time: every key's score for q[i, d]
+            q_d, key_d = q[i, d], key_t[d]
+            for j in range(row.shape[0]):  # a vector over the keys, no horizontal sum
+                row[j] += q_d * key_d[j]
 
 
 @njit(**NJIT)
 def _attention_head(query, key, value, mask_bias, bq, bk, bv, b, a, head_size, scale, out):
-    """Head ``a`` of sequence ``b``: softmax(Q K^T / sqrt(D) + mask) V into out[b, :, aD:(a+1)D]."""
+    """Head ``a`` of sequence ``b``: softmax(Q K^T / sqrt(D) + mask) V into out[b, :, aD:(a+1)D].
+
+    The head's Q, K^T and V^T are copied out of the [B, T, H] products with their biases
+    added. Queries are taken ``QUERY_BLOCK`` rows at a time: their scores [n, T] (outer
+    products over D: vectors over the keys), the scale, kernels' masked softmax row, then the
+    context [n, D] as dot products of each probability row with each row of V^T (summed in
+    vector lanes over the keys). Only [n, T] of scores and probabilities exist at a time,
+    never the [B, A, T, T] arrays.
+    """
     T, D, lo = query.shape[1], head_size, a * head_size  # this head's columns: lo, ..., lo + D - 1
-    q, k, v = np.empty((T, D), query.dtype), np.empty((T, D), query.dtype), np.empty((T, D), query.dtype)
-    for t in range(T):  # this head's slice of each token, plus the bias: [T, D] each
+    q, key_t, value_t = np.empty((T, D), query.dtype), np.empty((D, T), query.dtype), np.empty((D, T), query.dtype)
+    for t in range(T):  # this head's slice of each token, plus the bias
         for d in range(D):
-            q[t, d] = query[b, t, lo + d] + bq[lo + d]
-            k[t, d] = key[b, t, lo + d] + bk[lo + d]
-            v[t, d] = value[b, t, lo + d] + bv[lo + d]
-    scores, probs, bits = np.empty(T, query.dtype), np.empty(T, query.dtype), np.empty(T, np.int32)
-    context = np.empty(D, query.dtype)  # [D]: one query's context, summed here, then stored
-    for t in range(T):  # one query row at a time
-        for j in range(T):
-            scores[j] = _dot(q[t], k[j]) * scale  # [T]: Q K^T, then scaled, as kernels.attention_scores
-        _masked_softmax_row(scores, mask_bias[b], probs, bits)  # kernels.masked_softmax's row
-        context[:] = 0
-        for j in range(T):  # P V, one key at a time: context += probs[j] * v[j]
-            p, vj = probs[j], v[j]
-            for d in range(D):
-                context[d] += p * vj[d]
-        out[b, t, lo:lo + D] = context
+            q[t, d] = query[b, t, lo + d] + bq[lo + d]  # [T, D]
+            key_t[d, t] = key[b, t, lo + d] + bk[lo + d]  # [D, T]: K transposed
+            value_t[d, t] = value[b, t, lo + d] + bv[lo + d]  # [D, T]: V transposed
+    rows = min(QUERY_BLOCK, T)
+    scores, probs = np.empty((rows, T), query.dtype), np.empty((rows, T), query.dtype)  # [rows, T] each
+    context, bits = np.empty((rows, D), query.dtype), np.empty(T, np.int32)  # [rows, D]; softmax scratch
+    for t0 in range(0, T, rows):  # queries t0, ..., t0 + n - 1
+        n = min(rows, T - t0)
+        s, p, c = scores[:n], probs[:n], context[:n]
+        s[:] = 0
+        _add_scores(q[t0:t0 + n], key_t, s)  # [n, T]: Q K^T
+        for i in range(n):
+            for j in range(T):
+                s[i, j] *= scale  # as kernels.attention_scores: the product, then the scale
+            _masked_softmax_row(s[i], mask_bias[b], p[i], bits)  # kernels.masked_softmax's row
+        c[:] = 0
+        _linear_rows_serial(p, value_t, c)  # [n, D] = P V: each probability row . each row of V^T
+        out[b, t0:t0 + n, lo:lo + D] = c
 
 
-@njit(**NJIT)
-def attention_small(query, key, value, mask_bias, bq, bk, bv, num_heads, scale):
-    """Self-attention of few rows from the raw Q, K, V products, without bias: [B, T, H] each.
+@njit(inline="always", **NJIT)
+def _attention(query, key, value, mask_bias, bq, bk, bv, num_heads, scale):  # attention's body, inlined
+    out = np.empty_like(query)  # [B, T, H]
+    B, D = query.shape[0], query.shape[2] // num_heads
+    for task in prange(B * num_heads):  # every (sequence, head) pair, split over the caller's threads
+        _attention_head(query, key, value, mask_bias, bq, bk, bv, task // num_heads, task % num_heads, D, scale, out)
+    return out
+
+
+@njit(parallel=PRANGE_ONLY, **NJIT)
+def attention(query, key, value, mask_bias, bq, bk, bv, num_heads, scale):  # [B, T, H] x3 -> [B, T, H]
+    """Self-attention from the raw Q, K, V products, without bias: [B, T, H] each.
 
     Equals the step path's ``split_heads(q + bq)`` ... ``attention_scores``, ``masked_softmax``
     (``mask_bias``: [B, T]), ``attention_context``, ``merge_heads``: the context [B, T, H].
-    Per head it holds only [T, D] and [T] arrays; the [B, A, T, T] scores and probabilities
-    are never built.
+    The B * A heads are split over Numba's threads; each is one fused kernel
+    (``_attention_head``) that never builds the [B, A, T, T] scores or probabilities.
     """
-    out = np.empty_like(query)  # [B, T, H]
-    D = query.shape[2] // num_heads
-    for b in range(query.shape[0]):
-        for a in range(num_heads):
-            _attention_head(query, key, value, mask_bias, bq, bk, bv, b, a, D, scale, out)
-    return out
+    return _attention(query, key, value, mask_bias, bq, bk, bv, num_heads, scale)
 
 
 # ---------------------------------------------------------------------------------------
@@ -383,7 +406,7 @@ def layer_small(x, mask_bias, w, num_heads, scale, eps, kind, p):  # [B, T, H] -
     rows = x.reshape(B * T, H)  # [N, H]
     q, k, v = _query_key_value(rows, wq, wk, wv)  # [N, H] each, biases added in the attention kernel
     q, k, v = q.reshape(B, T, H), k.reshape(B, T, H), v.reshape(B, T, H)  # [B, T, H] each
-    context = attention_small(q, k, v, mask_bias, bq, bk, bv, num_heads, scale)  # [B, T, H]
+    context = _attention(q, k, v, mask_bias, bq, bk, bv, num_heads, scale)  # [B, T, H]
     h = _linear_rows(context.reshape(B * T, H), wo)  # [N, H]
     attended = bias_add_layer_norm(h, bo, rows, ln1_w, ln1_b, eps)  # [N, H]
     h = bias_activation(_linear_rows(attended, wi), bi, kind, p)  # [N, I]

@@ -248,6 +248,15 @@ class BertHeadModel:
     weights = property(lambda self: self.bert.weights)
     path = property(lambda self: self.bert.path)
 
+    @property
+    def use_fast_path(self):
+        """The encoder's switch (``BertModel.use_fast_path``), read and set through the head model."""
+        return self.bert.use_fast_path
+
+    @use_fast_path.setter
+    def use_fast_path(self, value):
+        self.bert.use_fast_path = value
+
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, *args, **kwargs) -> BertOutput:
         """Check the inputs (``inputs.check_inputs``), run ``forward`` (its other arguments as given)."""
         input_ids, attention_mask, token_type_ids = check_inputs(self.config, input_ids, attention_mask, token_type_ids)

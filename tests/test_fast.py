@@ -38,11 +38,11 @@ def preset_config(preset, **overrides):
 
 def batches():
     """(name, ids, mask, types): one sentence of 8 tokens (few rows), a single token, a padded
-    batch of 8 rows in all (few rows, padding), a padded batch of 3 x 21 with a fully masked
+    batch of 8 rows in all (few rows, padding), a padded batch of 3 x 30 with a fully masked
     row (many rows), 2 x 40 tokens, and a padded 2 x 8 with a fully masked row (few rows)."""
     rng = np.random.default_rng(7)
     cases = []
-    for name, B, T in [("1x8", 1, 8), ("1x1", 1, 1), ("2x4 padded", 2, 4), ("3x21 masked row", 3, 21),
+    for name, B, T in [("1x8", 1, 8), ("1x1", 1, 1), ("2x4 padded", 2, 4), ("3x30 masked row", 3, 30),
                        ("2x40", 2, 40), ("2x8 masked row", 2, 8)]:
         ids, types = rng.integers(1, 1000, size=(B, T)), rng.integers(0, 2, size=(B, T))
         mask = np.ones((B, T), np.int64)
@@ -96,14 +96,15 @@ def test_fast_path_equals_step_path(preset, dtype, layer_calls):
             assert np.isfinite(out.last_hidden_state[0]).all()
     L = config.num_hidden_layers
     # 1x8, 1x1, 2x4 padded and 2x8 masked row have at most SMALL_ROWS rows: layer_small;
-    # 3x21 masked row and 2x40 have more: layer_large.
+    # 3x30 masked row and 2x40 have more: layer_large.
+    assert 16 <= fast.SMALL_ROWS < 80
     assert layer_calls["layer_small"] == 4 * L
     assert layer_calls["layer_large"] == 2 * L
 
 
 def test_hidden_size_not_a_multiple_of_4(layer_calls):
     """H = 66 (3 heads of 22), I = 130: every product of layer_small has a tail of 2 features
-    after its blocks of 4, and 5 rows leave one row after a block of 4."""
+    after its blocks of 4, and 5 rows leave one row after a block of 4; 80 rows: layer_large."""
     config = preset_config("bert-tiny", hidden_size=66, num_attention_heads=3, intermediate_size=130)
     for dtype in DTYPES:
         model = seeded_model(config, dtype)
@@ -203,24 +204,27 @@ def test_bias_add_layer_norm(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_attention_small(dtype):
+@pytest.mark.parametrize(("B", "T", "A", "D"), [(3, 5, 4, 16), (3, 150, 2, 24), (1, 64, 3, 32)])
+def test_attention(B, T, A, D, dtype):
     """Against split_heads, attention_scores, masked_softmax, attention_context, merge_heads; a
-    padded row and a fully masked one."""
+    padded row and a fully masked one; T = 150 takes three blocks of queries (64, 64, 22)."""
+    assert fast.QUERY_BLOCK == 64
     rng = np.random.default_rng(3)
-    B, T, A, D = 3, 5, 4, 16
     q, k, v = (rng.standard_normal((B, T, A * D)).astype(dtype) for _ in range(3))
     bq, bk, bv = (rng.standard_normal(A * D).astype(dtype) for _ in range(3))
     mask = np.ones((B, T), np.int64)
-    mask[1, 3:] = 0
-    mask[2] = 0
+    if B > 1:
+        mask[1, T // 2:] = 0  # a padded row
+        mask[2] = 0  # a fully masked row
     mask_bias = ops.attention_mask_bias(mask, np.dtype(dtype))  # [B, 1, 1, T]
     scale = np.dtype(dtype).type(D ** -0.5)
     heads = [ops.split_heads(m + b, A) for m, b in ((q, bq), (k, bk), (v, bv))]
     probs = ops.masked_softmax(ops.attention_scores(heads[0], heads[1], scale), mask_bias)
     ref = ops.merge_heads(ops.attention_context(probs, heads[2]))
-    ours = fast.attention_small(q, k, v, mask_bias.reshape(B, T), bq, bk, bv, A, scale)
+    ours = fast.attention(q, k, v, mask_bias.reshape(B, T), bq, bk, bv, A, scale)
     assert_fast_equals_step(ours, ref, dtype)
-    np.testing.assert_allclose(ours[2], np.broadcast_to(ref[2].mean(0), ref[2].shape), rtol=1e-5)  # uniform
+    if B > 1:  # the fully masked row attends uniformly, as in transformers
+        np.testing.assert_allclose(ours[2], np.broadcast_to(ref[2].mean(0), ref[2].shape), rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

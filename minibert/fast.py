@@ -46,6 +46,7 @@ Axis legend as in ``ops``: B batch, T sequence, H hidden, A heads, D head size, 
 N = B*T rows.
 """
 
+import functools
 import os
 import threading
 
@@ -519,9 +520,15 @@ LAYER_TENSORS = (  # a layer's tensors, in the order layer_small and layer_large
 )
 
 
+@functools.lru_cache(maxsize=None)
+def layer_names(i):
+    """Layer ``i``'s 16 weight names, ``encoder.layer.{i}.`` + ``LAYER_TENSORS`` (built once)."""
+    return tuple(f"encoder.layer.{i}.{name}" for name in LAYER_TENSORS)
+
+
 def layer_weights(weights, i):
     """Layer ``i``'s 16 tensors from the model's weights (no copy), in ``LAYER_TENSORS`` order."""
-    return tuple(weights[f"encoder.layer.{i}.{name}"] for name in LAYER_TENSORS)
+    return tuple(weights[name] for name in layer_names(i))
 
 
 def forward(model, input_ids, attention_mask, token_type_ids, output_hidden_states=False):

@@ -173,9 +173,9 @@ def _dot_4_rows(x, weight, n, out):  # out[:, n:n+4] = x @ weight[n:n+4].T: four
 # store a caller compiled against a cached parallel callee with mismatched symbol names, and
 # the next process that loads that caller crashes (numba issue 8578; reproduced here, and
 # tests/test_fast.py runs the sequence that triggered it). A function that needs threads
-# inside (``layer_small``) gets them by inlining ``_linear_rows_blocks`` (``inline="always"``
-# puts its prange loop in the caller's own body); in a function compiled without threads the
-# same loop runs serially.
+# inside (``layer_small``) gets them by inlining the loops (``_linear_rows_blocks``,
+# ``_query_key_value_blocks``, ``_attention``: ``inline="always"`` puts their prange loops in
+# the caller's own body); in a function compiled without threads the same loops run serially.
 PRANGE_ONLY = dict(prange=True, comprehension=False, reduction=False, inplace_binop=False, setitem=False,
                    numpy=False, stencil=False, fusion=False)
 

@@ -7,6 +7,9 @@
 2. ``SMALL_ROWS``: a whole pass with every layer in ``layer_small`` against every layer in
    ``layer_large``, for B*T from 8 to 64 rows, on each preset shape (seeded random weights;
    speed does not depend on the values).
+3. What the fast path costs in rounding: max |fast - step| / max(1, max |step|) of the last
+   hidden state, float32 and float64, on the same models and inputs (the bound tested in
+   tests/test_fast.py is ``fast.FLOAT32_BOUND`` / ``fast.FLOAT64_BOUND``).
 
 Median microseconds (1.) or milliseconds (2.) of alternating blocks, so that both sides see the
 same machine noise. Like ``bench.py``, it removes ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``
@@ -87,11 +90,11 @@ def products(repeats):
               f"  threads {t['threads'] * 1e6:6.1f}  one thread {t['one thread'] * 1e6:6.1f}")
 
 
-def seeded(preset):
+def seeded(preset, dtype="float32"):
     config = minibert.BertConfig.preset(preset)
     rng = np.random.default_rng(0)
     weights = {name: 0.05 * rng.standard_normal(shape) for name, shape in encoder_shapes(config).items()}
-    return minibert.BertModel(config, weights, backend="numba")
+    return minibert.BertModel(config, weights, dtype=dtype, backend="numba")
 
 
 def run_with_rows(limit, model, ids):
@@ -116,6 +119,24 @@ def rows(models, repeats):
         fast.SMALL_ROWS = rule
 
 
+def rounding(models):
+    print("3. max |fast - step| / max(1, max |step|), last hidden state")
+    for preset in models:
+        for dtype in ("float32", "float64"):
+            model = seeded(preset, dtype)
+            errors = []
+            for B, T in ROWS + [(1, 128), (4, 128)]:
+                ids = np.random.default_rng(B * T).integers(1000, 2000, (B, T))
+                fast_out = model(ids).last_hidden_state
+                model.use_fast_path = False
+                step_out = model(ids).last_hidden_state
+                model.use_fast_path = True
+                scale = max(1.0, float(np.abs(step_out).max()))
+                errors.append(float(np.abs(fast_out.astype(np.float64) - step_out).max()) / scale)
+            print(f"   {preset:12} {dtype}: up to 64 rows (layer_small) {max(errors[:len(ROWS)]):.1e},"
+                  f" 128 and 512 rows (layer_large) {max(errors[len(ROWS):]):.1e}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="*", default=PRESETS, choices=PRESETS)
@@ -123,6 +144,7 @@ def main():
     args = parser.parse_args()
     products(args.repeats)
     rows(args.models, args.repeats)
+    rounding(args.models)
 
 
 if __name__ == "__main__":

@@ -63,14 +63,15 @@ __all__ = [
 ]
 
 # At most this many rows (B*T) run through layer_small; more through layer_large. Measured with
-# benchmarks/tune_fast.py (2 threads): layer_small takes 0.38-0.86x layer_large's time from 8
-# to 32 rows on every preset, and 0.75-1.00x at 64 (bert-tiny 1.00, bert-medium 0.75).
+# benchmarks/tune_fast.py (2 threads): layer_small takes 0.42-0.89x layer_large's time from 8
+# to 32 rows on every preset, and 0.86-1.02x at 64 (bert-small 0.86, bert-tiny and bert-mini
+# 1.02); at 128 rows 0.93-0.96x on bert-small and bert-medium but 1.24-1.27x on the others.
 SMALL_ROWS = 64
 # The product size (rows x weight elements) from which linear_rows (and layer_small's products)
 # split the output features over Numba's threads. benchmarks/tune_fast.py, 2 threads against
-# one: 2^18 and more win in every run ([1, 512] @ [512, 512] 12.1 us against 18.4); at 2^17 and
+# one: 2^18 and more win in every run ([1, 512] @ [512, 512] 10.5 us against 19.3); at 2^17 and
 # less the result changes from run to run with the time it takes to wake a thread
-# ([8, 128] @ [128, 128]: 5.2 against 6.1 us in one run, 7.8 against 5.8 in another).
+# ([8, 128] @ [128, 128]: 6.4 against 7.1 us in one run, 7.8 against 5.8 in another).
 PARALLEL_MIN_MACS = 1 << 18
 # BLAS products (``product``) of at least this many multiply-adds run on all BLAS threads,
 # smaller ones on one. Measured on OpenBLAS's SkylakeX kernel (docs/performance.md).
@@ -358,16 +359,22 @@ def _attention_head(query, key, value, mask_bias, bq, bk, bv, b, a, head_size, s
     context, bits = np.empty((rows, D), query.dtype), np.empty(T, np.int32)  # [rows, D]; softmax scratch
     for t0 in range(0, T, rows):  # queries t0, ..., t0 + n - 1
         n = min(rows, T - t0)
-        s, p, c = scores[:n], probs[:n], context[:n]
-        s[:] = 0
+        s, p, c = scores[:n], probs[:n], context[:n]  # [n, T], [n, T], [n, D]
+        for i in range(n):  # (loops, not s[:] = 0: Numba compiles slice assignments slowly)
+            for j in range(T):
+                s[i, j] = 0
         _add_scores(q[t0:t0 + n], key_t, s)  # [n, T]: Q K^T
         for i in range(n):
             for j in range(T):
                 s[i, j] *= scale  # as kernels.attention_scores: the product, then the scale
             _masked_softmax_row(s[i], mask_bias[b], p[i], bits)  # kernels.masked_softmax's row
-        c[:] = 0
+        for i in range(n):
+            for d in range(D):
+                c[i, d] = 0
         _linear_rows_serial(p, value_t, c)  # [n, D] = P V: each probability row . each row of V^T
-        out[b, t0:t0 + n, lo:lo + D] = c
+        for i in range(n):  # into this head's columns of the output
+            for d in range(D):
+                out[b, t0 + i, lo + d] = c[i, d]
 
 
 @njit(inline="always", **NJIT)

@@ -1,19 +1,23 @@
 """The measurements behind minibert.fast's two size rules, rerunnable on any machine.
 
-    python benchmarks/tune_fast.py [--models bert-tiny bert-mini ...] [--repeats 5]
+    python benchmarks/tune_fast.py [--models bert-tiny bert-mini ... MiniLM-L6] [--repeats 3]
 
 1. ``PARALLEL_MIN_MACS``: ``fast.linear_rows``'s product on Numba's threads against the same
    loops on one thread, for products around the rule (rows x weight elements multiply-adds).
-2. ``SMALL_ROWS``: a whole pass with every layer in ``layer_small`` against every layer in
-   ``layer_large``, for B*T from 8 to 64 rows, on each preset shape (seeded random weights;
-   speed does not depend on the values).
+2. ``takes_layer_small`` (``SMALL_ROWS``, and one sequence of any length): a whole pass with
+   every layer in ``layer_small`` against every layer in ``layer_large``, from 8 rows to one
+   sequence of 512 tokens and a batch of 8 x 128, on each preset shape and MiniLM-L6's (seeded
+   random weights; speed does not depend on the values). Each side runs in its own processes,
+   alternating: after a BLAS product OpenBLAS's idle worker spins on the second core for a
+   while, and Numba's threads timed in the same process would wait for it.
 3. What the fast path costs in rounding: max |fast - step| / max(1, max |step|) of the last
    hidden state, float32 and float64, on the same models and inputs (the bound tested in
    tests/test_fast.py is ``fast.FLOAT32_BOUND`` / ``fast.FLOAT64_BOUND``).
 
-Median microseconds (1.) or milliseconds (2.) of alternating blocks, so that both sides see the
-same machine noise. Like ``bench.py``, it removes ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``
-from its own environment before NumPy loads OpenBLAS (see docs/performance.md).
+Median microseconds (1.) or milliseconds (2.) of alternating blocks (1.) or processes (2.), so
+that both sides see the same machine noise. Like ``bench.py``, it removes ``OPENBLAS_CORETYPE``
+and ``OPENBLAS_L2_SIZE`` from its own environment before NumPy loads OpenBLAS (see
+docs/performance.md).
 """
 
 import os
@@ -24,6 +28,8 @@ if any(v in os.environ for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")) and _
     os.execve(sys.executable, [sys.executable, *sys.argv], env)  # before NumPy is imported
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
 import time  # noqa: E402
 from functools import partial  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -37,8 +43,9 @@ from minibert import fast  # noqa: E402
 from minibert.weights import encoder_shapes  # noqa: E402
 
 PRESETS = ["bert-tiny", "bert-mini", "bert-small", "bert-medium"]
+MODELS = [*PRESETS, "MiniLM-L6"]  # MiniLM-L6: all-MiniLM-L6-v2's shape, 12 heads of 32
 PRODUCTS = [(2, 128, 128), (4, 128, 128), (8, 128, 128), (1, 256, 256), (8, 128, 512), (1, 512, 512), (8, 512, 512)]
-ROWS = [(1, 8), (1, 12), (1, 16), (2, 16), (1, 32), (1, 64)]
+ROWS = [(1, 8), (1, 16), (2, 16), (1, 64), (2, 64), (1, 128), (1, 512), (2, 128), (8, 128)]
 
 
 def median_time(f, seconds=0.2):
@@ -90,58 +97,74 @@ def products(repeats):
               f"  threads {t['threads'] * 1e6:6.1f}  one thread {t['one thread'] * 1e6:6.1f}")
 
 
-def seeded(preset, dtype="float32"):
-    config = minibert.BertConfig.preset(preset)
+def seeded(name, dtype="float32"):
+    if name == "MiniLM-L6":
+        config = minibert.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                                     intermediate_size=1536)
+    else:
+        config = minibert.BertConfig.preset(name)
     rng = np.random.default_rng(0)
     weights = {name: 0.05 * rng.standard_normal(shape) for name, shape in encoder_shapes(config).items()}
     return minibert.BertModel(config, weights, dtype=dtype, backend="numba")
 
 
-def run_with_rows(limit, model, ids):
-    fast.SMALL_ROWS = limit  # read by fast.forward on every call
-    model(ids)
+def one_side(name, side):
+    """(In a child process.) {"BxT": median seconds of one pass} with every layer in layer_``side``."""
+    fast.takes_layer_small = lambda B, T: side == "small"  # read by fast.forward on every call
+    model = seeded(name)
+    times = {}
+    for B, T in ROWS:
+        ids = np.random.default_rng(0).integers(1000, 2000, (B, T))
+        times[f"{B}x{T}"] = median_time(partial(model, ids), seconds=0.5)
+    return times
 
 
 def rows(models, repeats):
-    print(f"2. layer_small against layer_large (ms per pass); SMALL_ROWS = {fast.SMALL_ROWS}")
-    rule = fast.SMALL_ROWS
-    try:
-        for preset in models:
-            model = seeded(preset)
-            for B, T in ROWS:
-                ids = np.random.default_rng(0).integers(1000, 2000, (B, T))
-
-                t = alternate({"small": partial(run_with_rows, B * T, model, ids),
-                               "large": partial(run_with_rows, B * T - 1, model, ids)}, repeats)
-                print(f"   {preset:12} ({B}, {T}): layer_small {t['small'] * 1e3:7.3f}  layer_large"
-                      f" {t['large'] * 1e3:7.3f}  small / large {t['small'] / t['large']:.2f}")
-    finally:
-        fast.SMALL_ROWS = rule
+    print("2. layer_small against layer_large (ms per pass), each side in its own processes;"
+          f" the rule: up to SMALL_ROWS = {fast.SMALL_ROWS} rows, or B = 1")
+    for name in models:
+        blocks = {"small": [], "large": []}
+        for _ in range(repeats):
+            for side in blocks:
+                child = subprocess.run([sys.executable, __file__, "--child", name, side],
+                                       check=True, capture_output=True, text=True)
+                blocks[side].append(json.loads(child.stdout.splitlines()[-1]))
+        for B, T in ROWS:
+            small, large = (float(np.median([times[f"{B}x{T}"] for times in blocks[side]])) for side in blocks)
+            rule = "layer_small" if fast.takes_layer_small(B, T) else "layer_large"
+            print(f"   {name:12} ({B}, {T}): layer_small {small * 1e3:8.3f}  layer_large {large * 1e3:8.3f}"
+                  f"  small / large {small / large:.2f}  (the rule: {rule})")
 
 
 def rounding(models):
     print("3. max |fast - step| / max(1, max |step|), last hidden state")
-    for preset in models:
+    for name in models:
         for dtype in ("float32", "float64"):
-            model = seeded(preset, dtype)
-            errors = []
-            for B, T in ROWS + [(1, 128), (4, 128)]:
+            model = seeded(name, dtype)
+            errors = {"layer_small": [], "layer_large": []}
+            for B, T in ROWS + [(4, 128)]:
                 ids = np.random.default_rng(B * T).integers(1000, 2000, (B, T))
                 fast_out = model(ids).last_hidden_state
                 model.use_fast_path = False
                 step_out = model(ids).last_hidden_state
                 model.use_fast_path = True
                 scale = max(1.0, float(np.abs(step_out).max()))
-                errors.append(float(np.abs(fast_out.astype(np.float64) - step_out).max()) / scale)
-            print(f"   {preset:12} {dtype}: up to 64 rows (layer_small) {max(errors[:len(ROWS)]):.1e},"
-                  f" 128 and 512 rows (layer_large) {max(errors[len(ROWS):]):.1e}")
+                path = "layer_small" if fast.takes_layer_small(B, T) else "layer_large"
+                errors[path].append(float(np.abs(fast_out.astype(np.float64) - step_out).max()) / scale)
+            print(f"   {name:12} {dtype}: layer_small (up to 64 rows, one sequence up to 512 tokens)"
+                  f" {max(errors['layer_small']):.1e}, layer_large (batches of 128 tokens)"
+                  f" {max(errors['layer_large']):.1e}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="*", default=PRESETS, choices=PRESETS)
-    parser.add_argument("--repeats", type=int, default=5, help="alternating blocks per measurement")
+    parser.add_argument("--models", nargs="*", default=MODELS, choices=MODELS)
+    parser.add_argument("--repeats", type=int, default=3, help="alternating blocks or processes per measurement")
+    parser.add_argument("--child", nargs=2, metavar=("MODEL", "SIDE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:  # one side of part 2, in its own process
+        print(json.dumps(one_side(*args.child)))
+        return
     products(args.repeats)
     rows(args.models, args.repeats)
     rounding(args.models)

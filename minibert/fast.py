@@ -12,8 +12,9 @@ fewer, larger steps:
   that reads the product adds it on the way (``bias_activation``: GELU(h + b) in place;
   ``bias_add_layer_norm``: LayerNorm(h + b + residual); the attention kernel adds the query,
   key and value biases). One pass over each [N, out] product instead of two or three.
-- **Few rows, no BLAS** (N = B*T <= ``SMALL_ROWS``, e.g. one sentence of up to 64 tokens):
-  the whole layer is one Numba function, ``layer_small``. Its products read each weight row
+- **Few rows or one sequence, no BLAS** (N = B*T <= ``SMALL_ROWS``, e.g. one sentence of up
+  to 64 tokens, or B = 1 at any length: ``takes_layer_small``): the whole layer is one Numba
+  function, ``layer_small``. Its products read each weight row
   once, in the stored [out, in] layout, and dot blocks of 4 weight rows with blocks of 4 input
   rows (``linear_rows``; the query, key and value products in one loop), split over Numba's
   threads from ``PARALLEL_MIN_MACS`` multiply-adds. At few rows a product is bound by reading
@@ -21,14 +22,17 @@ fewer, larger steps:
   Attention is one fused kernel per head (``attention``: scores, mask, softmax and context, a
   block of queries at a time, without the [B, A, T, T] arrays), the B * A heads split over
   Numba's threads. One call per layer instead of ~20 also removes most of the Python overhead
-  that dominates a pass of bert-tiny.
-- **Otherwise**: the products are BLAS calls (``product``: one BLAS thread below
-  ``PRODUCT_PARALLEL_MIN_MACS`` multiply-adds, all of them above) and the rest the fused
-  kernels above; attention is the step path's (one BLAS product per head, the softmax kernel),
-  with a large batch's sequences split over Python threads (``attention_in_threads``). Numba's
-  threads are not used there: right after a BLAS product OpenBLAS's idle worker still spins on
-  the second core, and a Numba thread that needs that core stalls the whole parallel loop
-  (``attention`` in layer_large measured 1.1-10x slower in the pass, docs/performance.md).
+  that dominates a pass of bert-tiny. A single long sequence takes it too: there the fused
+  attention saves more than the Numba products lose to BLAS (and no BLAS call leaves
+  OpenBLAS's worker spinning on the core Numba's threads need).
+- **Otherwise** (a batch of more than ``SMALL_ROWS`` rows): the products are BLAS calls
+  (``product``: one BLAS thread below ``PRODUCT_PARALLEL_MIN_MACS`` multiply-adds, all of them
+  above) and the rest the fused kernels above; attention is the step path's (one BLAS product
+  per head, the softmax kernel), with a large batch's sequences split over Python threads
+  (``attention_in_threads``). Numba's threads are not used there: right after a BLAS product
+  OpenBLAS's idle worker still spins on the second core, and a Numba thread that needs that
+  core stalls the whole parallel loop (``attention`` in layer_large measured 1.1-10x slower in
+  the pass, docs/performance.md).
 
 The weights are read from ``model.weights`` on every call, under their Hugging Face names:
 there is no second copy, so a weight changed in place (``model.weights[name][...] = 0``) is
@@ -57,15 +61,15 @@ from . import kernels, ops
 from .kernels import NJIT, _activation_one, _gelu_one, _layer_norm_row, _masked_softmax_row
 
 __all__ = [
-    "forward", "supports", "embeddings", "layer_small", "layer_large", "linear_rows", "product", "bias_activation",
-    "bias_add_layer_norm", "attention", "attention_in_threads", "SMALL_ROWS", "PARALLEL_MIN_MACS",
-    "PRODUCT_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS", "QUERY_BLOCK", "FLOAT32_BOUND", "FLOAT64_BOUND",
+    "forward", "supports", "takes_layer_small", "embeddings", "layer_small", "layer_large", "linear_rows",
+    "product", "bias_activation", "bias_add_layer_norm", "attention", "attention_in_threads", "SMALL_ROWS",
+    "PARALLEL_MIN_MACS", "PRODUCT_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS", "QUERY_BLOCK",
+    "FLOAT32_BOUND", "FLOAT64_BOUND",
 ]
 
-# At most this many rows (B*T) run through layer_small; more through layer_large. Measured with
-# benchmarks/tune_fast.py (2 threads): layer_small takes 0.42-0.89x layer_large's time from 8
-# to 32 rows on every preset, and 0.86-1.02x at 64 (bert-small 0.86, bert-tiny and bert-mini
-# 1.02); at 128 rows 0.93-0.96x on bert-small and bert-medium but 1.24-1.27x on the others.
+# Inputs of at most this many rows (B*T) run through layer_small, and so does a single
+# sequence (B = 1) of any length; batches of more rows through layer_large (takes_layer_small).
+# Measured with benchmarks/tune_fast.py (part 2: whole passes, each side in its own processes).
 SMALL_ROWS = 64
 # The product size (rows x weight elements) from which linear_rows (and layer_small's products)
 # split the output features over Numba's threads. benchmarks/tune_fast.py, 2 threads against
@@ -399,13 +403,13 @@ def attention(query, key, value, mask_bias, bq, bk, bv, num_heads, scale):  # [B
 
 
 # ---------------------------------------------------------------------------------------
-# One layer, few rows: everything in one Numba function
+# One layer, few rows or one sequence: everything in one Numba function
 # ---------------------------------------------------------------------------------------
 
 
 @njit(parallel=PRANGE_ONLY, **NJIT)
 def layer_small(x, mask_bias, w, num_heads, scale, eps, kind, p):  # [B, T, H] -> [B, T, H]
-    """One transformer layer (``BertModel.layer``) for few rows, all in Numba.
+    """One transformer layer (``BertModel.layer``) for few rows or one sequence, all in Numba.
 
     ``w``: the layer's 16 tensors in ``layer_weights`` order. ``mask_bias``: [B, T].
     """
@@ -423,12 +427,12 @@ def layer_small(x, mask_bias, w, num_heads, scale, eps, kind, p):  # [B, T, H] -
 
 
 # ---------------------------------------------------------------------------------------
-# One layer, many rows: BLAS products, fused kernels between them
+# One layer, a batch of many rows: BLAS products, fused kernels between them
 # ---------------------------------------------------------------------------------------
 
 
 def layer_large(x, mask_bias, w, num_heads, scale, eps, kind, p):  # [B, T, H] -> [B, T, H]
-    """One transformer layer (``BertModel.layer``) for many rows: BLAS products, fused kernels.
+    """One transformer layer (``BertModel.layer``) for a batch of many rows: BLAS products, fused kernels.
 
     The same arguments as ``layer_small``; ``mask_bias``: [B, T].
     """
@@ -538,6 +542,18 @@ def layer_weights(weights, i):
     return tuple(weights[name] for name in layer_names(i))
 
 
+def takes_layer_small(B, T):
+    """True when ``forward`` runs [B, T] inputs through ``layer_small``, False for ``layer_large``.
+
+    Few rows (B*T <= ``SMALL_ROWS``): BLAS would re-pack every weight matrix to multiply a
+    handful of rows. A single sequence (B = 1) of any length: ``layer_large`` could only run
+    its attention head by head (its threads split a batch's sequences), while ``layer_small``'s
+    fused attention splits the heads over Numba's threads. A batch of more rows: BLAS's
+    products and the threaded attention of ``layer_large`` are faster.
+    """
+    return B * T <= SMALL_ROWS or B == 1
+
+
 def forward(model, input_ids, attention_mask, token_type_ids, output_hidden_states=False):
     """``model.forward``'s outputs, fused: (last hidden state [B, T, H], pooler output [B, H] or
     None, hidden states (L + 1 arrays) or None). Inputs checked, as for ``model.forward``."""
@@ -550,11 +566,11 @@ def forward(model, input_ids, attention_mask, token_type_ids, output_hidden_stat
     mask_bias = ops.attention_mask_bias(attention_mask, dtype).reshape(B, T)  # [B, T]
     kind, p = ACTIVATIONS[config.hidden_act]
     scale = dtype.type(config.head_size ** -0.5)  # 1 / sqrt(D)
-    few_rows = B * T <= SMALL_ROWS
+    small = takes_layer_small(B, T)
     hidden_states = [x]
     for i in range(config.num_hidden_layers):
         w = layer_weights(model.weights, i)  # layer i's 16 tensors
-        if few_rows:
+        if small:
             with NUMBA_THREADS_LOCK:
                 x = layer_small(x, mask_bias, w, config.num_attention_heads, scale, config.layer_norm_eps, kind, p)
         else:

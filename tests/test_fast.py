@@ -33,20 +33,21 @@ def assert_fast_equals_step(fast_value, step_value, dtype, what=""):
 
 def preset_config(preset, **overrides):
     """A preset's shape with a small vocabulary (the weights are random anyway)."""
-    return dataclasses.replace(BertConfig.preset(preset), vocab_size=1000, max_position_embeddings=64, **overrides)
+    return dataclasses.replace(BertConfig.preset(preset), vocab_size=1000, max_position_embeddings=128, **overrides)
 
 
 def batches():
     """(name, ids, mask, types): one sentence of 8 tokens (few rows), a single token, a padded
     batch of 8 rows in all (few rows, padding), a padded batch of 3 x 30 with a fully masked
-    row (many rows), 2 x 40 tokens, and a padded 2 x 8 with a fully masked row (few rows)."""
+    row (many rows), 2 x 40 tokens, a padded 2 x 8 with a fully masked row (few rows), and one
+    padded sequence of 100 tokens (many rows, one sequence: layer_small's query blocks of 64)."""
     rng = np.random.default_rng(7)
     cases = []
     for name, B, T in [("1x8", 1, 8), ("1x1", 1, 1), ("2x4 padded", 2, 4), ("3x30 masked row", 3, 30),
-                       ("2x40", 2, 40), ("2x8 masked row", 2, 8)]:
+                       ("2x40", 2, 40), ("2x8 masked row", 2, 8), ("1x100 padded", 1, 100)]:
         ids, types = rng.integers(1, 1000, size=(B, T)), rng.integers(0, 2, size=(B, T))
         mask = np.ones((B, T), np.int64)
-        if B > 1:
+        if B > 1 or name.endswith("padded"):
             mask[-1, T // 2:] = 0  # a padded row
         if name.endswith("masked row"):
             mask[0] = 0  # every key masked: a uniform softmax, as transformers
@@ -95,25 +96,34 @@ def test_fast_path_equals_step_path(preset, dtype, layer_calls):
         if name.endswith("masked row"):  # a fully masked row is finite, as in the step path
             assert np.isfinite(out.last_hidden_state[0]).all()
     L = config.num_hidden_layers
-    # 1x8, 1x1, 2x4 padded and 2x8 masked row have at most SMALL_ROWS rows: layer_small;
-    # 3x30 masked row and 2x40 have more: layer_large.
+    # 1x8, 1x1, 2x4 padded and 2x8 masked row have at most SMALL_ROWS rows, 1x100 padded is one
+    # sequence: layer_small; the batches 3x30 masked row and 2x40 have more rows: layer_large.
     assert 16 <= fast.SMALL_ROWS < 80
-    assert layer_calls["layer_small"] == 4 * L
+    assert layer_calls["layer_small"] == 5 * L
     assert layer_calls["layer_large"] == 2 * L
 
 
 def test_hidden_size_not_a_multiple_of_4(layer_calls):
     """H = 66 (3 heads of 22), I = 130: every product of layer_small has a tail of 2 features
-    after its blocks of 4, and 5 rows leave one row after a block of 4; 80 rows: layer_large."""
+    after its blocks of 4, and 5 rows leave one row after a block of 4; one sequence of 70
+    tokens (a block of 64 queries and one of 6): layer_small; 2 x 40 rows: layer_large."""
     config = preset_config("bert-tiny", hidden_size=66, num_attention_heads=3, intermediate_size=130)
     for dtype in DTYPES:
         model = seeded_model(config, dtype)
-        for B, T in [(1, 5), (1, 8), (2, 40)]:
+        for B, T in [(1, 5), (1, 8), (1, 70), (2, 40)]:
             ids = np.random.default_rng(B * T).integers(1, 1000, size=(B, T))
             out, ref = model(ids), step_outputs(model, ids, None, None)
             assert_fast_equals_step(out.last_hidden_state, ref.last_hidden_state, dtype, f"{dtype} {B}x{T}")
-    assert layer_calls["layer_small"] == 2 * 2 * config.num_hidden_layers  # (1, 5) and (1, 8), both dtypes
+    assert layer_calls["layer_small"] == 2 * 3 * config.num_hidden_layers  # (1, 5), (1, 8), (1, 70); both dtypes
     assert layer_calls["layer_large"] == 2 * config.num_hidden_layers
+
+
+def test_which_inputs_take_layer_small():
+    """Up to SMALL_ROWS rows, or one sequence of any length: layer_small; a batch of more rows:
+    layer_large."""
+    assert fast.takes_layer_small(1, 8) and fast.takes_layer_small(8, 8) and fast.takes_layer_small(2, 32)
+    assert fast.takes_layer_small(1, 128) and fast.takes_layer_small(1, 512)
+    assert not fast.takes_layer_small(2, 40) and not fast.takes_layer_small(8, 128)
 
 
 @pytest.mark.parametrize("activation", sorted(fast.ACTIVATIONS))

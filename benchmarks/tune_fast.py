@@ -97,12 +97,14 @@ def products(repeats):
               f"  threads {t['threads'] * 1e6:6.1f}  one thread {t['one thread'] * 1e6:6.1f}")
 
 
-def seeded(name, dtype="float32"):
+def config_of(name):
     if name == "MiniLM-L6":
-        config = minibert.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                                     intermediate_size=1536)
-    else:
-        config = minibert.BertConfig.preset(name)
+        return minibert.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+    return minibert.BertConfig.preset(name)
+
+
+def seeded(name, dtype="float32"):
+    config = config_of(name)
     rng = np.random.default_rng(0)
     weights = {name: 0.05 * rng.standard_normal(shape) for name, shape in encoder_shapes(config).items()}
     return minibert.BertModel(config, weights, dtype=dtype, backend="numba")
@@ -110,7 +112,7 @@ def seeded(name, dtype="float32"):
 
 def one_side(name, side):
     """(In a child process.) {"BxT": median seconds of one pass} with every layer in layer_``side``."""
-    fast.takes_layer_small = lambda B, T: side == "small"  # read by fast.forward on every call
+    fast.takes_layer_small = lambda B, T, H: side == "small"  # read by fast.forward on every call
     model = seeded(name)
     times = {}
     for B, T in ROWS:
@@ -121,7 +123,7 @@ def one_side(name, side):
 
 def rows(models, repeats):
     print("2. layer_small against layer_large (ms per pass), each side in its own processes;"
-          f" the rule: up to SMALL_ROWS = {fast.SMALL_ROWS} rows, or B = 1")
+          f" the rule: up to SMALL_ROWS = {fast.SMALL_ROWS} rows, or B = 1 from H = {fast.ONE_SEQUENCE_MIN_HIDDEN}")
     for name in models:
         blocks = {"small": [], "large": []}
         for _ in range(repeats):
@@ -131,7 +133,7 @@ def rows(models, repeats):
                 blocks[side].append(json.loads(child.stdout.splitlines()[-1]))
         for B, T in ROWS:
             small, large = (float(np.median([times[f"{B}x{T}"] for times in blocks[side]])) for side in blocks)
-            rule = "layer_small" if fast.takes_layer_small(B, T) else "layer_large"
+            rule = "layer_small" if fast.takes_layer_small(B, T, config_of(name).hidden_size) else "layer_large"
             print(f"   {name:12} ({B}, {T}): layer_small {small * 1e3:8.3f}  layer_large {large * 1e3:8.3f}"
                   f"  small / large {small / large:.2f}  (the rule: {rule})")
 
@@ -149,11 +151,10 @@ def rounding(models):
                 step_out = model(ids).last_hidden_state
                 model.use_fast_path = True
                 scale = max(1.0, float(np.abs(step_out).max()))
-                path = "layer_small" if fast.takes_layer_small(B, T) else "layer_large"
+                path = "layer_small" if fast.takes_layer_small(B, T, model.config.hidden_size) else "layer_large"
                 errors[path].append(float(np.abs(fast_out.astype(np.float64) - step_out).max()) / scale)
-            print(f"   {name:12} {dtype}: layer_small (up to 64 rows, one sequence up to 512 tokens)"
-                  f" {max(errors['layer_small']):.1e}, layer_large (batches of 128 tokens)"
-                  f" {max(errors['layer_large']):.1e}")
+            print(f"   {name:12} {dtype}: layer_small {max(errors['layer_small']):.1e},"
+                  f" layer_large {max(errors['layer_large']):.1e}")
 
 
 def main():

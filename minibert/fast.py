@@ -13,8 +13,8 @@ fewer, larger steps:
   ``bias_add_layer_norm``: LayerNorm(h + b + residual); the attention kernel adds the query,
   key and value biases). One pass over each [N, out] product instead of two or three.
 - **Few rows or one sequence, no BLAS** (N = B*T <= ``SMALL_ROWS``, e.g. one sentence of up
-  to 64 tokens, or B = 1 at any length: ``takes_layer_small``): the whole layer is one Numba
-  function, ``layer_small``. Its products read each weight row
+  to 64 tokens, or B = 1 at any length from H = 256: ``takes_layer_small``): the whole layer
+  is one Numba function, ``layer_small``. Its products read each weight row
   once, in the stored [out, in] layout, and dot blocks of 4 weight rows with blocks of 4 input
   rows (``linear_rows``; the query, key and value products in one loop), split over Numba's
   threads from ``PARALLEL_MIN_MACS`` multiply-adds. At few rows a product is bound by reading
@@ -25,7 +25,8 @@ fewer, larger steps:
   that dominates a pass of bert-tiny. A single long sequence takes it too: there the fused
   attention saves more than the Numba products lose to BLAS (and no BLAS call leaves
   OpenBLAS's worker spinning on the core Numba's threads need).
-- **Otherwise** (a batch of more than ``SMALL_ROWS`` rows): the products are BLAS calls
+- **Otherwise** (a batch of more than ``SMALL_ROWS`` rows, or a long sequence of bert-tiny's
+  size): the products are BLAS calls
   (``product``: one BLAS thread below ``PRODUCT_PARALLEL_MIN_MACS`` multiply-adds, all of them
   above) and the rest the fused kernels above; attention is the step path's (one BLAS product
   per head, the softmax kernel), with a large batch's sequences split over Python threads
@@ -63,14 +64,20 @@ from .kernels import NJIT, _activation_one, _gelu_one, _layer_norm_row, _masked_
 __all__ = [
     "forward", "supports", "takes_layer_small", "embeddings", "layer_small", "layer_large", "linear_rows",
     "product", "bias_activation", "bias_add_layer_norm", "attention", "attention_in_threads", "SMALL_ROWS",
-    "PARALLEL_MIN_MACS", "PRODUCT_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS", "QUERY_BLOCK",
-    "FLOAT32_BOUND", "FLOAT64_BOUND",
+    "ONE_SEQUENCE_MIN_HIDDEN", "PARALLEL_MIN_MACS", "PRODUCT_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS",
+    "QUERY_BLOCK", "FLOAT32_BOUND", "FLOAT64_BOUND",
 ]
 
 # Inputs of at most this many rows (B*T) run through layer_small, and so does a single
-# sequence (B = 1) of any length; batches of more rows through layer_large (takes_layer_small).
-# Measured with benchmarks/tune_fast.py (part 2: whole passes, each side in its own processes).
+# sequence (B = 1) of any length when the hidden size is at least ONE_SEQUENCE_MIN_HIDDEN;
+# the rest through layer_large (takes_layer_small). Measured with benchmarks/tune_fast.py
+# (part 2: whole passes, each side in its own processes), layer_small / layer_large: up to 64
+# rows 0.47-0.98 on every preset and MiniLM-L6's shape; one sequence of 128 or 512 tokens
+# 0.73-0.79 (bert-medium), 0.81-0.94 (MiniLM-L6), 0.88-1.00 (bert-small), 0.97-1.03
+# (bert-mini), but 1.18-1.27 on bert-tiny (H = 128: dot products of 128 are too short to
+# amortise their sums, and two heads keep only two threads busy); batches of 8 x 128 1.03-1.36.
 SMALL_ROWS = 64
+ONE_SEQUENCE_MIN_HIDDEN = 256
 # The product size (rows x weight elements) from which linear_rows (and layer_small's products)
 # split the output features over Numba's threads. benchmarks/tune_fast.py, 2 threads against
 # one: 2^18 and more win in every run ([1, 512] @ [512, 512] 10.5 us against 19.3); at 2^17 and
@@ -542,16 +549,18 @@ def layer_weights(weights, i):
     return tuple(weights[name] for name in layer_names(i))
 
 
-def takes_layer_small(B, T):
-    """True when ``forward`` runs [B, T] inputs through ``layer_small``, False for ``layer_large``.
+def takes_layer_small(B, T, H):
+    """True when ``forward`` runs [B, T] inputs of hidden size H through ``layer_small``, False
+    for ``layer_large``.
 
     Few rows (B*T <= ``SMALL_ROWS``): BLAS would re-pack every weight matrix to multiply a
-    handful of rows. A single sequence (B = 1) of any length: ``layer_large`` could only run
-    its attention head by head (its threads split a batch's sequences), while ``layer_small``'s
-    fused attention splits the heads over Numba's threads. A batch of more rows: BLAS's
-    products and the threaded attention of ``layer_large`` are faster.
+    handful of rows. A single sequence (B = 1) of any length, from H = ``ONE_SEQUENCE_MIN_HIDDEN``:
+    ``layer_large`` could only run its attention head by head (its threads split a batch's
+    sequences), while ``layer_small``'s fused attention splits the heads over Numba's threads.
+    A batch of more rows, or a long sequence of bert-tiny's size: BLAS's products and
+    ``layer_large``'s attention are faster.
     """
-    return B * T <= SMALL_ROWS or B == 1
+    return B * T <= SMALL_ROWS or (B == 1 and H >= ONE_SEQUENCE_MIN_HIDDEN)
 
 
 def forward(model, input_ids, attention_mask, token_type_ids, output_hidden_states=False):
@@ -566,7 +575,7 @@ def forward(model, input_ids, attention_mask, token_type_ids, output_hidden_stat
     mask_bias = ops.attention_mask_bias(attention_mask, dtype).reshape(B, T)  # [B, T]
     kind, p = ACTIVATIONS[config.hidden_act]
     scale = dtype.type(config.head_size ** -0.5)  # 1 / sqrt(D)
-    small = takes_layer_small(B, T)
+    small = takes_layer_small(B, T, config.hidden_size)
     hidden_states = [x]
     for i in range(config.num_hidden_layers):
         w = layer_weights(model.weights, i)  # layer i's 16 tensors

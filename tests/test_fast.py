@@ -96,18 +96,20 @@ def test_fast_path_equals_step_path(preset, dtype, layer_calls):
         if name.endswith("masked row"):  # a fully masked row is finite, as in the step path
             assert np.isfinite(out.last_hidden_state[0]).all()
     L = config.num_hidden_layers
-    # 1x8, 1x1, 2x4 padded and 2x8 masked row have at most SMALL_ROWS rows, 1x100 padded is one
-    # sequence: layer_small; the batches 3x30 masked row and 2x40 have more rows: layer_large.
-    assert 16 <= fast.SMALL_ROWS < 80
-    assert layer_calls["layer_small"] == 5 * L
-    assert layer_calls["layer_large"] == 2 * L
+    # 1x8, 1x1, 2x4 padded and 2x8 masked row have at most SMALL_ROWS rows: layer_small; so does
+    # 1x100 padded, one sequence, from H = 256 (bert-tiny: layer_large); the batches 3x30 masked
+    # row and 2x40 have more rows: layer_large.
+    assert 16 <= fast.SMALL_ROWS < 80 and fast.ONE_SEQUENCE_MIN_HIDDEN == 256
+    one_sequence = 1 if config.hidden_size >= 256 else 0
+    assert layer_calls["layer_small"] == (4 + one_sequence) * L
+    assert layer_calls["layer_large"] == (3 - one_sequence) * L
 
 
 def test_hidden_size_not_a_multiple_of_4(layer_calls):
-    """H = 66 (3 heads of 22), I = 130: every product of layer_small has a tail of 2 features
+    """H = 258 (3 heads of 86), I = 130: every product of layer_small has a tail of 2 features
     after its blocks of 4, and 5 rows leave one row after a block of 4; one sequence of 70
     tokens (a block of 64 queries and one of 6): layer_small; 2 x 40 rows: layer_large."""
-    config = preset_config("bert-tiny", hidden_size=66, num_attention_heads=3, intermediate_size=130)
+    config = preset_config("bert-tiny", hidden_size=258, num_attention_heads=3, intermediate_size=130)
     for dtype in DTYPES:
         model = seeded_model(config, dtype)
         for B, T in [(1, 5), (1, 8), (1, 70), (2, 40)]:
@@ -119,11 +121,12 @@ def test_hidden_size_not_a_multiple_of_4(layer_calls):
 
 
 def test_which_inputs_take_layer_small():
-    """Up to SMALL_ROWS rows, or one sequence of any length: layer_small; a batch of more rows:
-    layer_large."""
-    assert fast.takes_layer_small(1, 8) and fast.takes_layer_small(8, 8) and fast.takes_layer_small(2, 32)
-    assert fast.takes_layer_small(1, 128) and fast.takes_layer_small(1, 512)
-    assert not fast.takes_layer_small(2, 40) and not fast.takes_layer_small(8, 128)
+    """Up to SMALL_ROWS rows, or one sequence of any length from H = 256: layer_small; a batch of
+    more rows, or a long sequence of bert-tiny (H = 128): layer_large."""
+    for H in (128, 256, 384, 512):
+        assert fast.takes_layer_small(1, 8, H) and fast.takes_layer_small(8, 8, H) and fast.takes_layer_small(2, 32, H)
+        assert not fast.takes_layer_small(2, 40, H) and not fast.takes_layer_small(8, 128, H)
+        assert fast.takes_layer_small(1, 128, H) == fast.takes_layer_small(1, 512, H) == (H >= 256)
 
 
 @pytest.mark.parametrize("activation", sorted(fast.ACTIVATIONS))

@@ -34,7 +34,7 @@ PyTorch eager, the achieved GFLOP/s (matrix products only) against NumPy's float
 and the memory floor (bytes of weights one pass reads / the DRAM bandwidth of a large array
 copy), both measured in the same run; and each engine's peak memory of one pass (the growth
 of the process's peak RSS, VmHWM, after resetting it, measured after a warm-up call). Results go to
-benchmarks/results/<UTC date>-<quick|full>.json.
+benchmarks/results/<UTC date>-<quick|full>.json (-2, -3, ... for later runs of the same day).
 
 Needs the bench extra: pip install "minibert[bench]" (torch, transformers, onnx, onnxruntime,
 onnxscript).
@@ -270,7 +270,8 @@ def main(argv=None):
         metavar="BxT",
         help="subset of workloads, e.g. 1x8 1x128 (default: all, or two with --quick)",
     )
-    parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/<date>-<mode>.json)")
+    parser.add_argument("--out", type=Path,
+                        help="JSON file (default benchmarks/results/<date>-<mode>.json, -2, -3, ... if taken)")
     args = parser.parse_args(argv)
 
     torch = need("torch")
@@ -383,13 +384,20 @@ def main(argv=None):
         skipped=skipped,
         results=rows,
     )
-    out = (
-        args.out
-        or Path(__file__).parent / "results" / f"{result['date'][:10]}-{'quick' if args.quick else 'full'}.json"
-    )
+    out = args.out or default_out(result["date"][:10], "quick" if args.quick else "full")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"saved {out}")
+
+
+def default_out(date, mode):
+    """benchmarks/results/<date>-<mode>.json, or -2, -3, ... after it: an earlier run of the same
+    day is never overwritten."""
+    results = Path(__file__).parent / "results"
+    out, n = results / f"{date}-{mode}.json", 2
+    while out.exists():
+        out, n = results / f"{date}-{mode}-{n}.json", n + 1
+    return out
 
 
 def cpu_model():

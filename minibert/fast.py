@@ -339,11 +339,17 @@ QUERY_BLOCK = 64  # query rows whose scores [QUERY_BLOCK, T] are computed at onc
 
 @njit(fastmath={"contract"}, **NJIT)
 def _add_scores(q, key_t, scores):  # scores [n, T] += q [n, D] @ K^T [D, T]
+    D = q.shape[1]
     for i in range(q.shape[0]):
         row = scores[i]  # [T]
-        for d in range(q.shape[1]):  # one outer product at a time: every key's score for q[i, d]
+        for d in range(0, D - 3, 4):  # four outer products per pass over the row: one load and store of it, not four
+            q0, q1, q2, q3 = q[i, d], q[i, d + 1], q[i, d + 2], q[i, d + 3]
+            k0, k1, k2, k3 = key_t[d], key_t[d + 1], key_t[d + 2], key_t[d + 3]  # [T] each
+            for j in range(row.shape[0]):  # a vector over the keys, no horizontal sum; d's order as one at a time
+                row[j] = row[j] + q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j]
+        for d in range(D // 4 * 4, D):  # the last D % 4 outer products
             q_d, key_d = q[i, d], key_t[d]
-            for j in range(row.shape[0]):  # a vector over the keys, no horizontal sum
+            for j in range(row.shape[0]):
                 row[j] += q_d * key_d[j]
 
 

@@ -72,7 +72,8 @@ __all__ = [
 # sequence (B = 1) of any length when the hidden size is at least ONE_SEQUENCE_MIN_HIDDEN;
 # the rest through layer_large (takes_layer_small). Measured with benchmarks/tune_fast.py
 # (part 2: whole passes, each side in its own processes), layer_small / layer_large: up to 64
-# rows 0.47-0.98 on every preset and MiniLM-L6's shape; one sequence of 128 or 512 tokens
+# rows 0.37-0.98 on every preset and MiniLM-L6's shape (bert-tiny (1, 64): 1.30 in one run,
+# 0.98 in a rerun); one sequence of 128 or 512 tokens
 # 0.73-0.79 (bert-medium), 0.81-0.94 (MiniLM-L6), 0.88-1.00 (bert-small), 0.97-1.03
 # (bert-mini), but 1.18-1.27 on bert-tiny (H = 128: dot products of 128 are too short to
 # amortise their sums, and two heads keep only two threads busy); batches of 8 x 128 1.03-1.36.

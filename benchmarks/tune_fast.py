@@ -106,7 +106,7 @@ def config_of(name):
 def seeded(name, dtype="float32"):
     config = config_of(name)
     rng = np.random.default_rng(0)
-    weights = {name: 0.05 * rng.standard_normal(shape) for name, shape in encoder_shapes(config).items()}
+    weights = {tensor: 0.05 * rng.standard_normal(shape) for tensor, shape in encoder_shapes(config).items()}
     return minibert.BertModel(config, weights, dtype=dtype, backend="numba")
 
 

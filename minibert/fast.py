@@ -64,7 +64,7 @@ from .kernels import NJIT, _activation_one, _gelu_one, _layer_norm_row, _masked_
 __all__ = [
     "forward", "supports", "takes_layer_small", "embeddings", "layer_small", "layer_large", "linear_rows",
     "product", "bias_activation", "bias_add_layer_norm", "attention", "attention_in_threads", "SMALL_ROWS",
-    "ONE_SEQUENCE_MIN_HIDDEN", "PARALLEL_MIN_MACS", "PRODUCT_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS",
+    "ONE_SEQUENCE_MIN_HIDDEN", "PARALLEL_MIN_MACS", "QUARTER_BLOCKS_MAX_ROWS", "PRODUCT_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS",
     "QUERY_BLOCK", "FLOAT32_BOUND", "FLOAT64_BOUND",
 ]
 
@@ -85,6 +85,9 @@ ONE_SEQUENCE_MIN_HIDDEN = 256
 # less the result changes from run to run with the time it takes to wake a thread
 # ([8, 128] @ [128, 128]: 6.4 against 7.1 us in one run, 7.8 against 5.8 in another).
 PARALLEL_MIN_MACS = 1 << 18
+# Up to this many input rows, linear_rows' blocks of four weight rows take rows a quarter of
+# the matrix apart (long runs of memory for the prefetcher); from here on, four neighbours.
+QUARTER_BLOCKS_MAX_ROWS = 128
 # BLAS products (``product``) of at least this many multiply-adds run on all BLAS threads,
 # smaller ones on one. Measured on OpenBLAS's SkylakeX kernel (docs/performance.md).
 PRODUCT_PARALLEL_MIN_MACS = 1 << 18
@@ -141,10 +144,13 @@ def _dot_rows(x, weight, n, out):  # out[:, n] = x @ weight[n]: one weight row, 
 
 
 @njit(fastmath={"reassoc", "contract"}, **NJIT)
-def _dot_4x4(x, m, weight, n, out):  # out[m:m+4, n:n+4] = x[m:m+4] @ weight[n:n+4].T
-    """16 dot products from 8 rows: each element of x and weight loaded once for 4 multiply-adds."""
+def _dot_4x4(x, m, weight, n, s, out):  # out[m:m+4, (n, n+s, n+2s, n+3s)] = x[m:m+4] @ weight[(n, ...)].T
+    """16 dot products from 8 rows: each element of x and weight loaded once for 4 multiply-adds.
+
+    The four weight rows are ``s`` rows apart: rows n, n + s, n + 2s, n + 3s (see ``_linear_rows_blocks``).
+    """
     x0, x1, x2, x3 = x[m], x[m + 1], x[m + 2], x[m + 3]  # [in] each
-    w0, w1, w2, w3 = weight[n], weight[n + 1], weight[n + 2], weight[n + 3]  # [in] each
+    w0, w1, w2, w3 = weight[n], weight[n + s], weight[n + 2 * s], weight[n + 3 * s]  # [in] each
     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = out[m, n]  # 0: out starts as zeros
     s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = out[m, n]
     for k in range(x0.shape[0]):  # "reassoc": each sum in vector lanes
@@ -153,31 +159,32 @@ def _dot_4x4(x, m, weight, n, out):  # out[m:m+4, n:n+4] = x[m:m+4] @ weight[n:n
         s10 += x1[k] * a; s11 += x1[k] * b; s12 += x1[k] * c; s13 += x1[k] * d  # noqa: E702
         s20 += x2[k] * a; s21 += x2[k] * b; s22 += x2[k] * c; s23 += x2[k] * d  # noqa: E702
         s30 += x3[k] * a; s31 += x3[k] * b; s32 += x3[k] * c; s33 += x3[k] * d  # noqa: E702
-    out[m, n], out[m, n + 1], out[m, n + 2], out[m, n + 3] = s00, s01, s02, s03
-    out[m + 1, n], out[m + 1, n + 1], out[m + 1, n + 2], out[m + 1, n + 3] = s10, s11, s12, s13
-    out[m + 2, n], out[m + 2, n + 1], out[m + 2, n + 2], out[m + 2, n + 3] = s20, s21, s22, s23
-    out[m + 3, n], out[m + 3, n + 1], out[m + 3, n + 2], out[m + 3, n + 3] = s30, s31, s32, s33
+    n1, n2, n3 = n + s, n + 2 * s, n + 3 * s
+    out[m, n], out[m, n1], out[m, n2], out[m, n3] = s00, s01, s02, s03
+    out[m + 1, n], out[m + 1, n1], out[m + 1, n2], out[m + 1, n3] = s10, s11, s12, s13
+    out[m + 2, n], out[m + 2, n1], out[m + 2, n2], out[m + 2, n3] = s20, s21, s22, s23
+    out[m + 3, n], out[m + 3, n1], out[m + 3, n2], out[m + 3, n3] = s30, s31, s32, s33
 
 
 @njit(fastmath={"reassoc", "contract"}, **NJIT)
-def _dot_1x4(x, m, weight, n, out):  # out[m, n:n+4] = x[m] @ weight[n:n+4].T
+def _dot_1x4(x, m, weight, n, s, out):  # out[m, (n, n+s, n+2s, n+3s)] = x[m] @ weight[(n, ...)].T
     xm = x[m]  # [in]
-    w0, w1, w2, w3 = weight[n], weight[n + 1], weight[n + 2], weight[n + 3]  # [in] each
+    w0, w1, w2, w3 = weight[n], weight[n + s], weight[n + 2 * s], weight[n + 3 * s]  # [in] each
     s0 = s1 = s2 = s3 = out[m, n]  # 0: out starts as zeros
     for k in range(xm.shape[0]):
         s0 += xm[k] * w0[k]
         s1 += xm[k] * w1[k]
         s2 += xm[k] * w2[k]
         s3 += xm[k] * w3[k]
-    out[m, n], out[m, n + 1], out[m, n + 2], out[m, n + 3] = s0, s1, s2, s3
+    out[m, n], out[m, n + s], out[m, n + 2 * s], out[m, n + 3 * s] = s0, s1, s2, s3
 
 
 @njit(**NJIT)
-def _dot_4_rows(x, weight, n, out):  # out[:, n:n+4] = x @ weight[n:n+4].T: four weight rows, every input row
+def _dot_4_rows(x, weight, n, s, out):  # out[:, (n, n+s, n+2s, n+3s)]: four weight rows, every input row
     for m in range(0, x.shape[0] - 3, 4):  # four input rows at a time
-        _dot_4x4(x, m, weight, n, out)
+        _dot_4x4(x, m, weight, n, s, out)
     for m in range(x.shape[0] // 4 * 4, x.shape[0]):  # the last N % 4 input rows
-        _dot_1x4(x, m, weight, n, out)
+        _dot_1x4(x, m, weight, n, s, out)
 
 
 # Which functions use threads. Only ``prange`` loops run on Numba's threads (PRANGE_ONLY: no
@@ -195,9 +202,25 @@ PRANGE_ONLY = dict(prange=True, comprehension=False, reduction=False, inplace_bi
 
 @njit(inline="always", **NJIT)
 def _linear_rows_blocks(x, weight, out):  # [N, in], [out, in] -> out [N, out]; blocks of 4 features
-    for block in prange(weight.shape[0] // 4):  # split over the threads where the caller has them
-        _dot_4_rows(x, weight, 4 * block, out)
-    for n in range(weight.shape[0] // 4 * 4, weight.shape[0]):  # the last out % 4 features
+    """Block b dots four weight rows with every input row: for few input rows, rows b, b + Q,
+    b + 2Q and b + 3Q (Q = out // 4); for many, rows 4b to 4b + 3.
+
+    Rows a quarter of the matrix apart, not four neighbours: as b goes up, each thread reads four
+    long runs of consecutive rows, which the CPU's prefetcher follows. Four neighbouring rows
+    (of 2 KB at in = 512) start four new short runs per block, and with few input rows the
+    product waits on memory: whole passes at (1, 8) 1.2-1.35x slower (docs/performance.md).
+    From ``QUARTER_BLOCKS_MAX_ROWS`` rows on, each block is reused by many input rows and
+    neighbouring rows are faster (their outputs share cache lines). Each output is the same
+    dot product either way, so the same bits.
+    """
+    quarter = weight.shape[0] // 4  # Q blocks
+    few = x.shape[0] <= QUARTER_BLOCKS_MAX_ROWS
+    for block in prange(quarter):  # split over the threads where the caller has them
+        if few:
+            _dot_4_rows(x, weight, block, quarter, out)  # rows block + (0, 1, 2, 3) * Q
+        else:
+            _dot_4_rows(x, weight, 4 * block, 1, out)  # rows 4 * block + (0, 1, 2, 3)
+    for n in range(4 * quarter, weight.shape[0]):  # the last out % 4 features
         _dot_rows(x, weight, n, out)
 
 
@@ -217,21 +240,22 @@ def _linear_rows(x, weight):  # [N, in], [out, in] -> [N, out]: linear_rows' bod
 
 
 @njit(**NJIT)
-def _dot_4_rows_of_3(x, wq, wk, wv, i, blocks, q, k, v):  # block i of the three products' 3 * blocks
-    if i < blocks:
-        _dot_4_rows(x, wq, 4 * i, q)
-    elif i < 2 * blocks:
-        _dot_4_rows(x, wk, 4 * (i - blocks), k)
+def _dot_4_rows_of_3(x, wq, wk, wv, i, quarter, q, k, v):  # block i of the three products' 3 * quarter
+    which = i // quarter  # 0, 1, 2: query, key, value
+    weight, out = (wq, q) if which == 0 else (wk, k) if which == 1 else (wv, v)
+    block = i - which * quarter  # block of that product
+    if x.shape[0] <= QUARTER_BLOCKS_MAX_ROWS:  # as in _linear_rows_blocks
+        _dot_4_rows(x, weight, block, quarter, out)
     else:
-        _dot_4_rows(x, wv, 4 * (i - 2 * blocks), v)
+        _dot_4_rows(x, weight, 4 * block, 1, out)
 
 
 @njit(inline="always", **NJIT)
 def _query_key_value_blocks(x, wq, wk, wv, q, k, v):  # the three products [N, H] @ [H, H].T, one loop
-    blocks = wq.shape[0] // 4  # blocks of 4 features in each product
-    for i in prange(3 * blocks):  # split over the threads where the caller has them
-        _dot_4_rows_of_3(x, wq, wk, wv, i, blocks, q, k, v)
-    for n in range(blocks * 4, wq.shape[0]):  # the last H % 4 features of each
+    quarter = wq.shape[0] // 4  # blocks of 4 features in each product, as in _linear_rows_blocks
+    for i in prange(3 * quarter):  # split over the threads where the caller has them
+        _dot_4_rows_of_3(x, wq, wk, wv, i, quarter, q, k, v)
+    for n in range(quarter * 4, wq.shape[0]):  # the last H % 4 features of each
         _dot_rows(x, wq, n, q)
         _dot_rows(x, wk, n, k)
         _dot_rows(x, wv, n, v)
@@ -258,10 +282,10 @@ def _query_key_value(x, wq, wk, wv):  # [N, H] -> q, k, v [N, H]: x @ wq.T, x @ 
 def linear_rows(x, weight):  # [N, in], [out, in] -> [N, out]
     """``x @ weight.T`` for few rows, without bias: equals ``ops.linear(x, weight, 0)``.
 
-    Reads ``weight`` once, in its stored [out, in] layout, four rows at a time, each block
-    dotted with four input rows at a time (summed in vector lanes, so in another order than
-    BLAS); the blocks of four are split over Numba's threads from ``PARALLEL_MIN_MACS``
-    multiply-adds.
+    Reads ``weight`` once, in its stored [out, in] layout, four rows at a time (rows a quarter
+    of the matrix apart, so that each thread reads long runs of memory), each block dotted with
+    four input rows at a time (summed in vector lanes, so in another order than BLAS); the
+    blocks of four are split over Numba's threads from ``PARALLEL_MIN_MACS`` multiply-adds.
     """
     return _linear_rows(x, weight)
 

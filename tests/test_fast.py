@@ -186,14 +186,28 @@ def test_numpy_backend_never_takes_the_fast_path():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(("rows", "features", "inputs"),
-                         [(1, 5, 3), (8, 130, 384), (3, 1538, 384), (8, 1024, 256), (7, 66, 130), (32, 514, 256)])
+                         [(1, 5, 3), (8, 130, 384), (3, 1538, 384), (8, 1024, 256), (7, 66, 130), (32, 514, 256),
+                          (130, 66, 64), (fast.QUARTER_BLOCKS_MAX_ROWS + 1, 514, 128)])
 def test_linear_rows(rows, features, inputs, dtype):
-    """Input rows and output features not multiples of 4, serial and parallel sizes (PARALLEL_MIN_MACS)."""
+    """Input rows and output features not multiples of 4, serial and parallel sizes (PARALLEL_MIN_MACS),
+    few and many rows (QUARTER_BLOCKS_MAX_ROWS)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((rows, inputs)).astype(dtype)
     w = (0.05 * rng.standard_normal((features, inputs))).astype(dtype)
     ref = ops.linear(x, w, np.zeros(features, dtype))
     assert_fast_equals_step(fast.linear_rows(x, w), ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_rows_block_order_keeps_the_bits(dtype):
+    """Few rows take weight rows a quarter of the matrix apart, many rows four neighbours: the
+    same dot product for each output, so the same bits."""
+    rows = fast.QUARTER_BLOCKS_MAX_ROWS  # a multiple of 4: every row in blocks of four rows
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((rows + 4, 256)).astype(dtype)
+    w = rng.standard_normal((514, 256)).astype(dtype)
+    few, many = fast.linear_rows(x[:rows], w), fast.linear_rows(x, w)  # quarter blocks, neighbours
+    np.testing.assert_array_equal(few, many[:rows])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

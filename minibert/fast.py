@@ -64,7 +64,8 @@ from .kernels import NJIT, _activation_one, _gelu_one, _layer_norm_row, _masked_
 __all__ = [
     "forward", "supports", "takes_layer_small", "embeddings", "layer_small", "layer_large", "linear_rows",
     "product", "bias_activation", "bias_add_layer_norm", "attention", "attention_in_threads", "SMALL_ROWS",
-    "ONE_SEQUENCE_MIN_HIDDEN", "PARALLEL_MIN_MACS", "QUARTER_BLOCKS_MAX_ROWS", "PRODUCT_PARALLEL_MIN_MACS", "ATTENTION_THREADS_MIN_MACS",
+    "ONE_SEQUENCE_MIN_HIDDEN", "PARALLEL_MIN_MACS", "QUARTER_BLOCKS_MAX_ROWS", "PRODUCT_PARALLEL_MIN_MACS",
+    "ATTENTION_THREADS_MIN_MACS",
     "QUERY_BLOCK", "FLOAT32_BOUND", "FLOAT64_BOUND",
 ]
 

@@ -68,14 +68,15 @@ def check_inputs(config, input_ids, attention_mask=None, token_type_ids=None):
         )
     if attention_mask is None and token_type_ids is None:  # the common case: nothing more to check
         return input_ids, np.ones((B, T), np.int64), np.zeros((B, T), np.int64)
+    given_mask, given_types = attention_mask is not None, token_type_ids is not None  # else defaults, valid
     attention_mask = _batch_shaped("attention_mask", attention_mask, (B, T), default=np.ones)
     token_type_ids = _batch_shaped("token_type_ids", token_type_ids, (B, T), default=np.zeros)
-    if attention_mask.min() < 0 or attention_mask.max() > 1:  # integers: only 0 and 1 pass
+    if given_mask and (attention_mask.min() < 0 or attention_mask.max() > 1):  # integers: only 0 and 1 pass
         raise InputError(
             "attention_mask must hold only 0 (padding) and 1 (token)",
             "build the mask from the tokenizer's attention_mask",
         )
-    if token_type_ids.min() < 0 or token_type_ids.max() >= config.type_vocab_size:
+    if given_types and (token_type_ids.min() < 0 or token_type_ids.max() >= config.type_vocab_size):
         b, t = np.argwhere((token_type_ids < 0) | (token_type_ids >= config.type_vocab_size))[0]
         raise InputError(
             f"token_type_ids[{b}, {t}] = {token_type_ids[b, t]} is outside [0, {config.type_vocab_size})",

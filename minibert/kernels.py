@@ -456,6 +456,42 @@ def _exp_row_for_dtype(x, bits):  # chosen once per dtype when Numba compiles th
     return exp_row
 
 
+# The row max of a float32 row as an integer max, which LLVM vectorises (a float max it does not:
+# without fast-math flags on the whole function it must keep NaN's order, one compare at a
+# time). Each float's IEEE bits, read as int32, are made into an order-preserving key: kept
+# for a positive float, the 31 value bits flipped for a negative one (larger magnitude = more
+# negative), so key(a) > key(b) exactly when a > b. The largest key, mapped back (the same flip
+# undoes itself), is the largest float: the same value as a float max. (A row holding a NaN
+# may get another "max" than before, but its softmax is NaN throughout either way.)
+@njit(**NJIT)
+def _row_max_float32(x, bits):  # [T] float32 -> max(x); bits: [T] int32 scratch
+    keys = x.view(np.int32)  # [T], the same memory
+    top = np.int32(-2147483648)
+    for j in range(keys.shape[0]):
+        top = max(top, keys[j] ^ ((keys[j] >> 31) & np.int32(0x7FFFFFFF)))  # order-preserving key
+    bits[0] = top ^ ((top >> 31) & np.int32(0x7FFFFFFF))  # the key back to the float's bits
+    return bits.view(np.float32)[0]
+
+
+def _row_max(x, bits):
+    """max(x) of a row, inside jitted code; Numba picks the method for the dtype."""
+    raise NotImplementedError("only callable from Numba-compiled code")
+
+
+@overload(_row_max)
+def _row_max_for_dtype(x, bits):  # chosen once per dtype when Numba compiles the caller
+    if x.dtype == types.float32:
+        return lambda x, bits: _row_max_float32(x, bits)
+
+    def row_max(x, bits):  # float64: one compare at a time
+        m = x[0]
+        for j in range(1, x.shape[0]):
+            m = max(m, x[j])
+        return m
+
+    return row_max
+
+
 @njit(fastmath={"reassoc"}, **NJIT)
 def _row_sum(x):  # [T] -> float64 sum; "reassoc" lets LLVM add in several vector lanes, not one chain
     total = 0.0
@@ -467,12 +503,12 @@ def _row_sum(x):  # [T] -> float64 sum; "reassoc" lets LLVM add in several vecto
 @njit(**NJIT)
 def _masked_softmax_row(s, bias, out, bits):  # [T] scores, [T] mask bias -> [T] probabilities
     T = s.shape[0]
-    m = s[0] + bias[0]
-    for j in range(1, T):
-        m = max(m, s[j] + bias[j])
     for j in range(T):
-        out[j] = (s[j] + bias[j]) - m  # <= 0; 0 for the row max, so the sum below is >= 1
-    _exp_row(out, bits)  # bits: [T] int32 scratch for the float32 exp
+        out[j] = s[j] + bias[j]  # the masked scores
+    m = _row_max(out, bits)  # bits: [T] int32 scratch for the float32 max and exp
+    for j in range(T):
+        out[j] = out[j] - m  # <= 0; 0 for the row max, so the sum below is >= 1
+    _exp_row(out, bits)
     inv = 1.0 / _row_sum(out)  # float64 sum of the exps
     for j in range(T):
         out[j] = out[j] * inv

@@ -179,6 +179,22 @@ def test_masked_softmax_broadcasts_a_shared_mask_of_any_float_dtype(mask_dtype):
     assert_twin(kernels.masked_softmax(scores, bias), ref, np.float32)
 
 
+def test_float32_row_max_equals_numpy_max():
+    """The row max through order-preserving integer keys: the same value as np.max on every kind
+    of float32 it can meet (signs, both zeros, subnormals, infinities, the mask's finfo.min)."""
+    tiny, big, low = np.finfo(np.float32).tiny, np.finfo(np.float32).max, np.finfo(np.float32).min
+    rows = [np.float32([-3.0]), np.float32([-0.0, 0.0]), np.float32([0.0, -0.0]), np.float32([-5.0, -2.5, -7.0]),
+            np.float32([low, low, low]), np.float32([low, -1e-40, low]), np.float32([tiny / 4, -tiny, 0.0]),
+            np.float32([-np.inf, -big]), np.float32([1.0, np.inf, 2.0]), np.float32([-np.inf, -np.inf])]
+    rng = np.random.default_rng(10)
+    rows += [(scale * rng.standard_normal(n)).astype(np.float32) for n in (1, 15, 16, 17, 100, 512) for scale in
+             (1e-38, 1.0, 1e30)]
+    for row in rows:
+        bits = np.empty(row.size, np.int32)
+        got = kernels._row_max_float32(row.copy(), bits)
+        assert got == row.max() and np.signbit(got) == np.signbit(row.max()) or got == row.max() == 0, row
+
+
 def test_float32_exp_is_within_2_ulp_of_numpy():
     """The vectorised float32 exp of masked_softmax, on the float32 range it can meet."""
     edges = np.float32([0.0, -1e-30, 1e-30, -87.33, -88.0, -103.0, -3.4e38, np.finfo(np.float32).min])

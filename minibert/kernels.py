@@ -460,9 +460,10 @@ def _exp_row_for_dtype(x, bits):  # chosen once per dtype when Numba compiles th
 # without fast-math flags on the whole function it must keep NaN's order, one compare at a
 # time). Each float's IEEE bits, read as int32, are made into an order-preserving key: kept
 # for a positive float, the 31 value bits flipped for a negative one (larger magnitude = more
-# negative), so key(a) > key(b) exactly when a > b. The largest key, mapped back (the same flip
-# undoes itself), is the largest float: the same value as a float max. (A row holding a NaN
-# may get another "max" than before, but its softmax is NaN throughout either way.)
+# negative), so key(a) > key(b) whenever a > b (and -0 sorts just below +0). The largest key,
+# mapped back (the same flip undoes itself), is the largest float: the same value as a float
+# max, so the same softmax (a zero maximum of either sign gives the same differences). A row
+# holding a NaN may get another "max" than before, but its softmax is NaN throughout either way.
 @njit(**NJIT)
 def _row_max_float32(x, bits):  # [T] float32 -> max(x); bits: [T] int32 scratch
     keys = x.view(np.int32)  # [T], the same memory

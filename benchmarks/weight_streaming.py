@@ -18,7 +18,8 @@ L3 cache holds, so each pass reads them from DRAM) and reports, for N input rows
 GB/s of weights read (the matrices' bytes / the median time of one sweep over them) and the
 multiply-adds per second. Like ``bench.py``, it removes ``OPENBLAS_CORETYPE`` and
 ``OPENBLAS_L2_SIZE`` from its own environment before NumPy loads OpenBLAS
-(docs/performance.md). Results and what they mean: docs/performance.md, "Few rows".
+(docs/performance.md). Results and what they mean: docs/performance.md, the bound of the
+(1, 8) cells under "Issue 13's targets, cell by cell".
 """
 
 import os

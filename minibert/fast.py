@@ -209,7 +209,7 @@ def _linear_rows_blocks(x, weight, out):  # [N, in], [out, in] -> out [N, out]; 
     Rows a quarter of the matrix apart, not four neighbours: as b goes up, each thread reads four
     long runs of consecutive rows, which the CPU's prefetcher follows. Four neighbouring rows
     (of 2 KB at in = 512) start four new short runs per block; with few input rows the product
-    waits on memory. Measured (docs/performance.md, "Few rows"): never slower, up to 1.3x
+    waits on memory. Measured (docs/performance.md, the (1, 8) bound): never slower, up to 1.3x
     faster from DRAM on 4-8 rows, but by how much changes with the machine's state (whole
     passes at (1, 8): 0.75-0.84x the time in one comparison, the same in two later ones).
     From ``QUARTER_BLOCKS_MAX_ROWS`` rows on, each block is reused by many input rows and

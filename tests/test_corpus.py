@@ -62,6 +62,16 @@ def corpus_100k(tmp_path_factory, tiny_vocab_model):
     return corpus, root / "reference.h5", report
 
 
+def default_ctrl_c():  # preexec_fn of the CLI run the test interrupts with SIGINT
+    """Give the child the default SIGINT disposition, as a terminal gives a command.
+
+    A shell without job control starts background commands with SIGINT ignored, and children
+    inherit that: run under ``bash .ci/run &`` the CLI would never see the test's Ctrl-C (Python
+    installs its KeyboardInterrupt handler only where SIGINT is not ignored) and would finish
+    with exit 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_with_terminal(*args):
     """Start the CLI with stderr on a pseudo-terminal (so it draws its progress bar); collect it."""
     master, slave = pty.openpty()
@@ -72,6 +82,7 @@ def start_with_terminal(*args):
         env=ENV,
         cwd=REPO,
         text=True,
+        preexec_fn=default_ctrl_c,
     )
     os.close(slave)
     chunks = []

@@ -38,7 +38,8 @@ import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
-import minibert  # noqa: E402
+from tune_fast import config_of  # noqa: E402  (this folder's script: a preset's config, or MiniLM-L6's shape)
+
 from minibert import fast  # noqa: E402
 
 MODELS = ["bert-small", "bert-medium", "MiniLM-L6"]
@@ -54,12 +55,6 @@ def read_all(weight):  # [out, in] -> [out] row sums: every weight read once, on
             total += weight[n, k]
         sums[n] = total
     return sums
-
-
-def config_of(name):
-    if name == "MiniLM-L6":
-        return minibert.BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
-    return minibert.BertConfig.preset(name)
 
 
 def matrices(config, copies=1):

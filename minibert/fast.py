@@ -201,6 +201,14 @@ PRANGE_ONLY = dict(prange=True, comprehension=False, reduction=False, inplace_bi
                    numpy=False, stencil=False, fusion=False)
 
 
+@njit(**NJIT)
+def _dot_block(x, weight, block, quarter, out):  # out[:, block b's 4 features]: block b of Q = out // 4
+    if x.shape[0] <= QUARTER_BLOCKS_MAX_ROWS:  # few input rows: rows a quarter of the matrix apart
+        _dot_4_rows(x, weight, block, quarter, out)  # rows b + (0, 1, 2, 3) * Q
+    else:  # many: four neighbours
+        _dot_4_rows(x, weight, 4 * block, 1, out)  # rows 4b + (0, 1, 2, 3)
+
+
 @njit(inline="always", **NJIT)
 def _linear_rows_blocks(x, weight, out):  # [N, in], [out, in] -> out [N, out]; blocks of 4 features
     """Block b dots four weight rows with every input row: for few input rows, rows b, b + Q,
@@ -217,12 +225,8 @@ def _linear_rows_blocks(x, weight, out):  # [N, in], [out, in] -> out [N, out]; 
     dot product either way, so the same bits.
     """
     quarter = weight.shape[0] // 4  # Q blocks
-    few = x.shape[0] <= QUARTER_BLOCKS_MAX_ROWS
     for block in prange(quarter):  # split over the threads where the caller has them
-        if few:
-            _dot_4_rows(x, weight, block, quarter, out)  # rows block + (0, 1, 2, 3) * Q
-        else:
-            _dot_4_rows(x, weight, 4 * block, 1, out)  # rows 4 * block + (0, 1, 2, 3)
+        _dot_block(x, weight, block, quarter, out)
     for n in range(4 * quarter, weight.shape[0]):  # the last out % 4 features
         _dot_rows(x, weight, n, out)
 
@@ -246,11 +250,7 @@ def _linear_rows(x, weight):  # [N, in], [out, in] -> [N, out]: linear_rows' bod
 def _dot_4_rows_of_3(x, wq, wk, wv, i, quarter, q, k, v):  # block i of the three products' 3 * quarter
     which = i // quarter  # 0, 1, 2: query, key, value
     weight, out = (wq, q) if which == 0 else (wk, k) if which == 1 else (wv, v)
-    block = i - which * quarter  # block of that product
-    if x.shape[0] <= QUARTER_BLOCKS_MAX_ROWS:  # as in _linear_rows_blocks
-        _dot_4_rows(x, weight, block, quarter, out)
-    else:
-        _dot_4_rows(x, weight, 4 * block, 1, out)
+    _dot_block(x, weight, i - which * quarter, quarter, out)  # block i - which * Q of that product
 
 
 @njit(inline="always", **NJIT)
